@@ -1,0 +1,190 @@
+//! Importers from public formats into a [`Dataset`].
+//!
+//! Each importer returns an [`Imported`]: the dataset plus a [`ImportReport`] that lists every skipped line with its
+//! file, line number and reason. A partly bad file is not an error; a file with nothing usable is ([`Error::Empty`]).
+
+mod movielens;
+mod recbole;
+mod seqtext;
+
+pub use movielens::import_movielens;
+pub use recbole::import_recbole;
+pub use seqtext::import_seqtext;
+
+use crate::dataset::{Dataset, Interactions, Item};
+use crate::error::io;
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The formats `m6rec import` understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// MovieLens raw files: `u.data` + `u.item` (100k) or `ratings.dat` + `movies.dat` (1m).
+    MovieLens,
+    /// RecBole atomic files: `<name>.inter` and optionally `<name>.item`.
+    RecBole,
+    /// One line per user: `user item1 item2 ...` in chronological order (SASRec / S3-Rec).
+    SeqText,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "movielens" | "ml-100k" | "ml-1m" => Ok(Format::MovieLens),
+            "recbole" | "atomic" => Ok(Format::RecBole),
+            "seqtext" | "sasrec" => Ok(Format::SeqText),
+            _ => Err(format!("unknown import format `{s}`: expected movielens, recbole or seqtext")),
+        }
+    }
+}
+
+/// Imports `src` in `format`.
+pub fn import(format: Format, src: &Path) -> Result<Imported> {
+    match format {
+        Format::MovieLens => import_movielens(src),
+        Format::RecBole => import_recbole(src),
+        Format::SeqText => import_seqtext(src),
+    }
+}
+
+/// A line that was not imported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Skipped {
+    /// The source file.
+    pub file: PathBuf,
+    /// 1-based line number.
+    pub line: usize,
+    /// Why.
+    pub reason: String,
+}
+
+impl fmt::Display for Skipped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file.display(), self.line, self.reason)
+    }
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImportReport {
+    /// Interactions imported.
+    pub imported: usize,
+    /// Items in the catalog.
+    pub n_items: usize,
+    /// Users.
+    pub n_users: usize,
+    /// Lines skipped, each with file, line and reason.
+    pub skipped: Vec<Skipped>,
+}
+
+/// A dataset and the report of how it was made.
+#[derive(Debug)]
+pub struct Imported {
+    /// The dataset.
+    pub dataset: Dataset,
+    /// The report.
+    pub report: ImportReport,
+}
+
+/// Interns external ids into dense indices while an importer reads, and collects skipped lines.
+#[derive(Debug, Default)]
+pub(crate) struct Builder {
+    users: Vec<String>,
+    user_idx: HashMap<String, u32>,
+    items: Vec<Item>,
+    item_idx: HashMap<String, u32>,
+    inter: Interactions,
+    skipped: Vec<Skipped>,
+}
+
+impl Builder {
+    pub(crate) fn user(&mut self, id: &str) -> u32 {
+        if let Some(&i) = self.user_idx.get(id) {
+            return i;
+        }
+        let i = self.users.len() as u32;
+        self.users.push(id.to_string());
+        self.user_idx.insert(id.to_string(), i);
+        i
+    }
+
+    /// Dense index for `id`, adding a placeholder item (title = id) the first time.
+    pub(crate) fn item(&mut self, id: &str, domain: &str) -> u32 {
+        if let Some(&i) = self.item_idx.get(id) {
+            return i;
+        }
+        let i = self.items.len() as u32;
+        self.items.push(Item { id: id.to_string(), domain: domain.to_string(), title: id.to_string(), ..Item::default() });
+        self.item_idx.insert(id.to_string(), i);
+        i
+    }
+
+    pub(crate) fn item_mut(&mut self, idx: u32) -> &mut Item {
+        &mut self.items[idx as usize]
+    }
+
+    pub(crate) fn known_item_count(&self) -> usize {
+        self.items.len()
+    }
+
+    pub(crate) fn known_item(&self, id: &str) -> Option<u32> {
+        self.item_idx.get(id).copied()
+    }
+
+    pub(crate) fn event(&mut self, user: u32, item: u32, ts: i64, event: Option<String>) {
+        self.inter.push(user, item, ts, event);
+    }
+
+    pub(crate) fn skip(&mut self, file: &Path, line: usize, reason: impl Into<String>) {
+        self.skipped.push(Skipped { file: file.to_path_buf(), line, reason: reason.into() });
+    }
+
+    /// Finishes the import; an import without interactions is an error.
+    pub(crate) fn finish(self, name: &str, source: String, src: &Path) -> Result<Imported> {
+        if self.inter.is_empty() {
+            return Err(Error::Empty { path: src.to_path_buf(), skipped: self.skipped.len() });
+        }
+        let report = ImportReport {
+            imported: self.inter.len(),
+            n_items: self.items.len(),
+            n_users: self.users.len(),
+            skipped: self.skipped,
+        };
+        let dataset = Dataset { name: name.to_string(), source, users: self.users, items: self.items, interactions: self.inter };
+        Ok(Imported { dataset, report })
+    }
+}
+
+/// Reads a whole text file, naming it on failure.
+pub(crate) fn read_text(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    String::from_utf8(bytes).map_err(|e| Error::BadFormat {
+        path: path.to_path_buf(),
+        reason: format!("not UTF-8 at byte {}", e.utf8_error().valid_up_to()),
+    })
+}
+
+/// Decodes ISO-8859-1 (every byte is the code point of the same value).
+pub(crate) fn latin1(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| char::from(b)).collect()
+}
+
+/// Parses a timestamp: an integer, or a float with no fractional part.
+pub(crate) fn parse_ts(s: &str) -> std::result::Result<i64, String> {
+    let s = s.trim();
+    if let Ok(v) = s.parse::<i64>() {
+        return Ok(v);
+    }
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v.fract() == 0.0 && v.abs() < 9.0e15 => Ok(v as i64),
+        Ok(_) => Err(format!("timestamp `{s}` has a fractional part or is out of range (integers only)")),
+        Err(_) => Err(format!("timestamp `{s}` is not a number")),
+    }
+}
+
+pub(crate) fn dataset_name(src: &Path) -> String {
+    src.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "dataset".into())
+}

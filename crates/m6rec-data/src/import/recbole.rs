@@ -1,0 +1,144 @@
+//! RecBole atomic files: a directory holding `<name>.inter` and optionally `<name>.item`.
+//!
+//! Headers name each field as `name:type` (`user_id:token`, `item_id:token`, `timestamp:float`, `title:token_seq`).
+//! Items take their title from the first field whose name contains `title` (else the id), their domain from a
+//! `domain` field (else the dataset name), and their text from the remaining `token_seq` fields.
+
+use super::{dataset_name, parse_ts, read_text, Builder, Imported};
+use crate::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// Imports a RecBole atomic dataset directory (or the path of its `.inter` file).
+pub fn import_recbole(src: &Path) -> Result<Imported> {
+    let inter = find(src, "inter")?.ok_or_else(|| Error::BadFormat {
+        path: src.to_path_buf(),
+        reason: "no .inter file here; a RecBole atomic dataset is a folder with <name>.inter (and <name>.item)".into(),
+    })?;
+    let name = inter.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| dataset_name(src));
+    let mut b = Builder::default();
+    if let Some(item_path) = find(src, "item")? {
+        read_items(&mut b, &item_path, &name)?;
+    }
+    read_inter(&mut b, &inter, &name)?;
+    b.finish(&name, format!("recbole import of {}", inter.display()), src)
+}
+
+fn find(src: &Path, ext: &str) -> Result<Option<PathBuf>> {
+    if src.is_file() {
+        let p = src.with_extension(ext);
+        return Ok(p.exists().then_some(p));
+    }
+    let entries = std::fs::read_dir(src).map_err(crate::error::io(src))?;
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
+    found.sort();
+    Ok(found.into_iter().next())
+}
+
+struct Header {
+    names: Vec<String>,
+    types: Vec<String>,
+}
+
+impl Header {
+    fn parse(path: &Path, line: Option<&str>) -> Result<Header> {
+        let line = line.ok_or_else(|| Error::BadFormat { path: path.to_path_buf(), reason: "empty file (no header)".into() })?;
+        let mut names = Vec::new();
+        let mut types = Vec::new();
+        for field in line.split('\t') {
+            let (n, t) = field.split_once(':').ok_or_else(|| Error::BadFormat {
+                path: path.to_path_buf(),
+                reason: format!("line 1: header field `{field}` is not `name:type`"),
+            })?;
+            names.push(n.trim().to_string());
+            types.push(t.trim().to_string());
+        }
+        Ok(Header { names, types })
+    }
+    fn col(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+    fn require(&self, path: &Path, name: &str) -> Result<usize> {
+        self.col(name).ok_or_else(|| Error::BadFormat {
+            path: path.to_path_buf(),
+            reason: format!("line 1: header has no `{name}` field (found: {})", self.names.join(", ")),
+        })
+    }
+}
+
+fn read_items(b: &mut Builder, path: &Path, name: &str) -> Result<()> {
+    let content = read_text(path)?;
+    let mut lines = content.lines();
+    let h = Header::parse(path, lines.next())?;
+    let id_col = h.require(path, "item_id")?;
+    let title_col = h.names.iter().position(|n| n.contains("title"));
+    let domain_col = h.col("domain");
+    let text_cols: Vec<usize> = (0..h.names.len())
+        .filter(|&c| Some(c) != title_col && c != id_col && Some(c) != domain_col && h.types[c] == "token_seq")
+        .collect();
+    for (i, line) in lines.enumerate() {
+        let line_no = i + 2;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split('\t').collect();
+        if f.len() != h.names.len() {
+            b.skip(path, line_no, format!("expected {} fields, found {}", h.names.len(), f.len()));
+            continue;
+        }
+        let domain = domain_col.map(|c| f[c]).filter(|d| !d.is_empty()).unwrap_or(name);
+        let idx = b.item(f[id_col], domain);
+        let item = b.item_mut(idx);
+        if let Some(c) = title_col {
+            item.title = f[c].to_string();
+        }
+        let text: Vec<String> =
+            text_cols.iter().filter(|&&c| !f[c].is_empty()).map(|&c| format!("{}: {}", h.names[c], f[c])).collect();
+        if !text.is_empty() {
+            item.text = Some(text.join(". "));
+        }
+    }
+    Ok(())
+}
+
+fn read_inter(b: &mut Builder, path: &Path, name: &str) -> Result<()> {
+    let content = read_text(path)?;
+    let mut lines = content.lines();
+    let h = Header::parse(path, lines.next())?;
+    let (u_col, i_col) = (h.require(path, "user_id")?, h.require(path, "item_id")?);
+    let ts_col = h.col("timestamp");
+    let restrict = b.known_item_count() > 0;
+    for (i, line) in lines.enumerate() {
+        let line_no = i + 2;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split('\t').collect();
+        if f.len() != h.names.len() {
+            b.skip(path, line_no, format!("expected {} fields, found {}", h.names.len(), f.len()));
+            continue;
+        }
+        // Without a timestamp column the line order is the time order.
+        let ts = match ts_col.map(|c| parse_ts(f[c])) {
+            Some(Ok(t)) => t,
+            Some(Err(reason)) => {
+                b.skip(path, line_no, reason);
+                continue;
+            }
+            None => line_no as i64,
+        };
+        let item = match (restrict, b.known_item(f[i_col])) {
+            (_, Some(it)) => it,
+            (true, None) => {
+                b.skip(path, line_no, format!("item `{}` is not in the .item file", f[i_col]));
+                continue;
+            }
+            (false, None) => b.item(f[i_col], name),
+        };
+        let user = b.user(f[u_col]);
+        b.event(user, item, ts, None);
+    }
+    Ok(())
+}

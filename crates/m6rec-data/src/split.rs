@@ -1,0 +1,146 @@
+//! Chronological leave-one-out: per user, the last event is the test target and the one before it the validation target.
+//!
+//! Each user's events are ordered by timestamp with a **stable** sort over source file order, so events with equal
+//! timestamps keep the order they had in the file (never re-sorted by id). This is RecBole's `LS: valid_and_test,
+//! order: TO` on integer timestamps.
+//!
+//! Users with two events get a test target but no validation target; users with one event are train-only.
+
+use crate::dataset::Interactions;
+
+/// Per-user chronological sequences and the leave-one-out targets derived from them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Split {
+    seqs: Vec<Vec<u32>>,
+}
+
+/// A history and the item that followed it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Target<'a> {
+    /// Items seen before, oldest first.
+    pub history: &'a [u32],
+    /// The held-out next item.
+    pub item: u32,
+}
+
+impl Split {
+    /// Builds the split for `n_users` users from events in source order.
+    pub fn leave_one_out(inter: &Interactions, n_users: usize) -> Split {
+        let mut per_user: Vec<Vec<(i64, u32)>> = vec![Vec::new(); n_users];
+        for ((&u, &i), &t) in inter.user.iter().zip(&inter.item).zip(&inter.timestamp) {
+            if let Some(v) = per_user.get_mut(u as usize) {
+                v.push((t, i));
+            }
+        }
+        let seqs = per_user
+            .into_iter()
+            .map(|mut v| {
+                v.sort_by_key(|&(t, _)| t); // stable: ties keep file order
+                v.into_iter().map(|(_, i)| i).collect()
+            })
+            .collect();
+        Split { seqs }
+    }
+
+    /// Wraps already-ordered sequences (one per user).
+    pub fn from_sequences(seqs: Vec<Vec<u32>>) -> Split {
+        Split { seqs }
+    }
+
+    /// Number of users.
+    pub fn n_users(&self) -> usize {
+        self.seqs.len()
+    }
+
+    /// The user's whole ordered sequence.
+    pub fn sequence(&self, user: usize) -> &[u32] {
+        &self.seqs[user]
+    }
+
+    /// Training events: all but the validation and test targets.
+    pub fn train(&self, user: usize) -> &[u32] {
+        let s = &self.seqs[user];
+        match s.len() {
+            0 | 1 => s,
+            2 => &s[..1],
+            n => &s[..n - 2],
+        }
+    }
+
+    /// Validation target with the training history before it.
+    pub fn valid(&self, user: usize) -> Option<Target<'_>> {
+        let s = &self.seqs[user];
+        (s.len() >= 3).then(|| Target { history: &s[..s.len() - 2], item: s[s.len() - 2] })
+    }
+
+    /// Test target with everything before it (training events and the validation target) as history.
+    pub fn test(&self, user: usize) -> Option<Target<'_>> {
+        let s = &self.seqs[user];
+        (s.len() >= 2).then(|| Target { history: &s[..s.len() - 1], item: s[s.len() - 1] })
+    }
+
+    /// Interaction counts per item over training events only (what a popularity model may see).
+    pub fn train_counts(&self, n_items: usize) -> Vec<u64> {
+        let mut counts = vec![0u64; n_items];
+        for u in 0..self.n_users() {
+            for &i in self.train(u) {
+                if let Some(c) = counts.get_mut(i as usize) {
+                    *c += 1;
+                }
+            }
+        }
+        counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn inter(rows: &[(u32, u32, i64)]) -> Interactions {
+        let mut x = Interactions::default();
+        for &(u, i, t) in rows {
+            x.push(u, i, t, None);
+        }
+        x
+    }
+
+    #[test]
+    fn ties_keep_file_order_not_id_order() {
+        // Item 9 comes before item 1 in the file at the same second; it must stay first.
+        let s = Split::leave_one_out(&inter(&[(0, 5, 30), (0, 9, 10), (0, 1, 10), (0, 7, 20)]), 1);
+        assert_eq!(s.sequence(0), &[9, 1, 7, 5]);
+        assert_eq!(s.train(0), &[9, 1]);
+        assert_eq!(s.valid(0).map(|t| t.item), Some(7));
+        assert_eq!(s.test(0), Some(Target { history: &[9, 1, 7], item: 5 }));
+    }
+
+    #[test]
+    fn short_users() {
+        let s = Split::leave_one_out(&inter(&[(0, 1, 1), (1, 1, 1), (1, 2, 2)]), 2);
+        assert_eq!((s.train(0), s.valid(0), s.test(0)), (&[1u32][..], None, None));
+        assert_eq!((s.train(1), s.valid(1).is_none()), (&[1u32][..], true));
+        assert_eq!(s.test(1).map(|t| t.item), Some(2));
+    }
+
+    proptest! {
+        /// train ++ [valid] ++ [test] is exactly the user's events, and they are in non-decreasing time order.
+        #[test]
+        fn split_partitions_each_user_in_time_order(rows in proptest::collection::vec((0u32..5, 0u32..20, 0i64..8), 0..80)) {
+            let x = inter(&rows);
+            let s = Split::leave_one_out(&x, 5);
+            for u in 0..5usize {
+                let mut parts: Vec<u32> = s.train(u).to_vec();
+                parts.extend(s.valid(u).map(|t| t.item));
+                parts.extend(s.test(u).map(|t| t.item));
+                // Same multiset and the same order as a stable sort by time of this user's rows.
+                let mut mine: Vec<(i64, u32)> = rows.iter().filter(|r| r.0 as usize == u).map(|r| (r.2, r.1)).collect();
+                mine.sort_by_key(|r| r.0);
+                let expected: Vec<u32> = mine.iter().map(|r| r.1).collect();
+                prop_assert_eq!(&parts, &expected);
+                if let Some(t) = s.test(u) { prop_assert_eq!(t.history.len() + 1, expected.len()); }
+            }
+        }
+    }
+}

@@ -1,0 +1,124 @@
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// Hyper-parameters of [`crate::SeqRec`]. `n_items` comes from the dataset, everything else from the run config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeqRecConfig {
+    /// Width of item, position and hidden vectors. Default 64.
+    #[serde(default = "d::d_model")]
+    pub d_model: i64,
+    /// Transformer blocks. Default 2.
+    #[serde(default = "d::n_layers")]
+    pub n_layers: i64,
+    /// Attention heads; must divide `d_model`. Default 2.
+    #[serde(default = "d::n_heads")]
+    pub n_heads: i64,
+    /// Feed-forward width. Default `4 * d_model` when 0.
+    #[serde(default)]
+    pub d_ff: i64,
+    /// Longest history the model reads (older items are dropped). Default 200.
+    #[serde(default = "d::max_len")]
+    pub max_len: i64,
+    /// Dropout on embeddings, attention and feed-forward, in `Mode::Train` only. Default 0.2.
+    #[serde(default = "d::dropout")]
+    pub dropout: f64,
+    /// Training objective.
+    #[serde(default)]
+    pub loss: LossConfig,
+}
+
+/// The generative next-item objective.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LossConfig {
+    /// Cross-entropy over the whole catalog at every position (exact; cost grows with the catalog).
+    #[default]
+    FullSoftmax,
+    /// Sampled softmax for catalogs too large for a full softmax: the positive against `n_uniform` uniformly sampled
+    /// items (shared by the batch) and, when `in_batch`, the batch's other targets; logits are corrected by
+    /// `log Q` (the sampling probability), and accidental hits are masked.
+    SampledSoftmax {
+        /// Uniform negatives per step. Default 256.
+        #[serde(default = "d::n_uniform")]
+        n_uniform: i64,
+        /// Also use the batch's targets as negatives. Default true.
+        #[serde(default = "d::yes")]
+        in_batch: bool,
+    },
+}
+
+mod d {
+    pub fn d_model() -> i64 {
+        64
+    }
+    pub fn n_layers() -> i64 {
+        2
+    }
+    pub fn n_heads() -> i64 {
+        2
+    }
+    pub fn max_len() -> i64 {
+        200
+    }
+    pub fn dropout() -> f64 {
+        0.2
+    }
+    pub fn n_uniform() -> i64 {
+        256
+    }
+    pub fn yes() -> bool {
+        true
+    }
+}
+
+impl Default for SeqRecConfig {
+    fn default() -> Self {
+        SeqRecConfig {
+            d_model: d::d_model(),
+            n_layers: d::n_layers(),
+            n_heads: d::n_heads(),
+            d_ff: 0,
+            max_len: d::max_len(),
+            dropout: d::dropout(),
+            loss: LossConfig::default(),
+        }
+    }
+}
+
+impl SeqRecConfig {
+    /// Feed-forward width after defaults.
+    pub fn d_ff(&self) -> i64 {
+        if self.d_ff > 0 {
+            self.d_ff
+        } else {
+            4 * self.d_model
+        }
+    }
+
+    /// Checks every field; [`crate::SeqRec::init`] calls it.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field, reason: String| Err(Error::InvalidConfig { field, reason });
+        if self.d_model < 1 {
+            return bad("d_model", format!("is {}, must be at least 1", self.d_model));
+        }
+        if self.n_heads < 1 || self.d_model % self.n_heads != 0 {
+            return bad("n_heads", format!("{} does not divide d_model {}", self.n_heads, self.d_model));
+        }
+        if self.n_layers < 0 || self.d_ff < 0 {
+            return bad("n_layers", "and d_ff must not be negative".into());
+        }
+        if self.max_len < 1 {
+            return bad("max_len", format!("is {}, must be at least 1", self.max_len));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad("dropout", format!("is {}, must be in [0, 1)", self.dropout));
+        }
+        if let LossConfig::SampledSoftmax { n_uniform, in_batch } = self.loss {
+            if n_uniform < 0 || (n_uniform == 0 && !in_batch) {
+                return bad("loss.n_uniform", "must be positive (or in_batch true)".into());
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,175 @@
+//! [`SeqRec`]: a SASRec-class causal Transformer over item sequences, with item embeddings tied to the output layer.
+
+use crate::block::Block;
+use crate::config::{LossConfig, SeqRecConfig};
+use crate::loss;
+use crate::Result;
+use m6rec_data::SeqBatch;
+use m6rec_tensor::{mask, Mode};
+use tch::nn::{self, Module};
+use tch::{Device, Kind, Tensor};
+
+/// The generative sequence recommender.
+///
+/// Variables (checkpoint keys) under the path given to [`SeqRec::init`]: `item_emb.weight` (`[n_items + 1, d_model]`,
+/// row 0 is padding), `pos_emb.weight`, `blocks.{i}.{ln_attn,attn.qkv,attn.out,ln_ff,ff.in,ff.out}.*`, `ln_out.*`.
+#[derive(Debug)]
+pub struct SeqRec {
+    item_emb: nn::Embedding,
+    pos_emb: nn::Embedding,
+    blocks: Vec<Block>,
+    ln_out: nn::LayerNorm,
+    n_items: i64,
+    cfg: SeqRecConfig,
+}
+
+impl SeqRec {
+    /// Validates `cfg` and creates the variables under `vs` for a catalog of `n_items`.
+    pub fn init(vs: &nn::Path<'_>, cfg: &SeqRecConfig, n_items: usize) -> Result<SeqRec> {
+        cfg.validate()?;
+        let n_items = m6rec_tensor::dim::to_i64("n_items", n_items)?;
+        if n_items < 1 {
+            return Err(crate::Error::InvalidConfig { field: "n_items", reason: "the catalog is empty".into() });
+        }
+        let d = cfg.d_model;
+        let emb = nn::EmbeddingConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: (d as f64).powf(-0.5) }, ..Default::default() };
+        let blocks =
+            (0..cfg.n_layers).map(|i| Block::init(&(vs / "blocks" / i), d, cfg.n_heads, cfg.d_ff(), cfg.dropout)).collect();
+        Ok(SeqRec {
+            item_emb: nn::embedding(vs / "item_emb", n_items + 1, d, emb),
+            pos_emb: nn::embedding(vs / "pos_emb", cfg.max_len, d, emb),
+            blocks,
+            ln_out: nn::layer_norm(vs / "ln_out", vec![d], Default::default()),
+            n_items,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// The configuration this model was built from.
+    pub fn config(&self) -> &SeqRecConfig {
+        &self.cfg
+    }
+
+    /// Catalog size.
+    pub fn n_items(&self) -> i64 {
+        self.n_items
+    }
+
+    /// Hidden state at every position.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[b_sz, seq_len]` int64, left-padded with 0, `seq_len <= max_len`
+    /// - returns `[b_sz, seq_len, d_model]`
+    pub fn forward(&self, tokens: &Tensor, mode: Mode) -> Tensor {
+        let (_, seq_len) = tokens.size2().unwrap_or((0, 0));
+        let device = tokens.device();
+        let valid = tokens.gt(0); // [b, L]
+        // Right-aligned positions: the most recent item is always position max_len - 1, whatever the padding.
+        let pos = Tensor::arange_start(self.cfg.max_len - seq_len, self.cfg.max_len, (Kind::Int64, device));
+        let xs = self.item_emb.forward(tokens) * (self.cfg.d_model as f64).sqrt() + self.pos_emb.forward(&pos).unsqueeze(0);
+        let mut xs = (xs * valid.unsqueeze(-1).to_kind(Kind::Float)).dropout(self.cfg.dropout, mode.is_train()); // [b, L, d]
+        let allowed = mask::causal_with_padding(&valid); // [b, 1, L, L]
+        for block in &self.blocks {
+            xs = block.forward(&xs, &allowed, mode);
+        }
+        self.ln_out.forward(&xs)
+    }
+
+    /// Output embeddings of all items, `[n_items, d_model]` (the item embedding table without the padding row).
+    pub fn item_embeddings(&self) -> Tensor {
+        self.item_emb.ws.narrow(0, 1, self.n_items)
+    }
+
+    /// Scores of every catalog item for each row's next item.
+    ///
+    /// # Shapes
+    /// - returns `[b_sz, n_items]`
+    pub fn score_next(&self, batch: &SeqBatch, device: Device) -> Result<Tensor> {
+        let tokens = self.fit_len(batch.tokens_tensor(device)?);
+        let hidden = self.forward(&tokens, Mode::Eval);
+        let last = hidden.select(1, -1); // [b, d]
+        Ok(last.matmul(&self.item_embeddings().transpose(0, 1)))
+    }
+
+    /// Training loss of a batch under the configured objective (mean over non-padding positions).
+    pub fn loss(&self, batch: &SeqBatch, device: Device, mode: Mode) -> Result<Tensor> {
+        let tokens = self.fit_len(batch.tokens_tensor(device)?);
+        let targets = self.fit_len(batch.targets_tensor(device)?);
+        let hidden = self.forward(&tokens, mode); // [b, L, d]
+        let d = self.cfg.d_model;
+        let hidden = hidden.view([-1, d]);
+        let targets = targets.view([-1]);
+        Ok(match self.cfg.loss {
+            LossConfig::FullSoftmax => loss::full_softmax(&hidden, &self.item_embeddings(), &targets),
+            LossConfig::SampledSoftmax { n_uniform, in_batch } => {
+                loss::sampled_softmax(&hidden, &self.item_embeddings(), &targets, n_uniform, in_batch)
+            }
+        })
+    }
+
+    /// Keeps the last `max_len` positions (batches may be built with a longer window).
+    fn fit_len(&self, xs: Tensor) -> Tensor {
+        let len = xs.size()[1];
+        if len > self.cfg.max_len {
+            xs.narrow(1, len - self.cfg.max_len, self.cfg.max_len)
+        } else {
+            xs
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(n_items: usize) -> (nn::VarStore, SeqRec) {
+        m6rec_tensor::seed(1);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let cfg = SeqRecConfig { d_model: 16, n_heads: 2, n_layers: 2, max_len: 8, dropout: 0.0, ..Default::default() };
+        let m = SeqRec::init(&(vs.root() / "model"), &cfg, n_items).unwrap();
+        (vs, m)
+    }
+
+    #[test]
+    fn output_at_t_does_not_depend_on_later_items() {
+        let (_vs, m) = model(20);
+        let a = Tensor::from_slice(&[0i64, 3, 4, 5, 6]).view([1, 5]);
+        let b = Tensor::from_slice(&[0i64, 3, 4, 9, 1]).view([1, 5]);
+        let (ha, hb) = (m.forward(&a, Mode::Eval), m.forward(&b, Mode::Eval));
+        let diff_prefix = (ha.narrow(1, 0, 3) - hb.narrow(1, 0, 3)).abs().max().double_value(&[]);
+        let diff_after = (ha.narrow(1, 3, 2) - hb.narrow(1, 3, 2)).abs().max().double_value(&[]);
+        assert!(diff_prefix < 1e-6, "prefix changed by {diff_prefix}");
+        assert!(diff_after > 1e-4, "later positions must react to their own items");
+    }
+
+    #[test]
+    fn padding_does_not_change_the_last_state() {
+        let (_vs, m) = model(20);
+        let short = Tensor::from_slice(&[3i64, 4, 5]).view([1, 3]);
+        let padded = Tensor::from_slice(&[0i64, 0, 3, 4, 5]).view([1, 5]);
+        let a = m.forward(&short, Mode::Eval).select(1, -1);
+        let b = m.forward(&padded, Mode::Eval).select(1, -1);
+        // Positions are right-aligned and padded keys are masked, so padding changes nothing.
+        let diff = (a - b).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "padding changed the last state by {diff}");
+    }
+
+    #[test]
+    fn variable_names_are_the_checkpoint_format() {
+        let (vs, _m) = model(10);
+        let mut keys: Vec<String> = vs.variables().into_keys().collect();
+        keys.sort();
+        assert_eq!(keys.len(), 2 + 12 * 2 + 2);
+        for k in ["model.item_emb.weight", "model.pos_emb.weight", "model.blocks.0.attn.qkv.weight", "model.blocks.1.ff.out.bias", "model.ln_out.weight"] {
+            assert!(keys.iter().any(|x| x == k), "missing {k} in {keys:?}");
+        }
+    }
+
+    #[test]
+    fn bad_configs_are_rejected_with_the_field() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let cfg = SeqRecConfig { d_model: 10, n_heads: 3, ..Default::default() };
+        let err = SeqRec::init(&vs.root(), &cfg, 5).unwrap_err();
+        assert!(err.to_string().contains("n_heads"), "{err}");
+    }
+}

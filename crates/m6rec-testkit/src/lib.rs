@@ -1,0 +1,45 @@
+//! Test helpers shared by m6rec's crates (a dev-dependency only).
+//!
+//! - [`fixture`]: a committed fixture under `fixtures/` (override the folder with `M6REC_FIXTURES`).
+//! - [`shared_data`]: a real dataset under `../shared/data/` (override with `M6REC_SHARED_DATA`). These datasets may
+//!   not be redistributed, so they are never committed; CI always has them.
+//! - [`workspace_root`]: the repository root.
+#![deny(missing_docs)]
+
+use std::path::{Path, PathBuf};
+
+/// The workspace root (the folder holding the top `Cargo.toml`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap_or_else(|_| PathBuf::from("."))
+}
+
+/// Path of a committed fixture, for example `fixture("demo/demo.inter")`.
+///
+/// # Panics
+/// When the file is absent, with a message that says where it looked and how to fix it (tests only).
+pub fn fixture(rel: &str) -> PathBuf {
+    let base = std::env::var_os("M6REC_FIXTURES").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("fixtures"));
+    let p = base.join(rel);
+    assert!(p.exists(), "fixture {} not found. HINT: run from the repo, or set M6REC_FIXTURES", p.display());
+    p
+}
+
+/// Path of a real dataset folder in the shared data, for example `shared_data("ml-100k")`.
+///
+/// # Panics
+/// When it is absent, saying where it looked and how to point at it (tests only: CI always has the shared data).
+pub fn shared_data(name: &str) -> PathBuf {
+    let base = shared_data_root();
+    let p = base.join(name);
+    assert!(
+        p.exists(),
+        "shared dataset {} not found. HINT: these tests need the licensed datasets in ../shared/data (CI has them); set M6REC_SHARED_DATA to their folder",
+        p.display()
+    );
+    p
+}
+
+/// The shared data folder: `M6REC_SHARED_DATA`, else `<workspace>/../shared/data`.
+pub fn shared_data_root() -> PathBuf {
+    std::env::var_os("M6REC_SHARED_DATA").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("../shared/data"))
+}
