@@ -1,0 +1,2 @@
+pub mod batching;
+pub mod losses;

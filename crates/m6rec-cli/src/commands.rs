@@ -1,0 +1,311 @@
+//! The subcommands. Each adds context (what it was doing, with which path) to the library errors.
+
+use crate::progress::TrainProgress;
+use crate::table::metrics_table;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use m6rec_data::{import::Format, Dataset, Split};
+use m6rec_train::checkpoint::{self, DatasetFingerprint};
+use m6rec_train::eval::{evaluate, EvalOptions, Stage};
+use m6rec_train::metrics::Metrics;
+use m6rec_train::{recommend, ModelScorer, Popularity, RunConfig, Trainer};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn spinner(msg: String) -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+    bar.set_message(msg);
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+fn load_dataset(dir: &Path) -> Result<Dataset> {
+    Dataset::load(dir).with_context(|| format!("loading dataset {}", dir.display()))
+}
+
+pub fn import(format: Format, src: &Path, out: &Path, all_skipped: bool) -> Result<()> {
+    let bar = spinner(format!("importing {}", src.display()));
+    let imported = m6rec_data::import::import(format, src).with_context(|| format!("importing {:?} data from {}", format, src.display()))?;
+    imported.dataset.save(out).with_context(|| format!("writing dataset {}", out.display()))?;
+    bar.finish_and_clear();
+    let r = &imported.report;
+    println!(
+        "imported {} interactions ({} users, {} items) from {} into {}",
+        r.imported,
+        r.n_users,
+        r.n_items,
+        src.display(),
+        out.display()
+    );
+    if !r.skipped.is_empty() {
+        println!("skipped {} lines:", r.skipped.len());
+        let shown = if all_skipped { r.skipped.len() } else { 10 };
+        for s in r.skipped.iter().take(shown) {
+            println!("  {s}");
+        }
+        if r.skipped.len() > shown {
+            println!("  ... and {} more (--all-skipped lists them all)", r.skipped.len() - shown);
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Dataset directory (from `m6rec import`).
+    #[arg(long)]
+    data: PathBuf,
+    /// Run configuration (TOML with [model], [optim], [train]); defaults when absent.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Checkpoint directory (default: runs/<dataset name>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run saved in --out.
+    #[arg(long)]
+    resume: bool,
+    /// Override train.epochs.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Override train.max_seconds.
+    #[arg(long)]
+    max_seconds: Option<f64>,
+    /// Override train.seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Write a JSON summary (seconds, peak memory, epochs, best validation NDCG@10).
+    #[arg(long)]
+    summary_json: Option<PathBuf>,
+    /// auto, cpu or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+/// Peak resident memory of this process in MB (Linux `VmHWM`), if known.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+pub fn train(a: &TrainArgs) -> Result<()> {
+    let device = m6rec_tensor::device::parse(&a.device)?;
+    // The config is read first: a typo there should not wait for the data to load.
+    let cfg = match &a.config {
+        Some(p) => Some(RunConfig::load(p).with_context(|| format!("reading run config {}", p.display()))?),
+        None => None,
+    };
+    let ds = load_dataset(&a.data)?;
+    let out = a.out.clone().unwrap_or_else(|| m6rec_train::default_run_dir(&ds.name));
+    let split = Split::leave_one_out(&ds.interactions, ds.n_users());
+    let fp = DatasetFingerprint::of(&ds);
+    let mut trainer = if a.resume {
+        Trainer::resume(&out, &fp, device).with_context(|| format!("resuming from {}", out.display()))?
+    } else {
+        let mut cfg = cfg.unwrap_or_default();
+        if let Some(e) = a.epochs {
+            cfg.train.epochs = e;
+        }
+        if let Some(s) = a.max_seconds {
+            cfg.train.max_seconds = s;
+        }
+        if let Some(s) = a.seed {
+            cfg.train.seed = s;
+        }
+        Trainer::new(cfg, fp, device)?
+    };
+    let cfg = trainer.config().clone();
+    println!(
+        "training on {} ({} users, {} items, {} events): d_model {} x {} layers, max_len {}, {:?}, up to {} epochs",
+        ds.name,
+        ds.n_users(),
+        ds.n_items(),
+        ds.interactions.len(),
+        cfg.model.d_model,
+        cfg.model.n_layers,
+        cfg.model.max_len,
+        cfg.model.loss,
+        cfg.train.epochs
+    );
+    let mut progress = TrainProgress::new(cfg.train.epochs, trainer.state().epoch);
+    let started = Instant::now();
+    let res = trainer.fit(&split, Some(&out), &mut progress);
+    progress.finish();
+    let state = res.with_context(|| format!("training into {}", out.display()))?;
+    println!(
+        "done in {:.1}s ({}): best validation NDCG@10 {:.4} at epoch {}",
+        started.elapsed().as_secs_f64(),
+        state.stop_reason.as_deref().unwrap_or("stopped"),
+        state.best_ndcg10,
+        state.best_epoch
+    );
+    println!("checkpoint: {}  (training curves: {})", out.display(), out.join("curves.svg").display());
+    if let Some(p) = &a.summary_json {
+        let summary = serde_json::json!({
+            "train_seconds": state.elapsed,
+            "peak_rss_mb": peak_rss_mb(),
+            "epochs": state.epoch,
+            "best_epoch": state.best_epoch,
+            "best_valid_ndcg@10": state.best_ndcg10,
+            "stop_reason": state.stop_reason,
+        });
+        m6rec_tensor::atomic::write_bytes(p, serde_json::to_string_pretty(&summary)?.as_bytes())
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Checkpoint directory (from `m6rec train`).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Dataset directory the checkpoint was trained on.
+    #[arg(long)]
+    data: PathBuf,
+    /// Which held-out target: test or valid.
+    #[arg(long, default_value = "test", value_parser = ["test", "valid"])]
+    stage: String,
+    /// Exclude items already in the user's history from the ranking.
+    #[arg(long)]
+    filter_history: bool,
+    /// Skip the popularity baseline.
+    #[arg(long)]
+    no_baseline: bool,
+    /// Also write the metrics as JSON (one object per model).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// auto, cpu or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+pub fn eval(a: &EvalArgs) -> Result<()> {
+    let device = m6rec_tensor::device::parse(&a.device)?;
+    let ds = load_dataset(&a.data)?;
+    let loaded = checkpoint::load_model(&a.checkpoint, device).with_context(|| format!("loading checkpoint {}", a.checkpoint.display()))?;
+    loaded.config.dataset.check(&DatasetFingerprint::of(&ds), &a.checkpoint)?;
+    let split = Split::leave_one_out(&ds.interactions, ds.n_users());
+    let stage = if a.stage == "valid" { Stage::Valid } else { Stage::Test };
+    let opts = EvalOptions { filter_history: a.filter_history, batch_size: 256 };
+    let bar = spinner(format!("ranking all {} items for every user", ds.n_items()));
+    let model = evaluate(&ModelScorer::new(&loaded.model, device), &split, stage, opts)?;
+    let mut rows: Vec<(&str, Metrics)> = vec![("model", model)];
+    if !a.no_baseline {
+        let pop = match stage {
+            Stage::Valid => Popularity::fit_train(&split, ds.n_items()),
+            Stage::Test => Popularity::fit_before_test(&split, ds.n_items()),
+        };
+        rows.push(("popularity", evaluate(&pop, &split, stage, opts)?));
+    }
+    bar.finish_and_clear();
+    println!(
+        "{} metrics on {} ({} users), full ranking over {} items, history {}:",
+        a.stage,
+        ds.name,
+        rows[0].1.n_users,
+        ds.n_items(),
+        if a.filter_history { "filtered" } else { "not filtered" }
+    );
+    let refs: Vec<(&str, &Metrics)> = rows.iter().map(|(n, m)| (*n, m)).collect();
+    print!("{}", metrics_table(&refs));
+    if let Some(p) = &a.json {
+        let obj: serde_json::Map<String, serde_json::Value> =
+            rows.iter().map(|(n, m)| (n.to_string(), serde_json::to_value(&m.values).unwrap_or_default())).collect();
+        let text = serde_json::to_string_pretty(&obj)?;
+        m6rec_tensor::atomic::write_bytes(p, text.as_bytes()).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct RecommendArgs {
+    /// Checkpoint directory.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Dataset directory (for the catalog and known users' histories).
+    #[arg(long)]
+    data: PathBuf,
+    /// A known user's id: recommend after their whole history.
+    #[arg(long, conflicts_with_all = ["history", "first"], required_unless_present_any = ["history", "first"])]
+    user: Option<String>,
+    /// Recommend for the first N users of the dataset (a quick look).
+    #[arg(long, conflicts_with = "history")]
+    first: Option<usize>,
+    /// A new user's history: comma-separated item ids, oldest first.
+    #[arg(long, value_delimiter = ',')]
+    history: Option<Vec<String>>,
+    /// How many items.
+    #[arg(short, default_value_t = 10)]
+    k: usize,
+    /// Allow items already in the history.
+    #[arg(long)]
+    include_seen: bool,
+    /// auto, cpu or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+pub fn recommend(a: &RecommendArgs) -> Result<()> {
+    let device = m6rec_tensor::device::parse(&a.device)?;
+    let ds = load_dataset(&a.data)?;
+    let loaded = checkpoint::load_model(&a.checkpoint, device).with_context(|| format!("loading checkpoint {}", a.checkpoint.display()))?;
+    loaded.config.dataset.check(&DatasetFingerprint::of(&ds), &a.checkpoint)?;
+    if let Some(n) = a.first {
+        let split = Split::leave_one_out(&ds.interactions, ds.n_users());
+        for u in 0..n.min(ds.n_users()) {
+            show(&ds, &loaded, device, &format!("user {}", ds.users[u]), split.sequence(u), a)?;
+        }
+        return Ok(());
+    }
+    let history: Vec<u32> = match (&a.user, &a.history) {
+        (Some(user), _) => {
+            let u = ds.user_idx(user)?;
+            let split = Split::leave_one_out(&ds.interactions, ds.n_users());
+            split.sequence(u as usize).to_vec()
+        }
+        (None, Some(items)) => {
+            let index = ds.item_index();
+            items
+                .iter()
+                .map(|id| index.get(id.trim()).copied().ok_or_else(|| m6rec_data::Error::UnknownItem(id.trim().to_string())))
+                .collect::<Result<_, _>>()
+                .context("reading --history")?
+        }
+        (None, None) => bail!("give --user ID or --history ITEM,ITEM,..."),
+    };
+    let who = a.user.as_ref().map(|u| format!("user {u}")).unwrap_or_else(|| "the given history".into());
+    show(&ds, &loaded, device, &who, &history, a)
+}
+
+fn show(ds: &Dataset, loaded: &checkpoint::LoadedModel, device: tch::Device, who: &str, history: &[u32], a: &RecommendArgs) -> Result<()> {
+    let recs = recommend::recommend(&ModelScorer::new(&loaded.model, device), history, a.k, !a.include_seen)?;
+    let last: Vec<&str> = history.iter().rev().take(3).map(|&i| ds.items[i as usize].title.as_str()).collect();
+    println!("top {} for {who} ({} items, latest: {}):", recs.len(), history.len(), last.join(" | "));
+    for (rank, r) in recs.iter().enumerate() {
+        let it = &ds.items[r.item as usize];
+        println!("{:>3}. {:<10} {:>8.3}  {}  [{}]", rank + 1, it.id, r.score, it.title, it.domain);
+    }
+    Ok(())
+}
+
+pub fn synth(out: &Path) -> Result<()> {
+    let (inter, items) = m6rec_data::synth::generate(&m6rec_data::synth::SynthConfig::demo());
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    for (name, text) in [("demo.inter", inter), ("demo.item", items)] {
+        let p = out.join(name);
+        m6rec_tensor::atomic::write_bytes(&p, text.as_bytes()).with_context(|| format!("writing {}", p.display()))?;
+    }
+    println!("wrote {}/demo.inter and demo.item", out.display());
+    Ok(())
+}
+
+pub fn doctor(threads: usize) -> Result<()> {
+    let t = tch::Tensor::from_slice(&[1.0f32, 2.0]).sum(tch::Kind::Float).double_value(&[]);
+    println!("libtorch: linked and working (1 + 2 = {t})");
+    println!("cuda available: {} ({} devices)", tch::Cuda::is_available(), tch::Cuda::device_count());
+    println!("threads: {threads} (libtorch reports {})", tch::get_num_threads());
+    Ok(())
+}

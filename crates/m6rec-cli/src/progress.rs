@@ -1,0 +1,57 @@
+//! Progress bars for training (indicatif), one bar over all optimizer steps with rate and ETA.
+
+use indicatif::{ProgressBar, ProgressStyle};
+use m6rec_train::{EpochRecord, Observer, TrainState};
+
+pub struct TrainProgress {
+    bar: ProgressBar,
+    n_epochs: usize,
+    last_loss: f64,
+}
+
+impl TrainProgress {
+    pub fn new(n_epochs: usize, start_epoch: usize) -> TrainProgress {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} train [{bar:30}] {pos}/{len} steps {per_sec} ETA {eta} (upper bound: early stopping) {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_message(format!("epoch {}", start_epoch + 1));
+        TrainProgress { bar, n_epochs, last_loss: f64::NAN }
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl Observer for TrainProgress {
+    fn epoch_start(&mut self, epoch: usize, n_batches: usize) {
+        if self.bar.length() == Some(0) {
+            let remaining = (self.n_epochs + 1).saturating_sub(epoch);
+            self.bar.set_length((remaining * n_batches) as u64);
+            self.bar.reset_eta();
+        }
+        self.bar.set_message(format!("epoch {epoch}/{} loss {:.4}", self.n_epochs, self.last_loss));
+    }
+
+    fn batch_end(&mut self, loss: f64, _n_seqs: usize) {
+        self.last_loss = loss;
+        self.bar.inc(1);
+    }
+
+    fn epoch_end(&mut self, r: &EpochRecord, s: &TrainState) {
+        let valid = r.valid_ndcg10.map(|v| format!(" valid NDCG@10 {v:.4}")).unwrap_or_default();
+        let line = format!(
+            "epoch {:>3}  loss {:.4}{valid}  best {:.4} @ {}  {:.0} seq/s  {:.0}s",
+            r.epoch, r.loss, s.best_ndcg10, s.best_epoch, r.seqs_per_sec, r.elapsed
+        );
+        if self.bar.is_hidden() {
+            // Not a terminal (a log file, CI): print plain lines instead of a bar.
+            println!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+}

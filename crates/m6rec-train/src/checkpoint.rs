@@ -1,0 +1,156 @@
+//! Checkpoints: a directory, written atomically as a whole.
+//!
+//! | file | content |
+//! |---|---|
+//! | `config.json` | `format_version`, the [`RunConfig`], and the [`DatasetFingerprint`] it was trained on |
+//! | `model.safetensors` | best weights so far (by validation NDCG@10): what `eval` and `recommend` load |
+//! | `last.safetensors` | weights after the last finished epoch (for `--resume`) |
+//! | `optim.safetensors` | AdamW moments and step (for `--resume`) |
+//! | `state.json` | [`TrainState`]: epoch, step, early-stopping counters, per-epoch history |
+//! | `curves.svg` | training loss and validation NDCG@10 per epoch |
+
+use crate::config::RunConfig;
+use crate::error::io;
+use crate::trainer::TrainState;
+use crate::{Error, Result};
+use m6rec_data::Dataset;
+use m6rec_model::SeqRec;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use tch::{nn, Device, Tensor};
+
+/// Checkpoint format version written by this build.
+pub const CHECKPOINT_VERSION: u32 = 1;
+
+/// Identifies the catalog a model was trained on: its item ids, in order, define the output layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetFingerprint {
+    /// Dataset name.
+    pub name: String,
+    /// Catalog size.
+    pub n_items: usize,
+    /// FNV-1a hash of the item ids in index order, hex.
+    pub items_hash: String,
+}
+
+impl DatasetFingerprint {
+    /// Fingerprint of `ds`.
+    pub fn of(ds: &Dataset) -> DatasetFingerprint {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for it in &ds.items {
+            for b in it.id.bytes().chain(std::iter::once(0)) {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        DatasetFingerprint { name: ds.name.clone(), n_items: ds.n_items(), items_hash: format!("{h:016x}") }
+    }
+
+    /// Errors unless `other` is the same catalog.
+    pub fn check(&self, other: &DatasetFingerprint, ckpt: &Path) -> Result<()> {
+        if self.n_items != other.n_items || self.items_hash != other.items_hash {
+            return Err(Error::Checkpoint {
+                path: ckpt.to_path_buf(),
+                reason: format!(
+                    "trained on dataset `{}` ({} items, hash {}), but this dataset is `{}` ({} items, hash {}); use the dataset the checkpoint was trained on",
+                    self.name, self.n_items, self.items_hash, other.name, other.n_items, other.items_hash
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointConfig {
+    /// [`CHECKPOINT_VERSION`].
+    pub format_version: u32,
+    /// The run's configuration.
+    pub run: RunConfig,
+    /// The training catalog.
+    pub dataset: DatasetFingerprint,
+}
+
+/// Everything written into a checkpoint directory.
+pub(crate) struct CheckpointParts<'a> {
+    pub config: &'a CheckpointConfig,
+    pub best: &'a [(String, Tensor)],
+    pub vs: &'a nn::VarStore,
+    pub optim: &'a [(String, Tensor)],
+    pub state: &'a TrainState,
+}
+
+pub(crate) fn save(dir: &Path, parts: &CheckpointParts<'_>) -> Result<()> {
+    m6rec_tensor::atomic::write_dir(dir, |tmp| -> Result<()> {
+        write_json(&tmp.join("config.json"), parts.config)?;
+        write_json(&tmp.join("state.json"), parts.state)?;
+        let st = |p: &Path, t: &[(String, Tensor)]| {
+            Tensor::write_safetensors(t, p).map_err(|e| Error::Checkpoint { path: p.to_path_buf(), reason: e.to_string() })
+        };
+        st(&tmp.join("model.safetensors"), parts.best)?;
+        let last: Vec<(String, Tensor)> = parts.vs.variables().into_iter().collect();
+        st(&tmp.join("last.safetensors"), &last)?;
+        st(&tmp.join("optim.safetensors"), parts.optim)?;
+        crate::plot::training_curves(&tmp.join("curves.svg"), &parts.state.history)?;
+        Ok(())
+    })
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Checkpoint { path: path.to_path_buf(), reason: e.to_string() })?;
+    std::fs::write(path, text).map_err(io(path))
+}
+
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(dir: &Path, name: &str) -> Result<T> {
+    let path = dir.join(name);
+    if !dir.is_dir() {
+        return Err(Error::Checkpoint { path: dir.to_path_buf(), reason: "not found (train one with `m6rec train`)".into() });
+    }
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    serde_json::from_str(&text).map_err(|e| Error::Checkpoint { path: dir.to_path_buf(), reason: format!("{name}: {e}") })
+}
+
+/// Reads `config.json`, checking the format version.
+pub fn load_config(dir: &Path) -> Result<CheckpointConfig> {
+    let cfg: CheckpointConfig = read_json(dir, "config.json")?;
+    if cfg.format_version != CHECKPOINT_VERSION {
+        return Err(Error::Checkpoint {
+            path: dir.to_path_buf(),
+            reason: format!("format_version {} is not supported (this build reads {CHECKPOINT_VERSION})", cfg.format_version),
+        });
+    }
+    Ok(cfg)
+}
+
+/// Loads `file` (a safetensors file in `dir`) into `vs`, naming missing or mismatched variables.
+pub(crate) fn load_weights(vs: &mut nn::VarStore, dir: &Path, file: &str) -> Result<()> {
+    let path = dir.join(file);
+    if !path.exists() {
+        return Err(Error::Checkpoint { path: dir.to_path_buf(), reason: format!("{file} is missing") });
+    }
+    vs.load(&path).map_err(|e| Error::Checkpoint {
+        path: dir.to_path_buf(),
+        reason: format!("{file} does not fit the model in config.json ({e}); was it written with another config?"),
+    })
+}
+
+/// A trained model ready for scoring.
+#[derive(Debug)]
+pub struct LoadedModel {
+    /// `config.json`.
+    pub config: CheckpointConfig,
+    /// Owns the variables.
+    pub vs: nn::VarStore,
+    /// The model.
+    pub model: SeqRec,
+}
+
+/// Loads the best weights of a checkpoint for inference on `device`.
+pub fn load_model(dir: &Path, device: Device) -> Result<LoadedModel> {
+    let config = load_config(dir)?;
+    let mut vs = nn::VarStore::new(device);
+    let model = SeqRec::init(&(vs.root() / "model"), &config.run.model, config.dataset.n_items)?;
+    load_weights(&mut vs, dir, "model.safetensors")?;
+    Ok(LoadedModel { config, vs, model })
+}

@@ -1,0 +1,161 @@
+//! The run configuration: one TOML file with `[model]`, `[optim]` and `[train]` tables.
+
+use crate::{Error, Result};
+use m6rec_model::SeqRecConfig;
+use m6rec_optim::AdamWConfig;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Everything a training run needs besides the data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// The sequence model and its objective.
+    #[serde(default)]
+    pub model: SeqRecConfig,
+    /// The optimizer.
+    #[serde(default)]
+    pub optim: AdamWConfig,
+    /// The loop.
+    #[serde(default)]
+    pub train: TrainConfig,
+}
+
+/// Training-loop settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Sequences per step. Default 128.
+    #[serde(default = "d::batch_size")]
+    pub batch_size: usize,
+    /// Maximum epochs. Default 200.
+    #[serde(default = "d::epochs")]
+    pub epochs: usize,
+    /// Stop after this many epochs without a better validation NDCG@10. Default 20.
+    #[serde(default = "d::patience")]
+    pub patience: usize,
+    /// Validate every this many epochs. Default 1.
+    #[serde(default = "d::one")]
+    pub eval_every: usize,
+    /// Linear warm-up steps of the learning rate. Default 100.
+    #[serde(default = "d::warmup")]
+    pub warmup_steps: u64,
+    /// Clip gradients to this global norm (0 disables). Default 1.0.
+    #[serde(default = "d::clip")]
+    pub clip_norm: f64,
+    /// Seed for initialisation, shuffling and dropout. Default 42.
+    #[serde(default = "d::seed")]
+    pub seed: u64,
+    /// Whether validation (for early stopping) excludes items already in the history. Default false.
+    #[serde(default)]
+    pub filter_history: bool,
+    /// Stop after this many seconds of training (0 = no limit). Default 0.
+    #[serde(default)]
+    pub max_seconds: f64,
+    /// Train on every window of each long sequence, not only its most recent `max_len` items. Default true.
+    #[serde(default = "d::yes")]
+    pub windows: bool,
+    /// Users per evaluation batch. Default 256.
+    #[serde(default = "d::eval_batch")]
+    pub eval_batch_size: usize,
+}
+
+mod d {
+    pub fn batch_size() -> usize {
+        128
+    }
+    pub fn epochs() -> usize {
+        200
+    }
+    pub fn patience() -> usize {
+        20
+    }
+    pub fn one() -> usize {
+        1
+    }
+    pub fn warmup() -> u64 {
+        100
+    }
+    pub fn clip() -> f64 {
+        1.0
+    }
+    pub fn seed() -> u64 {
+        42
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn eval_batch() -> usize {
+        256
+    }
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            batch_size: d::batch_size(),
+            epochs: d::epochs(),
+            patience: d::patience(),
+            eval_every: d::one(),
+            warmup_steps: d::warmup(),
+            clip_norm: d::clip(),
+            seed: d::seed(),
+            filter_history: false,
+            max_seconds: 0.0,
+            windows: true,
+            eval_batch_size: d::eval_batch(),
+        }
+    }
+}
+
+impl RunConfig {
+    /// Parses TOML text; `origin` names the source in errors.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<RunConfig> {
+        let cfg: RunConfig = toml::from_str(text).map_err(|e| Error::Config { path: origin.to_path_buf(), reason: e.to_string() })?;
+        cfg.validate(origin)?;
+        Ok(cfg)
+    }
+
+    /// Reads and validates a TOML file.
+    pub fn load(path: &Path) -> Result<RunConfig> {
+        let text = std::fs::read_to_string(path).map_err(crate::error::io(path))?;
+        RunConfig::from_toml(&text, path)
+    }
+
+    /// TOML text of this config (every field explicit).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Checks ranges of every section.
+    pub fn validate(&self, origin: &Path) -> Result<()> {
+        let bad = |reason: String| Err(Error::Config { path: origin.to_path_buf(), reason });
+        if let Err(e) = self.model.validate() {
+            return bad(e.to_string());
+        }
+        let t = &self.train;
+        if t.batch_size == 0 || t.eval_batch_size == 0 || t.eval_every == 0 {
+            return bad("train.batch_size, train.eval_batch_size and train.eval_every must be at least 1".into());
+        }
+        if !(self.optim.lr > 0.0 && self.optim.lr.is_finite()) {
+            return bad(format!("optim.lr is {}, must be positive", self.optim.lr));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_and_unknown_fields_are_named() {
+        let cfg = RunConfig::default();
+        let back = RunConfig::from_toml(&cfg.to_toml(), Path::new("x.toml")).unwrap();
+        assert_eq!(back, cfg);
+        let err = RunConfig::from_toml("[model]\nd_modle = 3\n", Path::new("run.toml")).unwrap_err();
+        assert!(err.to_string().contains("run.toml") && err.to_string().contains("d_modle"), "{err}");
+        let err = RunConfig::from_toml("[model]\nn_heads = 3\n", Path::new("run.toml")).unwrap_err();
+        assert!(err.to_string().contains("n_heads"), "{err}");
+    }
+}

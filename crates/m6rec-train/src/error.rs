@@ -1,0 +1,54 @@
+use std::path::PathBuf;
+
+/// Errors of the training layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Filesystem failure.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A config file could not be parsed or is invalid.
+    #[error("{path}: {reason}")]
+    Config {
+        /// The file (or `<inline>`).
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A checkpoint is missing a file, is corrupt, or belongs to another dataset or config.
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint {
+        /// The checkpoint directory.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// Nothing to train or evaluate on.
+    #[error("{0}")]
+    NoData(String),
+    /// Error from the data layer.
+    #[error(transparent)]
+    Data(#[from] m6rec_data::Error),
+    /// Error from the model layer.
+    #[error(transparent)]
+    Model(#[from] m6rec_model::Error),
+    /// Error from the optimizer layer.
+    #[error(transparent)]
+    Optim(#[from] m6rec_optim::Error),
+    /// Error from the tensor layer.
+    #[error(transparent)]
+    Tensor(#[from] m6rec_tensor::Error),
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io { path: path.to_path_buf(), source }
+}

@@ -1,0 +1,35 @@
+//! Training, evaluation and recommendation for m6rec.
+//!
+//! # Brief overview
+//! - [`RunConfig`]: the TOML run file (`[model]`, `[optim]`, `[train]`).
+//! - [`Trainer`]: [`Trainer::new`] or [`Trainer::resume`] → [`Trainer::fit`] with an [`Observer`] for progress;
+//!   early stopping on validation NDCG@10; an atomic [`checkpoint`] directory after every epoch.
+//! - [`eval::evaluate`]: full ranking over the whole catalog (HR/NDCG/MRR@5/10/20/50, [`metrics`]) for any
+//!   [`Scorer`]: the model ([`ModelScorer`]) or the [`Popularity`] baseline, through the same code.
+//! - [`recommend::recommend`]: top-k for a history.
+//!
+//! ```no_run
+//! use m6rec_train::{checkpoint::DatasetFingerprint, RunConfig, Silent, Trainer};
+//! let ds = m6rec_data::Dataset::load("data/demo".as_ref())?;
+//! let split = m6rec_data::Split::leave_one_out(&ds.interactions, ds.n_users());
+//! let mut trainer = Trainer::new(RunConfig::default(), DatasetFingerprint::of(&ds), tch::Device::Cpu)?;
+//! trainer.fit(&split, Some("runs/demo".as_ref()), &mut Silent)?;
+//! # Ok::<(), m6rec_train::Error>(())
+//! ```
+#![deny(missing_docs)]
+
+pub mod checkpoint;
+mod config;
+mod error;
+pub mod eval;
+pub mod metrics;
+mod plot;
+pub mod recommend;
+mod scorer;
+mod trainer;
+
+pub use config::{RunConfig, TrainConfig};
+pub use error::{Error, Result};
+pub use plot::training_curves;
+pub use scorer::{ModelScorer, Popularity, Scorer};
+pub use trainer::{default_run_dir, EpochRecord, Observer, Silent, TrainState, Trainer};

@@ -1,0 +1,194 @@
+//! m6rec's recipes, run as `cargo xtask <command>`. See <https://github.com/matklad/cargo-xtask/>.
+//!
+//! - `setup [--cuda]`: installs libtorch 2.13.0 from PyPI (idempotent) and links it where `.cargo/config.toml` expects it
+//! - `doctor`: prints what was found
+//! - `test [-- ARGS]`: setup, then `cargo test --workspace`
+//! - `demo [--data DIR]`: setup, then import, train, evaluate and recommend on the embedded demo data (or DIR)
+//! - `download ml-100k|ml-1m`: fetches the official MovieLens archives, checksummed
+//! - `bench quality --data DIR [--json PATH]` and `bench criterion`: measurements
+
+mod bench;
+mod download;
+mod setup;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "m6rec recipes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Install libtorch 2.13.0 (slim CPU build by default) into a per-user cache and link it into this checkout.
+    Setup {
+        /// Install the full CUDA-capable wheel (4.7 GB) instead of the slim CPU one.
+        #[arg(long)]
+        cuda: bool,
+    },
+    /// Print the toolchain, libtorch and device this checkout uses.
+    Doctor,
+    /// Run the whole test suite (after setup).
+    Test {
+        /// Extra arguments for `cargo test` (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Import, train, evaluate and recommend end to end (after setup).
+    Demo {
+        /// A dataset to use instead of the embedded demo: a MovieLens folder, a RecBole folder or a sequence file.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Run configuration (default: docs/configs/demo.toml, or docs/configs/movielens.toml for --data).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Download an official dataset archive (checksummed) and unpack it.
+    Download {
+        /// ml-100k or ml-1m.
+        name: String,
+        /// Folder to unpack into.
+        #[arg(long, default_value = "data/raw")]
+        out: PathBuf,
+        /// Base URL replacing files.grouplens.org (a mirror, or a local server in tests).
+        #[arg(long)]
+        mirror: Option<String>,
+    },
+    /// Measurements: `quality` (model vs popularity on a dataset) or `criterion` (micro-benchmarks).
+    Bench {
+        /// quality or criterion.
+        what: String,
+        /// Dataset for `quality` (folder to import).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Run configuration for `quality`.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Also write the figures as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let root = project_root();
+    match cli.command {
+        Cmd::Setup { cuda } => setup::setup(&root, if cuda { setup::Variant::Cuda } else { setup::Variant::Cpu }).map(|_| ()),
+        Cmd::Doctor => setup::doctor(&root),
+        Cmd::Test { args } => {
+            setup::ensure(&root)?;
+            let mut cmd = cargo(&root);
+            cmd.args(["test", "--workspace"]).args(args);
+            run_cmd(&mut cmd)
+        }
+        Cmd::Demo { data, config } => demo(&root, data.as_deref(), config.as_deref()),
+        Cmd::Download { name, out, mirror } => {
+            let archive = download::Archive::named(&name)?;
+            let dir = download::download(&archive, mirror.as_deref(), &root.join(out))?;
+            println!("{} ready in {}", archive.name, dir.display());
+            Ok(())
+        }
+        Cmd::Bench { what, data, config, json } => match what.as_str() {
+            "quality" => {
+                let Some(data) = data else { bail!("`bench quality` needs --data DIR (for example ../shared/data/ml-100k)") };
+                setup::ensure(&root)?;
+                bench::quality(&root, &data, config.as_deref(), json.as_deref())
+            }
+            "criterion" => {
+                setup::ensure(&root)?;
+                run_cmd(cargo(&root).args(["bench", "-p", "m6rec-benches"]))
+            }
+            other => bail!("unknown bench `{other}`: expected quality or criterion"),
+        },
+    }
+}
+
+/// The repository root.
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// `cargo` (the one running us), in the project root.
+pub fn cargo(root: &Path) -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root);
+    cmd
+}
+
+/// Runs a command, echoing it, and fails with its exit status.
+pub fn run_cmd(cmd: &mut Command) -> Result<()> {
+    let shown = format!(
+        "{} {}",
+        cmd.get_program().to_string_lossy(),
+        cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")
+    );
+    eprintln!("$ {shown}");
+    let status = cmd.status().with_context(|| format!("starting `{shown}`"))?;
+    if !status.success() {
+        bail!("`{shown}` failed ({status})");
+    }
+    Ok(())
+}
+
+/// Builds the CLI once and returns a command for the `m6rec` binary.
+pub fn m6rec(root: &Path) -> Result<Command> {
+    run_cmd(cargo(root).args(["build", "--quiet", "-p", "m6rec-cli"]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let mut cmd = Command::new(target.join("debug").join("m6rec"));
+    cmd.current_dir(root);
+    Ok(cmd)
+}
+
+/// Guesses the import format of a path.
+pub fn detect_format(data: &Path) -> Result<&'static str> {
+    if data.is_file() {
+        return Ok("seqtext");
+    }
+    if data.join("u.data").exists() || data.join("ratings.dat").exists() {
+        return Ok("movielens");
+    }
+    let has_inter = std::fs::read_dir(data)
+        .with_context(|| format!("reading {}", data.display()))?
+        .filter_map(|e| e.ok())
+        .any(|e| e.path().extension().is_some_and(|x| x == "inter"));
+    if has_inter {
+        return Ok("recbole");
+    }
+    bail!("{}: not a MovieLens folder (u.data / ratings.dat), a RecBole folder (*.inter) or a sequence file", data.display())
+}
+
+fn demo(root: &Path, data: Option<&Path>, config: Option<&Path>) -> Result<()> {
+    setup::ensure(root)?;
+    let (src, name) = match data {
+        Some(d) => (d.to_path_buf(), d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "data".into())),
+        None => (root.join("fixtures/demo"), "demo".to_string()),
+    };
+    let format = detect_format(&src)?;
+    let config = config.map(Path::to_path_buf).unwrap_or_else(|| {
+        root.join(if data.is_some() { "docs/configs/movielens.toml" } else { "docs/configs/demo.toml" })
+    });
+    let run_dir = root.join("runs").join(&name);
+    let (ds, ck) = (run_dir.join("data"), run_dir.join("model"));
+    let p = |x: &Path| x.to_string_lossy().into_owned();
+    run_cmd(m6rec(root)?.args(["import", format, &p(&src), "--out", &p(&ds)]))?;
+    run_cmd(m6rec(root)?.args(["train", "--data", &p(&ds), "--config", &p(&config), "--out", &p(&ck)]))?;
+    run_cmd(m6rec(root)?.args(["eval", "--checkpoint", &p(&ck), "--data", &p(&ds)]))?;
+    run_cmd(m6rec(root)?.args(["recommend", "--checkpoint", &p(&ck), "--data", &p(&ds), "--first", "3"]))?;
+    println!("\ndemo done: dataset {}, checkpoint {} (training curves in curves.svg there)", ds.display(), ck.display());
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! Installs libtorch from PyPI into a per-user cache and links it into the checkout as `.m6rec/libtorch`.
+//!
+//! `.cargo/config.toml` sets `LIBTORCH` to that fixed, checkout-relative path for every cargo command, so torch-sys
+//! sees one unchanging environment (its C++ build runs once per checkout), and each crate's `build.rs` bakes
+//! `<libtorch>/lib` into binaries as RUNPATH, so nothing needs `LD_LIBRARY_PATH`.
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The libtorch version tch 0.26 is built against.
+pub const TORCH_VERSION: &str = "2.13.0";
+
+/// Which wheel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// torch without its CUDA dependencies, plus the two small CUDA runtime libraries `libtorch_cpu.so` links (1.2 GB).
+    Cpu,
+    /// The full wheel with CUDA libraries (4.7 GB): what a GPU machine needs.
+    Cuda,
+}
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Cpu => "cpu",
+            Variant::Cuda => "cuda",
+        }
+    }
+    fn pip_args(self) -> Vec<String> {
+        let torch = format!("torch=={TORCH_VERSION}");
+        match self {
+            Variant::Cpu => {
+                vec!["--no-deps".into(), torch, "nvidia-cuda-runtime==13.0.96".into(), "nvidia-cuda-cupti==13.0.85".into()]
+            }
+            Variant::Cuda => vec![torch],
+        }
+    }
+}
+
+/// `$M6REC_CACHE`, else `$XDG_CACHE_HOME/m6rec`, else `~/.cache/m6rec`.
+pub fn cache_root() -> PathBuf {
+    if let Some(p) = std::env::var_os("M6REC_CACHE") {
+        return PathBuf::from(p);
+    }
+    if let Some(p) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(p).join("m6rec");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    home.join(".cache").join("m6rec")
+}
+
+fn link_path(root: &Path) -> PathBuf {
+    root.join(".m6rec").join("libtorch")
+}
+
+/// The version string in `<torch>/version.py`, if any.
+pub fn installed_version(torch_dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(torch_dir.join("version.py")).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("__version__ = ").map(|v| v.trim_matches(|c| c == '\'' || c == '"').to_string()))
+}
+
+fn check_version(torch_dir: &Path) -> Result<()> {
+    match installed_version(torch_dir) {
+        Some(v) if v == TORCH_VERSION || v.starts_with(&format!("{TORCH_VERSION}+")) => Ok(()),
+        Some(v) => bail!(
+            "{}: found torch {v}, but tch 0.26 needs exactly {TORCH_VERSION}; delete that folder and run `cargo xtask setup` again",
+            torch_dir.display()
+        ),
+        None => bail!("{}: no torch/version.py (incomplete install); delete the folder and run `cargo xtask setup` again", torch_dir.display()),
+    }
+}
+
+fn check_python() -> Result<()> {
+    let py = Command::new("python3").arg("--version").output();
+    if !py.map(|o| o.status.success()).unwrap_or(false) {
+        bail!("python3 not found: libtorch is installed from PyPI with pip. Install Python 3 (Debian/Ubuntu: `apt install python3 python3-pip`), then run `cargo xtask setup` again");
+    }
+    let pip = Command::new("python3").args(["-m", "pip", "--version"]).output();
+    if !pip.map(|o| o.status.success()).unwrap_or(false) {
+        bail!("pip is missing for python3: run `python3 -m ensurepip --upgrade` (or `apt install python3-pip`), then `cargo xtask setup` again");
+    }
+    Ok(())
+}
+
+/// Installs (if needed) and links `variant`; returns the linked torch folder. Idempotent.
+pub fn setup(root: &Path, variant: Variant) -> Result<PathBuf> {
+    let install = cache_root().join(format!("torch-{TORCH_VERSION}-{}", variant.name()));
+    let torch_dir = install.join("torch");
+    if installed_version(&torch_dir).is_some() {
+        check_version(&torch_dir)?;
+        eprintln!("libtorch {TORCH_VERSION} ({}) already installed in {}", variant.name(), install.display());
+    } else {
+        check_python()?;
+        let partial = install.with_extension("partial");
+        if partial.exists() {
+            std::fs::remove_dir_all(&partial).with_context(|| format!("removing stale {}", partial.display()))?;
+        }
+        eprintln!("installing torch {TORCH_VERSION} ({}) from PyPI into {} ...", variant.name(), install.display());
+        let mut cmd = Command::new("python3");
+        cmd.args(["-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "on", "--target"])
+            .arg(&partial)
+            .args(variant.pip_args());
+        crate::run_cmd(&mut cmd).context("pip could not install torch (network or disk space?)")?;
+        check_version(&partial.join("torch"))?;
+        std::fs::rename(&partial, &install).with_context(|| format!("moving {} into place", partial.display()))?;
+    }
+    link(root, &torch_dir, variant)?;
+    Ok(torch_dir)
+}
+
+fn link(root: &Path, torch_dir: &Path, variant: Variant) -> Result<()> {
+    let dir = root.join(".m6rec");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let link = link_path(root);
+    let current = std::fs::read_link(&link).ok();
+    if current.as_deref() != Some(torch_dir) {
+        let tmp = dir.join("libtorch.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(torch_dir, &tmp).with_context(|| format!("linking {}", tmp.display()))?;
+        std::fs::rename(&tmp, &link).with_context(|| format!("replacing {}", link.display()))?;
+        let variant_file = dir.join("variant");
+        let previous = std::fs::read_to_string(&variant_file).ok();
+        if previous.as_deref().is_some_and(|p| p != variant.name()) {
+            // Same LIBTORCH path, different library: torch-sys cannot notice by itself.
+            eprintln!("libtorch variant changed ({} -> {}): rebuilding torch-sys", previous.unwrap_or_default(), variant.name());
+            crate::run_cmd(crate::cargo(root).args(["clean", "-p", "torch-sys"]))?;
+        }
+        std::fs::write(&variant_file, variant.name()).with_context(|| format!("writing {}", variant_file.display()))?;
+        eprintln!("linked {} -> {}", link.display(), torch_dir.display());
+    }
+    Ok(())
+}
+
+/// Runs setup unless the checkout already links a valid libtorch.
+pub fn ensure(root: &Path) -> Result<()> {
+    let link = link_path(root);
+    if link.join("lib").is_dir() && check_version(&link).is_ok() {
+        return Ok(());
+    }
+    setup(root, Variant::Cpu).map(|_| ())
+}
+
+/// Prints what this checkout uses.
+pub fn doctor(root: &Path) -> Result<()> {
+    let out = |c: &mut Command| c.output().ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    println!("rustc:        {}", out(Command::new("rustc").arg("--version")).unwrap_or_else(|| "not found".into()));
+    println!("python3:      {}", out(Command::new("python3").arg("--version")).unwrap_or_else(|| "not found (needed by setup)".into()));
+    println!("pip:          {}", out(Command::new("python3").args(["-m", "pip", "--version"])).unwrap_or_else(|| "not found (needed by setup)".into()));
+    let link = link_path(root);
+    match std::fs::read_link(&link) {
+        Ok(target) => {
+            println!("libtorch:     {} -> {}", link.display(), target.display());
+            println!("torch:        {} (needed: {TORCH_VERSION})", installed_version(&target).unwrap_or_else(|| "unknown".into()));
+            println!("variant:      {}", std::fs::read_to_string(root.join(".m6rec/variant")).unwrap_or_else(|_| "unknown".into()));
+            println!("lib dir:      {}", target.join("lib").display());
+        }
+        Err(_) => println!("libtorch:     not linked (run `cargo xtask setup`)"),
+    }
+    println!("cache:        {}", cache_root().display());
+    println!("target dir:   {}", std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| root.join("target").display().to_string()));
+    if link.join("lib").is_dir() {
+        crate::run_cmd(crate::m6rec(root)?.arg("doctor"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_file_parsing_and_check() {
+        let dir = std::env::temp_dir().join(format!("m6rec-xtask-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("version.py"), "__version__ = '2.13.0+cu130'\ndebug = False\n").unwrap();
+        assert_eq!(installed_version(&dir).as_deref(), Some("2.13.0+cu130"));
+        assert!(check_version(&dir).is_ok());
+        std::fs::write(dir.join("version.py"), "__version__ = '2.5.1'\n").unwrap();
+        let err = check_version(&dir).unwrap_err().to_string();
+        assert!(err.contains("2.5.1") && err.contains("cargo xtask setup"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
