@@ -3,6 +3,7 @@
 //!
 //! Reproducibility: libtorch is re-seeded with `seed + epoch` at the start of every epoch and the user order is a
 //! ChaCha8 shuffle seeded the same way, so a resumed run takes exactly the steps an uninterrupted one would.
+//! libtorch's generator is process-global: train one model per process (or take turns) for exact reproducibility.
 
 use crate::checkpoint::{self, CheckpointConfig, CheckpointParts, DatasetFingerprint, CHECKPOINT_VERSION};
 use crate::config::RunConfig;

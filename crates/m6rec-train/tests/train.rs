@@ -5,7 +5,15 @@ use m6rec_data::{synth, Dataset, Split};
 use m6rec_train::checkpoint::{self, DatasetFingerprint};
 use m6rec_train::eval::{evaluate, EvalOptions, Stage};
 use m6rec_train::{ModelScorer, Popularity, RunConfig, Silent, Trainer};
+use std::sync::{Mutex, MutexGuard};
 use tch::Device;
+
+/// libtorch's random generator is process-global: tests that train take turns, so that one test's dropout draws
+/// never land in another's sequence (which would break the exact-resume test).
+fn torch_rng() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn small_demo(n_users: usize) -> Dataset {
     let dir = tempfile::tempdir().unwrap();
@@ -32,6 +40,7 @@ fn small_config(epochs: usize) -> RunConfig {
 /// popularity on test NDCG@10 by a wide margin.
 #[test]
 fn the_model_learns_what_popularity_cannot() {
+    let _rng = torch_rng();
     let ds = small_demo(400);
     let split = Split::leave_one_out(&ds.interactions, ds.n_users());
     let mut trainer = Trainer::new(small_config(12), DatasetFingerprint::of(&ds), Device::Cpu).unwrap();
@@ -49,6 +58,7 @@ fn the_model_learns_what_popularity_cannot() {
 /// A run interrupted after epoch 2 and resumed from its checkpoint ends exactly where an uninterrupted run does.
 #[test]
 fn resume_continues_exactly() {
+    let _rng = torch_rng();
     let ds = small_demo(120);
     let split = Split::leave_one_out(&ds.interactions, ds.n_users());
     let fp = DatasetFingerprint::of(&ds);
@@ -73,6 +83,7 @@ fn resume_continues_exactly() {
 
 #[test]
 fn checkpoints_refuse_another_dataset_and_name_what_is_wrong() {
+    let _rng = torch_rng();
     let ds = small_demo(60);
     let other = small_demo(61);
     let split = Split::leave_one_out(&ds.interactions, ds.n_users());
