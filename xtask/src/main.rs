@@ -147,7 +147,11 @@ pub fn run_cmd(cmd: &mut Command) -> Result<()> {
 
 /// Builds the CLI once and returns a command for the `m6rec` binary.
 pub fn m6rec(root: &Path) -> Result<Command> {
-    run_cmd(cargo(root).args(["build", "--quiet", "-p", "m6rec-cli"]))?;
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    if BUILT.get().is_none() {
+        run_cmd(cargo(root).args(["build", "--quiet", "-p", "m6rec-cli"]))?;
+        let _ = BUILT.set(());
+    }
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
     let mut cmd = Command::new(target.join("debug").join("m6rec"));
     cmd.current_dir(root);

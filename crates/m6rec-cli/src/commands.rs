@@ -283,7 +283,7 @@ pub fn recommend(a: &RecommendArgs) -> Result<()> {
 fn show(ds: &Dataset, loaded: &checkpoint::LoadedModel, device: tch::Device, who: &str, history: &[u32], a: &RecommendArgs) -> Result<()> {
     let recs = recommend::recommend(&ModelScorer::new(&loaded.model, device), history, a.k, !a.include_seen)?;
     let last: Vec<&str> = history.iter().rev().take(3).map(|&i| ds.items[i as usize].title.as_str()).collect();
-    println!("top {} for {who} ({} items, latest: {}):", recs.len(), history.len(), last.join(" | "));
+    println!("top {} for {who} ({} items, most recent first: {}):", recs.len(), history.len(), last.join(" | "));
     for (rank, r) in recs.iter().enumerate() {
         let it = &ds.items[r.item as usize];
         println!("{:>3}. {:<10} {:>8.3}  {}  [{}]", rank + 1, it.id, r.score, it.title, it.domain);
