@@ -10,6 +10,7 @@
 mod bench;
 mod download;
 mod setup;
+mod tidy;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};

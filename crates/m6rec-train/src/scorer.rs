@@ -76,7 +76,7 @@ impl Popularity {
 impl Scorer for Popularity {
     fn score(&self, histories: &[&[u32]]) -> Result<Tensor> {
         let b = m6rec_tensor::dim::to_i64("batch", histories.len())?;
-        Ok(self.counts.unsqueeze(0).expand([b, -1], false).to_kind(Kind::Float))
+        Ok(self.counts.unsqueeze(0).repeat([b, 1]).to_kind(Kind::Float))
     }
     fn n_items(&self) -> usize {
         self.n_items

@@ -113,3 +113,20 @@ fn checkpoints_refuse_another_dataset_and_name_what_is_wrong() {
     let err = checkpoint::load_model(&dir.path().join("nope"), Device::Cpu).unwrap_err().to_string();
     assert!(err.contains("m6rec train"), "{err}");
 }
+
+/// The sampled-softmax objective trains the same model end to end and also beats popularity.
+#[test]
+fn sampled_softmax_training_learns_too() {
+    let _rng = torch_rng();
+    let ds = small_demo(300);
+    let split = Split::leave_one_out(&ds.interactions, ds.n_users());
+    let mut cfg = small_config(12);
+    cfg.model.loss = m6rec_model::LossConfig::SampledSoftmax { n_uniform: 128, in_batch: true };
+    let mut trainer = Trainer::new(cfg, DatasetFingerprint::of(&ds), Device::Cpu).unwrap();
+    trainer.fit(&split, None, &mut Silent).unwrap();
+    let opts = EvalOptions::default();
+    let m = evaluate(&ModelScorer::new(trainer.model(), Device::Cpu), &split, Stage::Test, opts).unwrap().get("ndcg", 10);
+    let p = evaluate(&Popularity::fit_before_test(&split, ds.n_items()), &split, Stage::Test, opts).unwrap().get("ndcg", 10);
+    eprintln!("sampled softmax: model NDCG@10 {m:.4}, popularity {p:.4}");
+    assert!(m > 1.5 * p, "sampled softmax model NDCG@10 {m:.4} vs popularity {p:.4}");
+}
