@@ -12,7 +12,8 @@ pub fn training_curves(path: &Path, history: &[EpochRecord]) -> Result<()> {
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
     let (left, right) = root.split_horizontally(450);
     let max_epoch = history.iter().map(|r| r.epoch).max().unwrap_or(1).max(1) as f64;
-    let series: [(&str, Vec<(f64, f64)>, RGBColor); 2] = [
+    type Series<'a> = (&'a str, Vec<(f64, f64)>, RGBColor);
+    let series: [Series<'_>; 2] = [
         ("training loss", history.iter().map(|r| (r.epoch as f64, r.loss)).collect(), BLUE),
         ("validation NDCG@10", history.iter().filter_map(|r| r.valid_ndcg10.map(|v| (r.epoch as f64, v))).collect(), RED),
     ];

@@ -212,7 +212,7 @@ impl Trainer {
                 seqs_per_sec: n_seen as f64 / secs.max(1e-9),
                 elapsed: self.state.elapsed,
             };
-            if epoch % t.eval_every == 0 || epoch == t.epochs {
+            if epoch.is_multiple_of(t.eval_every) || epoch == t.epochs {
                 let m = evaluate(&ModelScorer::new(&self.model, self.device), split, Stage::Valid, eval_opts)?;
                 let ndcg = m.get("ndcg", 10);
                 record.valid_ndcg10 = Some(ndcg);
