@@ -92,7 +92,7 @@ pub fn setup(root: &Path, variant: Variant) -> Result<PathBuf> {
         eprintln!("libtorch {TORCH_VERSION} ({}) already installed in {}", variant.name(), install.display());
     } else {
         check_python()?;
-        let partial = install.with_extension("partial");
+        let partial = cache_root().join(format!("torch-{TORCH_VERSION}-{}.partial", variant.name()));
         if partial.exists() {
             std::fs::remove_dir_all(&partial).with_context(|| format!("removing stale {}", partial.display()))?;
         }

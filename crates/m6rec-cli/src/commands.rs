@@ -182,11 +182,17 @@ pub struct EvalArgs {
     device: String,
 }
 
+/// The device, the dataset and a checkpoint trained on it (refusing a checkpoint of another catalog).
+fn open_model(device: &str, data: &Path, ckpt: &Path) -> Result<(tch::Device, Dataset, checkpoint::LoadedModel)> {
+    let device = m6rec_tensor::device::parse(device)?;
+    let ds = load_dataset(data)?;
+    let loaded = checkpoint::load_model(ckpt, device).with_context(|| format!("loading checkpoint {}", ckpt.display()))?;
+    loaded.config.dataset.check(&DatasetFingerprint::of(&ds), ckpt)?;
+    Ok((device, ds, loaded))
+}
+
 pub fn eval(a: &EvalArgs) -> Result<()> {
-    let device = m6rec_tensor::device::parse(&a.device)?;
-    let ds = load_dataset(&a.data)?;
-    let loaded = checkpoint::load_model(&a.checkpoint, device).with_context(|| format!("loading checkpoint {}", a.checkpoint.display()))?;
-    loaded.config.dataset.check(&DatasetFingerprint::of(&ds), &a.checkpoint)?;
+    let (device, ds, loaded) = open_model(&a.device, &a.data, &a.checkpoint)?;
     let split = Split::leave_one_out(&ds.interactions, ds.n_users());
     let stage = if a.stage == "valid" { Stage::Valid } else { Stage::Test };
     let opts = EvalOptions { filter_history: a.filter_history, batch_size: 256 };
@@ -249,10 +255,7 @@ pub struct RecommendArgs {
 }
 
 pub fn recommend(a: &RecommendArgs) -> Result<()> {
-    let device = m6rec_tensor::device::parse(&a.device)?;
-    let ds = load_dataset(&a.data)?;
-    let loaded = checkpoint::load_model(&a.checkpoint, device).with_context(|| format!("loading checkpoint {}", a.checkpoint.display()))?;
-    loaded.config.dataset.check(&DatasetFingerprint::of(&ds), &a.checkpoint)?;
+    let (device, ds, loaded) = open_model(&a.device, &a.data, &a.checkpoint)?;
     if let Some(n) = a.first {
         let split = Split::leave_one_out(&ds.interactions, ds.n_users());
         for u in 0..n.min(ds.n_users()) {

@@ -68,6 +68,24 @@ impl Header {
     }
 }
 
+/// Non-empty data lines (1-based line numbers) with the header's field count; the others are reported as skipped.
+fn rows<'c>(b: &mut Builder, path: &Path, h: &Header, lines: std::str::Lines<'c>) -> Vec<(usize, Vec<&'c str>)> {
+    let mut out = Vec::new();
+    for (i, line) in lines.enumerate() {
+        let line_no = i + 2;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split('\t').collect();
+        if f.len() == h.names.len() {
+            out.push((line_no, f));
+        } else {
+            b.skip(path, line_no, format!("expected {} fields, found {}", h.names.len(), f.len()));
+        }
+    }
+    out
+}
+
 fn read_items(b: &mut Builder, path: &Path, name: &str) -> Result<()> {
     let content = read_text(path)?;
     let mut lines = content.lines();
@@ -78,16 +96,7 @@ fn read_items(b: &mut Builder, path: &Path, name: &str) -> Result<()> {
     let text_cols: Vec<usize> = (0..h.names.len())
         .filter(|&c| Some(c) != title_col && c != id_col && Some(c) != domain_col && h.types[c] == "token_seq")
         .collect();
-    for (i, line) in lines.enumerate() {
-        let line_no = i + 2;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let f: Vec<&str> = line.split('\t').collect();
-        if f.len() != h.names.len() {
-            b.skip(path, line_no, format!("expected {} fields, found {}", h.names.len(), f.len()));
-            continue;
-        }
+    for (_, f) in rows(b, path, &h, lines) {
         let domain = domain_col.map(|c| f[c]).filter(|d| !d.is_empty()).unwrap_or(name);
         let idx = b.item(f[id_col], domain);
         let item = b.item_mut(idx);
@@ -110,16 +119,7 @@ fn read_inter(b: &mut Builder, path: &Path, name: &str) -> Result<()> {
     let (u_col, i_col) = (h.require(path, "user_id")?, h.require(path, "item_id")?);
     let ts_col = h.col("timestamp");
     let restrict = b.known_item_count() > 0;
-    for (i, line) in lines.enumerate() {
-        let line_no = i + 2;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let f: Vec<&str> = line.split('\t').collect();
-        if f.len() != h.names.len() {
-            b.skip(path, line_no, format!("expected {} fields, found {}", h.names.len(), f.len()));
-            continue;
-        }
+    for (line_no, f) in rows(b, path, &h, lines) {
         // Without a timestamp column the line order is the time order.
         let ts = match ts_col.map(|c| parse_ts(f[c])) {
             Some(Ok(t)) => t,
