@@ -94,7 +94,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Test { args } => {
             setup::ensure(&root)?;
             let mut cmd = cargo(&root);
-            cmd.args(["test", "--workspace"]).args(args);
+            cmd.args(["test", "--workspace", "--no-fail-fast"]).args(args);
             run_cmd(&mut cmd)
         }
         Cmd::Demo { data, config } => demo(&root, data.as_deref(), config.as_deref()),
