@@ -35,7 +35,8 @@ pub fn quality(root: &Path, data: &Path, config: Option<&Path>, json_out: Option
     for filtered in [false, true] {
         let out = work.join(if filtered { "eval-filtered.json" } else { "eval.json" });
         let mut cmd = crate::m6rec(root)?;
-        cmd.args(["eval", "--checkpoint", &p(&ck), "--data", &p(&ds), "--json", &p(&out)]);
+        let chart = out.with_extension("svg");
+        cmd.args(["eval", "--checkpoint", &p(&ck), "--data", &p(&ds), "--json", &p(&out), "--plot", &p(&chart)]);
         if filtered {
             cmd.arg("--filter-history");
         }

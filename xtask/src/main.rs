@@ -192,8 +192,15 @@ fn demo(root: &Path, data: Option<&Path>, config: Option<&Path>) -> Result<()> {
     let p = |x: &Path| x.to_string_lossy().into_owned();
     run_cmd(m6rec(root)?.args(["import", format, &p(&src), "--out", &p(&ds)]))?;
     run_cmd(m6rec(root)?.args(["train", "--data", &p(&ds), "--config", &p(&config), "--out", &p(&ck)]))?;
-    run_cmd(m6rec(root)?.args(["eval", "--checkpoint", &p(&ck), "--data", &p(&ds)]))?;
+    let chart = run_dir.join("metrics.svg");
+    run_cmd(m6rec(root)?.args(["eval", "--checkpoint", &p(&ck), "--data", &p(&ds), "--plot", &p(&chart)]))?;
     run_cmd(m6rec(root)?.args(["recommend", "--checkpoint", &p(&ck), "--data", &p(&ds), "--first", "3"]))?;
-    println!("\ndemo done: dataset {}, checkpoint {} (training curves in curves.svg there)", ds.display(), ck.display());
+    println!(
+        "\ndemo done: dataset {}, checkpoint {}; plots: {} (training curves), {} (metrics)",
+        ds.display(),
+        ck.display(),
+        ck.join("curves.svg").display(),
+        chart.display()
+    );
     Ok(())
 }

@@ -177,6 +177,9 @@ pub struct EvalArgs {
     /// Also write the metrics as JSON (one object per model).
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Also draw the metrics as a bar chart (SVG).
+    #[arg(long)]
+    plot: Option<PathBuf>,
     /// auto, cpu or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
@@ -217,6 +220,11 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
     );
     let refs: Vec<(&str, &Metrics)> = rows.iter().map(|(n, m)| (*n, m)).collect();
     print!("{}", metrics_table(&refs));
+    if let Some(p) = &a.plot {
+        let title = format!("{} on {}, full ranking, history {}", a.stage, ds.name, if a.filter_history { "filtered" } else { "not filtered" });
+        m6rec_train::metrics_chart(p, &title, &refs).with_context(|| format!("drawing {}", p.display()))?;
+        println!("chart: {}", p.display());
+    }
     if let Some(p) = &a.json {
         let obj: serde_json::Map<String, serde_json::Value> =
             rows.iter().map(|(n, m)| (n.to_string(), serde_json::to_value(&m.values).unwrap_or_default())).collect();

@@ -43,7 +43,12 @@ fn import_train_eval_recommend_end_to_end() {
     let out = ok(&m6rec(&["train", "--data", p(&ds), "--config", p(&cfg), "--out", p(&ck), "--device", "cpu"]));
     assert!(out.contains("best validation NDCG@10"), "{out}");
     let json = dir.path().join("m.json");
-    let out = ok(&m6rec(&["eval", "--checkpoint", p(&ck), "--data", p(&ds), "--json", p(&json)]));
+    let chart = dir.path().join("m.svg");
+    let out = ok(&m6rec(&["eval", "--checkpoint", p(&ck), "--data", p(&ds), "--json", p(&json), "--plot", p(&chart)]));
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("popularity") && svg.contains("ndcg@10"), "chart: {}", &svg[..svg.len().min(200)]);
+    let curves = std::fs::read_to_string(ck.join("curves.svg")).unwrap();
+    assert!(curves.contains("validation NDCG@10"), "training curves must be drawn");
     assert!(out.contains("popularity") && out.contains("NDCG"), "{out}");
     let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     for model in ["model", "popularity"] {

@@ -30,6 +30,6 @@ mod trainer;
 
 pub use config::{RunConfig, TrainConfig};
 pub use error::{Error, Result};
-pub use plot::training_curves;
+pub use plot::{metrics_chart, training_curves};
 pub use scorer::{ModelScorer, Popularity, Scorer};
 pub use trainer::{default_run_dir, EpochRecord, Observer, Silent, TrainState, Trainer};

@@ -35,3 +35,46 @@ pub fn training_curves(path: &Path, history: &[EpochRecord]) -> Result<()> {
     root.present().map_err(|e| err(e.to_string()))?;
     Ok(())
 }
+
+/// Writes `path` (SVG): one group of bars per metric (HR, NDCG, MRR at 10 and 50), one bar per model.
+pub fn metrics_chart(path: &Path, title: &str, rows: &[(&str, &crate::metrics::Metrics)]) -> Result<()> {
+    let err = |e: String| Error::Io { path: path.to_path_buf(), source: std::io::Error::other(e) };
+    let keys = ["hr@10", "ndcg@10", "mrr@10", "hr@50", "ndcg@50", "mrr@50"];
+    let colors = [RED, BLUE, GREEN, MAGENTA, CYAN, BLACK];
+    let top = rows.iter().flat_map(|(_, m)| keys.iter().map(|k| m.values.get(*k).copied().unwrap_or(0.0))).fold(0.0, f64::max);
+    let root = SVGBackend::new(path, (900, 400)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let n_rows = rows.len().max(1) as f64;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(-0.5f64..keys.len() as f64 - 0.5, 0f64..(top * 1.15).max(1e-3))
+        .map_err(|e| err(e.to_string()))?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(keys.len())
+        .x_label_formatter(&|x| {
+            // Groups are centred on integers: label those, nothing in between.
+            let i = x.round();
+            if (x - i).abs() < 1e-6 && i >= 0.0 { keys.get(i as usize).map(|k| k.to_string()).unwrap_or_default() } else { String::new() }
+        })
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
+    for (r, (label, m)) in rows.iter().enumerate() {
+        let color = colors[r % colors.len()];
+        let bars = keys.iter().enumerate().map(|(i, k)| {
+            let v = m.values.get(*k).copied().unwrap_or(0.0);
+            let x0 = i as f64 - 0.4 + 0.8 * r as f64 / n_rows;
+            Rectangle::new([(x0, 0.0), (x0 + 0.8 / n_rows, v)], color.filled())
+        });
+        chart.draw_series(bars).map_err(|e| err(e.to_string()))?.label(*label).legend(move |(x, y)| {
+            Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled())
+        });
+    }
+    chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(|e| err(e.to_string()))?;
+    root.present().map_err(|e| err(e.to_string()))?;
+    Ok(())
+}
