@@ -60,7 +60,10 @@ pub fn quality(root: &Path, data: &Path, config: Option<&Path>, json_out: Option
         report.insert(model.to_string(), Value::Object(obj));
     }
     println!("\n{name}: test metrics, full ranking, chronological leave-one-out");
-    println!("{:<11} {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} (history filtered)", "", "HR@10", "NDCG@10", "MRR@10", "HR@10", "NDCG@10", "MRR@10");
+    println!(
+        "{:<11} {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} (history filtered)",
+        "", "HR@10", "NDCG@10", "MRR@10", "HR@10", "NDCG@10", "MRR@10"
+    );
     for model in ["popularity", "model"] {
         let r = &report[model];
         let f = |k: &str| r[k].as_f64().map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());

@@ -40,7 +40,12 @@ impl Archive {
                     (s("u.item"), s("553841ebc7de3a0fd0d6b62a204ea30c1e651aacfb2814c7a6584ac52f2c5701")),
                 ],
             }),
-            "ml-1m" => Ok(Archive { name: s("ml-1m"), file: s("ml-1m.zip"), md5: s("c4d9eecfca2ab87c1945afe126590906"), files: vec![] }),
+            "ml-1m" => Ok(Archive {
+                name: s("ml-1m"),
+                file: s("ml-1m.zip"),
+                md5: s("c4d9eecfca2ab87c1945afe126590906"),
+                files: vec![],
+            }),
             other => bail!("unknown dataset `{other}`: expected ml-100k or ml-1m"),
         }
     }
@@ -208,7 +213,8 @@ mod tests {
         assert_eq!(std::fs::read(dir.join("u.data")).unwrap(), content);
         // Idempotent: a second call verifies and does not fetch (the server is gone).
         assert!(download(&a, Some(&url), &out).is_ok());
-        let leftovers: Vec<_> = std::fs::read_dir(&out).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+        let leftovers: Vec<_> =
+            std::fs::read_dir(&out).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
         assert_eq!(leftovers.len(), 1, "{leftovers:?}");
         std::fs::remove_dir_all(&out).unwrap();
     }

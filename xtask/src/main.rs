@@ -89,7 +89,9 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     let root = project_root();
     match cli.command {
-        Cmd::Setup { cuda } => setup::setup(&root, if cuda { setup::Variant::Cuda } else { setup::Variant::Cpu }).map(|_| ()),
+        Cmd::Setup { cuda } => {
+            setup::setup(&root, if cuda { setup::Variant::Cuda } else { setup::Variant::Cpu }).map(|_| ())
+        }
         Cmd::Doctor => setup::doctor(&root),
         Cmd::Test { args } => {
             setup::ensure(&root)?;
@@ -106,7 +108,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Bench { what, data, config, json } => match what.as_str() {
             "quality" => {
-                let Some(data) = data else { bail!("`bench quality` needs --data DIR (for example ../shared/data/ml-100k)") };
+                let Some(data) = data else {
+                    bail!("`bench quality` needs --data DIR (for example ../shared/data/ml-100k)")
+                };
                 setup::ensure(&root)?;
                 bench::quality(&root, &data, config.as_deref(), json.as_deref())
             }
@@ -174,13 +178,18 @@ pub fn detect_format(data: &Path) -> Result<&'static str> {
     if has_inter {
         return Ok("recbole");
     }
-    bail!("{}: not a MovieLens folder (u.data / ratings.dat), a RecBole folder (*.inter) or a sequence file", data.display())
+    bail!(
+        "{}: not a MovieLens folder (u.data / ratings.dat), a RecBole folder (*.inter) or a sequence file",
+        data.display()
+    )
 }
 
 fn demo(root: &Path, data: Option<&Path>, config: Option<&Path>) -> Result<()> {
     setup::ensure(root)?;
     let (src, name) = match data {
-        Some(d) => (d.to_path_buf(), d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "data".into())),
+        Some(d) => {
+            (d.to_path_buf(), d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "data".into()))
+        }
         None => (root.join("fixtures/demo"), "demo".to_string()),
     };
     let format = detect_format(&src)?;

@@ -31,7 +31,12 @@ impl Variant {
         let torch = format!("torch=={TORCH_VERSION}");
         match self {
             Variant::Cpu => {
-                vec!["--no-deps".into(), torch, "nvidia-cuda-runtime==13.0.96".into(), "nvidia-cuda-cupti==13.0.85".into()]
+                vec![
+                    "--no-deps".into(),
+                    torch,
+                    "nvidia-cuda-runtime==13.0.96".into(),
+                    "nvidia-cuda-cupti==13.0.85".into(),
+                ]
             }
             Variant::Cuda => vec![torch],
         }
@@ -57,7 +62,8 @@ fn link_path(root: &Path) -> PathBuf {
 /// The version string in `<torch>/version.py`, if any.
 pub fn installed_version(torch_dir: &Path) -> Option<String> {
     let text = std::fs::read_to_string(torch_dir.join("version.py")).ok()?;
-    text.lines().find_map(|l| l.strip_prefix("__version__ = ").map(|v| v.trim_matches(|c| c == '\'' || c == '"').to_string()))
+    text.lines()
+        .find_map(|l| l.strip_prefix("__version__ = ").map(|v| v.trim_matches(|c| c == '\'' || c == '"').to_string()))
 }
 
 fn check_version(torch_dir: &Path) -> Result<()> {
@@ -123,7 +129,11 @@ fn link(root: &Path, torch_dir: &Path, variant: Variant) -> Result<()> {
         let previous = std::fs::read_to_string(&variant_file).ok();
         if previous.as_deref().is_some_and(|p| p != variant.name()) {
             // Same LIBTORCH path, different library: torch-sys cannot notice by itself.
-            eprintln!("libtorch variant changed ({} -> {}): rebuilding torch-sys", previous.unwrap_or_default(), variant.name());
+            eprintln!(
+                "libtorch variant changed ({} -> {}): rebuilding torch-sys",
+                previous.unwrap_or_default(),
+                variant.name()
+            );
             crate::run_cmd(crate::cargo(root).args(["clean", "-p", "torch-sys"]))?;
         }
         std::fs::write(&variant_file, variant.name()).with_context(|| format!("writing {}", variant_file.display()))?;
@@ -143,22 +153,40 @@ pub fn ensure(root: &Path) -> Result<()> {
 
 /// Prints what this checkout uses.
 pub fn doctor(root: &Path) -> Result<()> {
-    let out = |c: &mut Command| c.output().ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let out = |c: &mut Command| {
+        c.output().ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
     println!("rustc:        {}", out(Command::new("rustc").arg("--version")).unwrap_or_else(|| "not found".into()));
-    println!("python3:      {}", out(Command::new("python3").arg("--version")).unwrap_or_else(|| "not found (needed by setup)".into()));
-    println!("pip:          {}", out(Command::new("python3").args(["-m", "pip", "--version"])).unwrap_or_else(|| "not found (needed by setup)".into()));
+    println!(
+        "python3:      {}",
+        out(Command::new("python3").arg("--version")).unwrap_or_else(|| "not found (needed by setup)".into())
+    );
+    println!(
+        "pip:          {}",
+        out(Command::new("python3").args(["-m", "pip", "--version"]))
+            .unwrap_or_else(|| "not found (needed by setup)".into())
+    );
     let link = link_path(root);
     match std::fs::read_link(&link) {
         Ok(target) => {
             println!("libtorch:     {} -> {}", link.display(), target.display());
-            println!("torch:        {} (needed: {TORCH_VERSION})", installed_version(&target).unwrap_or_else(|| "unknown".into()));
-            println!("variant:      {}", std::fs::read_to_string(root.join(".m6rec/variant")).unwrap_or_else(|_| "unknown".into()));
+            println!(
+                "torch:        {} (needed: {TORCH_VERSION})",
+                installed_version(&target).unwrap_or_else(|| "unknown".into())
+            );
+            println!(
+                "variant:      {}",
+                std::fs::read_to_string(root.join(".m6rec/variant")).unwrap_or_else(|_| "unknown".into())
+            );
             println!("lib dir:      {}", target.join("lib").display());
         }
         Err(_) => println!("libtorch:     not linked (run `cargo xtask setup`)"),
     }
     println!("cache:        {}", cache_root().display());
-    println!("target dir:   {}", std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| root.join("target").display().to_string()));
+    println!(
+        "target dir:   {}",
+        std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| root.join("target").display().to_string())
+    );
     if link.join("lib").is_dir() {
         crate::run_cmd(crate::m6rec(root)?.arg("doctor"))?;
     }

@@ -46,7 +46,8 @@ mod tests {
             if !dir.join("README.md").exists() {
                 problems.push(format!("{}: every crate needs a README.md", dir.display()));
             }
-            let entry_file = if dir.join("src/lib.rs").exists() { dir.join("src/lib.rs") } else { dir.join("src/main.rs") };
+            let entry_file =
+                if dir.join("src/lib.rs").exists() { dir.join("src/lib.rs") } else { dir.join("src/main.rs") };
             let head = std::fs::read_to_string(&entry_file).unwrap_or_default();
             if !head.starts_with("//!") {
                 problems.push(format!("{}: crate docs (`//!`) must open the file", entry_file.display()));

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 fn spinner(msg: String) -> ProgressBar {
     let bar = ProgressBar::new_spinner();
-    bar.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
     bar.set_message(msg);
     bar.enable_steady_tick(Duration::from_millis(120));
     bar
@@ -27,7 +29,8 @@ fn load_dataset(dir: &Path) -> Result<Dataset> {
 
 pub fn import(format: Format, src: &Path, out: &Path, all_skipped: bool) -> Result<()> {
     let bar = spinner(format!("importing {}", src.display()));
-    let imported = m6rec_data::import::import(format, src).with_context(|| format!("importing {:?} data from {}", format, src.display()))?;
+    let imported = m6rec_data::import::import(format, src)
+        .with_context(|| format!("importing {:?} data from {}", format, src.display()))?;
     imported.dataset.save(out).with_context(|| format!("writing dataset {}", out.display()))?;
     bar.finish_and_clear();
     let r = &imported.report;
@@ -86,7 +89,8 @@ pub struct TrainArgs {
 /// Peak resident memory of this process in MB (Linux `VmHWM`), if known.
 fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    let kb: f64 =
+        status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kb / 1024.0)
 }
 
@@ -189,7 +193,8 @@ pub struct EvalArgs {
 fn open_model(device: &str, data: &Path, ckpt: &Path) -> Result<(tch::Device, Dataset, checkpoint::LoadedModel)> {
     let device = m6rec_tensor::device::parse(device)?;
     let ds = load_dataset(data)?;
-    let loaded = checkpoint::load_model(ckpt, device).with_context(|| format!("loading checkpoint {}", ckpt.display()))?;
+    let loaded =
+        checkpoint::load_model(ckpt, device).with_context(|| format!("loading checkpoint {}", ckpt.display()))?;
     loaded.config.dataset.check(&DatasetFingerprint::of(&ds), ckpt)?;
     Ok((device, ds, loaded))
 }
@@ -221,7 +226,12 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
     let refs: Vec<(&str, &Metrics)> = rows.iter().map(|(n, m)| (*n, m)).collect();
     print!("{}", metrics_table(&refs));
     if let Some(p) = &a.plot {
-        let title = format!("{} on {}, full ranking, history {}", a.stage, ds.name, if a.filter_history { "filtered" } else { "not filtered" });
+        let title = format!(
+            "{} on {}, full ranking, history {}",
+            a.stage,
+            ds.name,
+            if a.filter_history { "filtered" } else { "not filtered" }
+        );
         m6rec_train::metrics_chart(p, &title, &refs).with_context(|| format!("drawing {}", p.display()))?;
         println!("chart: {}", p.display());
     }
@@ -281,7 +291,9 @@ pub fn recommend(a: &RecommendArgs) -> Result<()> {
             let index = ds.item_index();
             items
                 .iter()
-                .map(|id| index.get(id.trim()).copied().ok_or_else(|| m6rec_data::Error::UnknownItem(id.trim().to_string())))
+                .map(|id| {
+                    index.get(id.trim()).copied().ok_or_else(|| m6rec_data::Error::UnknownItem(id.trim().to_string()))
+                })
                 .collect::<Result<_, _>>()
                 .context("reading --history")?
         }
@@ -291,7 +303,14 @@ pub fn recommend(a: &RecommendArgs) -> Result<()> {
     show(&ds, &loaded, device, &who, &history, a)
 }
 
-fn show(ds: &Dataset, loaded: &checkpoint::LoadedModel, device: tch::Device, who: &str, history: &[u32], a: &RecommendArgs) -> Result<()> {
+fn show(
+    ds: &Dataset,
+    loaded: &checkpoint::LoadedModel,
+    device: tch::Device,
+    who: &str,
+    history: &[u32],
+    a: &RecommendArgs,
+) -> Result<()> {
     let recs = recommend::recommend(&ModelScorer::new(&loaded.model, device), history, a.k, !a.include_seen)?;
     let last: Vec<&str> = history.iter().rev().take(3).map(|&i| ds.items[i as usize].title.as_str()).collect();
     println!("top {} for {who} ({} items, most recent first: {}):", recs.len(), history.len(), last.join(" | "));

@@ -13,9 +13,11 @@ impl TrainProgress {
     pub fn new(n_epochs: usize, start_epoch: usize) -> TrainProgress {
         let bar = ProgressBar::new(0);
         bar.set_style(
-            ProgressStyle::with_template("{spinner} train [{bar:30}] {pos}/{len} steps {per_sec} ETA {eta} (upper bound: early stopping) {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{spinner} train [{bar:30}] {pos}/{len} steps {per_sec} ETA {eta} (upper bound: early stopping) {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
         bar.set_message(format!("epoch {}", start_epoch + 1));
         TrainProgress { bar, n_epochs, last_loss: f64::NAN }

@@ -46,7 +46,11 @@ fn import_train_eval_recommend_end_to_end() {
     let chart = dir.path().join("m.svg");
     let out = ok(&m6rec(&["eval", "--checkpoint", p(&ck), "--data", p(&ds), "--json", p(&json), "--plot", p(&chart)]));
     let svg = std::fs::read_to_string(&chart).unwrap();
-    assert!(svg.starts_with("<svg") && svg.contains("popularity") && svg.contains("ndcg@10"), "chart: {}", &svg[..svg.len().min(200)]);
+    assert!(
+        svg.starts_with("<svg") && svg.contains("popularity") && svg.contains("ndcg@10"),
+        "chart: {}",
+        &svg[..svg.len().min(200)]
+    );
     let curves = std::fs::read_to_string(ck.join("curves.svg")).unwrap();
     assert!(curves.contains("validation NDCG@10"), "training curves must be drawn");
     assert!(out.contains("popularity") && out.contains("NDCG"), "{out}");
@@ -66,7 +70,16 @@ fn import_train_eval_recommend_end_to_end() {
     assert!(err.contains("unknown item `nope`"), "{err}");
     let err = fails(&m6rec(&["recommend", "--checkpoint", p(&ck), "--data", p(&ds), "--user", "ghost"]));
     assert!(err.contains("unknown user `ghost`"), "{err}");
-    let err = fails(&m6rec(&["train", "--data", p(&ds), "--out", p(&dir.path().join("none")), "--resume", "--device", "cpu"]));
+    let err = fails(&m6rec(&[
+        "train",
+        "--data",
+        p(&ds),
+        "--out",
+        p(&dir.path().join("none")),
+        "--resume",
+        "--device",
+        "cpu",
+    ]));
     assert!(err.contains("resuming from") && err.contains("m6rec train"), "{err}");
     let cfg = dir.path().join("bad.toml");
     std::fs::write(&cfg, "[model]\nn_heads = 3\n").unwrap();

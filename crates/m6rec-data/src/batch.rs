@@ -24,7 +24,13 @@ impl SeqBatch {
     ///
     /// - `tokens`, `targets`: row-major `[b_sz, seq_len]`
     /// - `lengths[b]`: real (non-padding) positions of row `b`, all at the right end of the row
-    pub fn new(tokens: Vec<i64>, targets: Vec<i64>, lengths: Vec<usize>, seq_len: usize, n_items: usize) -> Result<SeqBatch> {
+    pub fn new(
+        tokens: Vec<i64>,
+        targets: Vec<i64>,
+        lengths: Vec<usize>,
+        seq_len: usize,
+        n_items: usize,
+    ) -> Result<SeqBatch> {
         let b_sz = lengths.len();
         if seq_len == 0 || tokens.len() != b_sz * seq_len || targets.len() != tokens.len() {
             return Err(Error::InvalidBatch(format!(
@@ -44,11 +50,15 @@ impl SeqBatch {
             for (t, (&tok, &y)) in row.iter().zip(tgt).enumerate() {
                 let ok_tok = if t < pad { tok == 0 } else { (1..=n).contains(&tok) };
                 if !ok_tok {
-                    return Err(Error::InvalidBatch(format!("row {b} position {t}: token {tok} (padding 0 first, then 1..={n})")));
+                    return Err(Error::InvalidBatch(format!(
+                        "row {b} position {t}: token {tok} (padding 0 first, then 1..={n})"
+                    )));
                 }
                 let ok_y = y == IGNORE || (t >= pad && (0..n).contains(&y));
                 if !ok_y {
-                    return Err(Error::InvalidBatch(format!("row {b} position {t}: target {y} not in 0..{n} or {IGNORE}")));
+                    return Err(Error::InvalidBatch(format!(
+                        "row {b} position {t}: target {y} not in 0..{n} or {IGNORE}"
+                    )));
                 }
             }
         }
@@ -64,7 +74,10 @@ impl SeqBatch {
         let mut lengths = Vec::with_capacity(seqs.len());
         for (b, s) in seqs.iter().enumerate() {
             if s.len() < 2 {
-                return Err(Error::InvalidBatch(format!("row {b}: a training sequence needs at least 2 items, got {}", s.len())));
+                return Err(Error::InvalidBatch(format!(
+                    "row {b}: a training sequence needs at least 2 items, got {}",
+                    s.len()
+                )));
             }
             let len = (s.len() - 1).min(max_len);
             let start = s.len() - 1 - len;
@@ -129,7 +142,8 @@ impl SeqBatch {
     }
 
     fn tensor(&self, xs: &[i64], device: Device) -> Result<Tensor> {
-        let shape = [m6rec_tensor::dim::to_i64("b_sz", self.b_sz)?, m6rec_tensor::dim::to_i64("seq_len", self.seq_len)?];
+        let shape =
+            [m6rec_tensor::dim::to_i64("b_sz", self.b_sz)?, m6rec_tensor::dim::to_i64("seq_len", self.seq_len)?];
         Ok(Tensor::from_slice(xs).view(shape).to_device(device))
     }
 

@@ -147,10 +147,8 @@ impl Dataset {
             table::write_users(&tmp.join("users.parquet"), &self.users)?;
             table::write_items(&tmp.join("items.parquet"), &self.items)?;
             table::write_interactions(&tmp.join("interactions.parquet"), &self.interactions, &self.items)?;
-            let json = serde_json::to_vec_pretty(&self.meta()).map_err(|e| Error::BadFormat {
-                path: tmp.join("dataset.json"),
-                reason: e.to_string(),
-            })?;
+            let json = serde_json::to_vec_pretty(&self.meta())
+                .map_err(|e| Error::BadFormat { path: tmp.join("dataset.json"), reason: e.to_string() })?;
             let p = tmp.join("dataset.json");
             std::fs::write(&p, json).map_err(io(&p))
         })
@@ -169,7 +167,11 @@ impl Dataset {
         let meta: Meta = serde_json::from_slice(&bytes)
             .map_err(|e| Error::BadFormat { path: meta_path.clone(), reason: e.to_string() })?;
         if meta.format_version != FORMAT_VERSION {
-            return Err(Error::UnsupportedVersion { path: meta_path, found: meta.format_version, supported: FORMAT_VERSION });
+            return Err(Error::UnsupportedVersion {
+                path: meta_path,
+                found: meta.format_version,
+                supported: FORMAT_VERSION,
+            });
         }
         let users = table::read_users(&dir.join("users.parquet"))?;
         let items = table::read_items(&dir.join("items.parquet"))?;
@@ -179,7 +181,11 @@ impl Dataset {
             if u as usize >= users.len() || i as usize >= items.len() {
                 return Err(Error::BadFormat {
                     path: inter_path,
-                    reason: format!("row {row}: user {u} or item {i} out of range ({} users, {} items)", users.len(), items.len()),
+                    reason: format!(
+                        "row {row}: user {u} or item {i} out of range ({} users, {} items)",
+                        users.len(),
+                        items.len()
+                    ),
                 });
             }
         }

@@ -52,12 +52,30 @@ impl SynthConfig {
 
 const DOMAINS: [(&str, &str); 3] = [("books", "Book"), ("music", "Track"), ("films", "Part")];
 const ADJ: [&str; 20] = [
-    "Crimson", "Silent", "Golden", "Hidden", "Broken", "Electric", "Frozen", "Wandering", "Midnight", "Velvet", "Iron",
-    "Paper", "Distant", "Burning", "Quiet", "Hollow", "Bright", "Secret", "Wild", "Last",
+    "Crimson",
+    "Silent",
+    "Golden",
+    "Hidden",
+    "Broken",
+    "Electric",
+    "Frozen",
+    "Wandering",
+    "Midnight",
+    "Velvet",
+    "Iron",
+    "Paper",
+    "Distant",
+    "Burning",
+    "Quiet",
+    "Hollow",
+    "Bright",
+    "Secret",
+    "Wild",
+    "Last",
 ];
 const NOUN: [&str; 20] = [
-    "Harbor", "Garden", "Empire", "River", "Signal", "Orchard", "Lantern", "Summit", "Compass", "Tide", "Kingdom", "Echo",
-    "Meadow", "Engine", "Citadel", "Voyage", "Mirror", "Forest", "Station", "Crown",
+    "Harbor", "Garden", "Empire", "River", "Signal", "Orchard", "Lantern", "Summit", "Compass", "Tide", "Kingdom",
+    "Echo", "Meadow", "Engine", "Citadel", "Voyage", "Mirror", "Forest", "Station", "Crown",
 ];
 const GENRES: [&str; 6] = ["adventure", "mystery", "romance", "science fiction", "comedy", "history"];
 
@@ -103,7 +121,9 @@ pub fn generate(cfg: &SynthConfig) -> (String, String) {
         }
         perm[n_items - 1]
     };
-    let series_start = |rng: &mut ChaCha8Rng, domain: usize| domain * per_domain + rng.random_range(0..cfg.series_per_domain) * cfg.series_len;
+    let series_start = |rng: &mut ChaCha8Rng, domain: usize| {
+        domain * per_domain + rng.random_range(0..cfg.series_per_domain) * cfg.series_len
+    };
 
     let mut inter_file = String::from("user_id:token\titem_id:token\ttimestamp:float\n");
     let domain_ids: Vec<usize> = (0..DOMAINS.len()).collect();
@@ -121,7 +141,8 @@ pub fn generate(cfg: &SynthConfig) -> (String, String) {
                 } else if x < cfg.p_continue + cfg.p_popular {
                     popular(&mut rng)
                 } else {
-                    let d = if rng.random::<f64>() < 0.7 { favourite } else { *domain_ids.choose(&mut rng).unwrap_or(&0) };
+                    let d =
+                        if rng.random::<f64>() < 0.7 { favourite } else { *domain_ids.choose(&mut rng).unwrap_or(&0) };
                     series_start(&mut rng, d)
                 };
                 // Some events share a second (to exercise the tie rule); most are minutes to a day apart.

@@ -32,16 +32,17 @@ fn write(path: &Path, fields: Vec<Field>, columns: Vec<ArrayRef>) -> Result<()> 
 fn read(path: &Path) -> Result<Vec<RecordBatch>> {
     let err = table_err(path);
     let file = File::open(path).map_err(io(path))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| b.build())
-        .map_err(|e| err(e.to_string()))?;
+    let reader =
+        ParquetRecordBatchReaderBuilder::try_new(file).and_then(|b| b.build()).map_err(|e| err(e.to_string()))?;
     reader.map(|b| b.map_err(|e| err(e.to_string()))).collect()
 }
 
 fn column<'a, T: 'static>(path: &Path, batch: &'a RecordBatch, name: &'static str, ty: &str) -> Result<&'a T> {
-    let col = batch
-        .column_by_name(name)
-        .ok_or_else(|| Error::BadColumn { path: path.to_path_buf(), column: name, reason: "is missing".into() })?;
+    let col = batch.column_by_name(name).ok_or_else(|| Error::BadColumn {
+        path: path.to_path_buf(),
+        column: name,
+        reason: "is missing".into(),
+    })?;
     col.as_any().downcast_ref::<T>().ok_or_else(|| Error::BadColumn {
         path: path.to_path_buf(),
         column: name,
@@ -92,7 +93,10 @@ fn check_dense(path: &Path, idx: &UInt32Array, offset: usize) -> Result<()> {
         if *v as usize != offset + row {
             return Err(Error::BadFormat {
                 path: path.to_path_buf(),
-                reason: format!("row {}: index {v} out of order (indices must be 0, 1, 2, ... in row order)", offset + row),
+                reason: format!(
+                    "row {}: index {v} out of order (indices must be 0, 1, 2, ... in row order)",
+                    offset + row
+                ),
             });
         }
     }

@@ -73,7 +73,9 @@ fn datasets_round_trip_and_reject_other_versions() {
     assert_eq!(back, imported.dataset);
     assert_eq!(back.meta().domains, ["books", "films", "music"]);
     // A newer format version is refused with the fix.
-    let meta = std::fs::read_to_string(out.join("dataset.json")).unwrap().replace("\"format_version\": 1", "\"format_version\": 9");
+    let meta = std::fs::read_to_string(out.join("dataset.json"))
+        .unwrap()
+        .replace("\"format_version\": 1", "\"format_version\": 9");
     std::fs::write(out.join("dataset.json"), meta).unwrap();
     let err = Dataset::load(&out).unwrap_err().to_string();
     assert!(err.contains("format_version 9") && err.contains("re-import"), "{err}");

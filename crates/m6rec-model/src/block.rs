@@ -49,7 +49,13 @@ impl Block {
         let att = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(allowed), p, false, None, false); // [b, h, L, dh]
         let att = att.transpose(1, 2).contiguous().view([b_sz, seq_len, d_model]);
         let xs = xs + att.apply(&self.out).dropout(self.dropout, mode.is_train());
-        let ff = self.ln_ff.forward(&xs).apply(&self.ff_in).gelu("none").dropout(self.dropout, mode.is_train()).apply(&self.ff_out);
+        let ff = self
+            .ln_ff
+            .forward(&xs)
+            .apply(&self.ff_in)
+            .gelu("none")
+            .dropout(self.dropout, mode.is_train())
+            .apply(&self.ff_out);
         &xs + ff.dropout(self.dropout, mode.is_train())
     }
 }

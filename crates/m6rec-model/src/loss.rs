@@ -37,7 +37,7 @@ pub fn sampled_softmax(hidden: &Tensor, items: &Tensor, targets: &Tensor, n_unif
     if in_batch {
         let (uniq, inverse, counts) = y.unique_dim(0, true, true, true);
         let log_q = (counts.to_kind(Kind::Float) / n as f64).log(); // [u]
-        // The positive is corrected by its own in-batch probability, like every other candidate.
+                                                                    // The positive is corrected by its own in-batch probability, like every other candidate.
         blocks.push(pos_logit - log_q.index_select(0, &inverse).unsqueeze(1));
         let logits = h.matmul(&items.index_select(0, &uniq).transpose(0, 1)) - log_q.unsqueeze(0); // [n, u]
         masks.push(y.unsqueeze(1).ne_tensor(&uniq.unsqueeze(0)));
@@ -73,7 +73,10 @@ mod tests {
         assert!((got - (1.0f64 + (-1.0f64).exp()).ln()).abs() < 1e-6, "{got}");
         let ignored = Tensor::from_slice(&[0i64, IGNORE]);
         let h2 = Tensor::cat(&[&h, &h], 0);
-        assert!((full_softmax(&h2, &items, &ignored).double_value(&[]) - got).abs() < 1e-6, "IGNORE rows must not count");
+        assert!(
+            (full_softmax(&h2, &items, &ignored).double_value(&[]) - got).abs() < 1e-6,
+            "IGNORE rows must not count"
+        );
     }
 
     #[test]

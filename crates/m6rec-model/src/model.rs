@@ -32,9 +32,13 @@ impl SeqRec {
             return Err(crate::Error::InvalidConfig { field: "n_items", reason: "the catalog is empty".into() });
         }
         let d = cfg.d_model;
-        let emb = nn::EmbeddingConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: (d as f64).powf(-0.5) }, ..Default::default() };
-        let blocks =
-            (0..cfg.n_layers).map(|i| Block::init(&(vs / "blocks" / i), d, cfg.n_heads, cfg.d_ff(), cfg.dropout)).collect();
+        let emb = nn::EmbeddingConfig {
+            ws_init: nn::Init::Randn { mean: 0.0, stdev: (d as f64).powf(-0.5) },
+            ..Default::default()
+        };
+        let blocks = (0..cfg.n_layers)
+            .map(|i| Block::init(&(vs / "blocks" / i), d, cfg.n_heads, cfg.d_ff(), cfg.dropout))
+            .collect();
         Ok(SeqRec {
             item_emb: nn::embedding(vs / "item_emb", n_items + 1, d, emb),
             pos_emb: nn::embedding(vs / "pos_emb", cfg.max_len, d, emb),
@@ -64,9 +68,10 @@ impl SeqRec {
         let (_, seq_len) = tokens.size2().unwrap_or((0, 0));
         let device = tokens.device();
         let valid = tokens.gt(0); // [b, L]
-        // Right-aligned positions: the most recent item is always position max_len - 1, whatever the padding.
+                                  // Right-aligned positions: the most recent item is always position max_len - 1, whatever the padding.
         let pos = Tensor::arange_start(self.cfg.max_len - seq_len, self.cfg.max_len, (Kind::Int64, device));
-        let xs = self.item_emb.forward(tokens) * (self.cfg.d_model as f64).sqrt() + self.pos_emb.forward(&pos).unsqueeze(0);
+        let xs =
+            self.item_emb.forward(tokens) * (self.cfg.d_model as f64).sqrt() + self.pos_emb.forward(&pos).unsqueeze(0);
         let mut xs = (xs * valid.unsqueeze(-1).to_kind(Kind::Float)).dropout(self.cfg.dropout, mode.is_train()); // [b, L, d]
         let allowed = mask::causal_with_padding(&valid); // [b, 1, L, L]
         for block in &self.blocks {
@@ -160,7 +165,13 @@ mod tests {
         let mut keys: Vec<String> = vs.variables().into_keys().collect();
         keys.sort();
         assert_eq!(keys.len(), 2 + 12 * 2 + 2);
-        for k in ["model.item_emb.weight", "model.pos_emb.weight", "model.blocks.0.attn.qkv.weight", "model.blocks.1.ff.out.bias", "model.ln_out.weight"] {
+        for k in [
+            "model.item_emb.weight",
+            "model.pos_emb.weight",
+            "model.blocks.0.attn.qkv.weight",
+            "model.blocks.1.ff.out.bias",
+            "model.ln_out.weight",
+        ] {
             assert!(keys.iter().any(|x| x == k), "missing {k} in {keys:?}");
         }
     }

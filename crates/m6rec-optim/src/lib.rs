@@ -80,7 +80,14 @@ mod d {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        AdamWConfig { lr: d::lr(), beta1: d::beta1(), beta2: d::beta2(), eps: d::eps(), weight_decay: d::wd(), decay_embeddings: false }
+        AdamWConfig {
+            lr: d::lr(),
+            beta1: d::beta1(),
+            beta2: d::beta2(),
+            eps: d::eps(),
+            weight_decay: d::wd(),
+            decay_embeddings: false,
+        }
     }
 }
 
@@ -101,7 +108,11 @@ pub struct AdamW {
 
 impl std::fmt::Debug for AdamW {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdamW").field("cfg", &self.cfg).field("n_params", &self.params.len()).field("step", &self.step).finish()
+        f.debug_struct("AdamW")
+            .field("cfg", &self.cfg)
+            .field("n_params", &self.params.len())
+            .field("step", &self.step)
+            .finish()
     }
 }
 
@@ -189,7 +200,11 @@ impl AdamW {
                 let key = format!("{}.{suffix}", p.name);
                 let src = find(&key).ok_or_else(|| Error::StateMismatch(format!("`{key}` missing")))?;
                 if src.size() != dst.size() {
-                    return Err(Error::StateMismatch(format!("`{key}` has shape {:?}, model wants {:?}", src.size(), dst.size())));
+                    return Err(Error::StateMismatch(format!(
+                        "`{key}` has shape {:?}, model wants {:?}",
+                        src.size(),
+                        dst.size()
+                    )));
                 }
                 tch::no_grad(|| dst.copy_(&src.to_device(dst.device()).to_kind(dst.kind())));
             }

@@ -18,7 +18,8 @@ pub fn workspace_root() -> PathBuf {
 /// # Panics
 /// When the file is absent, with a message that says where it looked and how to fix it (tests only).
 pub fn fixture(rel: &str) -> PathBuf {
-    let base = std::env::var_os("M6REC_FIXTURES").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("fixtures"));
+    let base =
+        std::env::var_os("M6REC_FIXTURES").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("fixtures"));
     let p = base.join(rel);
     assert!(p.exists(), "fixture {} not found. HINT: run from the repo, or set M6REC_FIXTURES", p.display());
     p

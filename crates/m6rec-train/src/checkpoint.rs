@@ -86,7 +86,8 @@ pub(crate) fn save(dir: &Path, parts: &CheckpointParts<'_>) -> Result<()> {
         write_json(&tmp.join("config.json"), parts.config)?;
         write_json(&tmp.join("state.json"), parts.state)?;
         let st = |p: &Path, t: &[(String, Tensor)]| {
-            Tensor::write_safetensors(t, p).map_err(|e| Error::Checkpoint { path: p.to_path_buf(), reason: e.to_string() })
+            Tensor::write_safetensors(t, p)
+                .map_err(|e| Error::Checkpoint { path: p.to_path_buf(), reason: e.to_string() })
         };
         st(&tmp.join("model.safetensors"), parts.best)?;
         let last: Vec<(String, Tensor)> = parts.vs.variables().into_iter().collect();
@@ -98,17 +99,22 @@ pub(crate) fn save(dir: &Path, parts: &CheckpointParts<'_>) -> Result<()> {
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Checkpoint { path: path.to_path_buf(), reason: e.to_string() })?;
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::Checkpoint { path: path.to_path_buf(), reason: e.to_string() })?;
     std::fs::write(path, text).map_err(io(path))
 }
 
 pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(dir: &Path, name: &str) -> Result<T> {
     let path = dir.join(name);
     if !dir.is_dir() {
-        return Err(Error::Checkpoint { path: dir.to_path_buf(), reason: "not found (train one with `m6rec train`)".into() });
+        return Err(Error::Checkpoint {
+            path: dir.to_path_buf(),
+            reason: "not found (train one with `m6rec train`)".into(),
+        });
     }
     let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-    serde_json::from_str(&text).map_err(|e| Error::Checkpoint { path: dir.to_path_buf(), reason: format!("{name}: {e}") })
+    serde_json::from_str(&text)
+        .map_err(|e| Error::Checkpoint { path: dir.to_path_buf(), reason: format!("{name}: {e}") })
 }
 
 /// Reads `config.json`, checking the format version.
@@ -117,7 +123,10 @@ pub fn load_config(dir: &Path) -> Result<CheckpointConfig> {
     if cfg.format_version != CHECKPOINT_VERSION {
         return Err(Error::Checkpoint {
             path: dir.to_path_buf(),
-            reason: format!("format_version {} is not supported (this build reads {CHECKPOINT_VERSION})", cfg.format_version),
+            reason: format!(
+                "format_version {} is not supported (this build reads {CHECKPOINT_VERSION})",
+                cfg.format_version
+            ),
         });
     }
     Ok(cfg)

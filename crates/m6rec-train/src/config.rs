@@ -111,7 +111,8 @@ impl Default for TrainConfig {
 impl RunConfig {
     /// Parses TOML text; `origin` names the source in errors.
     pub fn from_toml(text: &str, origin: &Path) -> Result<RunConfig> {
-        let cfg: RunConfig = toml::from_str(text).map_err(|e| Error::Config { path: origin.to_path_buf(), reason: e.to_string() })?;
+        let cfg: RunConfig =
+            toml::from_str(text).map_err(|e| Error::Config { path: origin.to_path_buf(), reason: e.to_string() })?;
         cfg.validate(origin)?;
         Ok(cfg)
     }

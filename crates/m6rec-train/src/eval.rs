@@ -85,7 +85,8 @@ mod tests {
         let split = Split::from_sequences(vec![vec![0, 2, 1]]);
         let pop = Popularity::from_counts(&[10, 5, 1, 0]);
         let plain = evaluate(&pop, &split, Stage::Test, EvalOptions { filter_history: false, batch_size: 8 }).unwrap();
-        let filtered = evaluate(&pop, &split, Stage::Test, EvalOptions { filter_history: true, batch_size: 8 }).unwrap();
+        let filtered =
+            evaluate(&pop, &split, Stage::Test, EvalOptions { filter_history: true, batch_size: 8 }).unwrap();
         assert_eq!(plain.get("mrr", 5), 0.5, "rank 2 without filtering");
         assert_eq!(filtered.get("mrr", 5), 1.0, "rank 1 once item 0 is filtered out");
         assert!(evaluate(&pop, &Split::from_sequences(vec![vec![3]]), Stage::Test, EvalOptions::default()).is_err());

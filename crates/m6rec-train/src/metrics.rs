@@ -48,7 +48,8 @@ impl RankAccumulator {
             for k in KS {
                 let hit = r < k;
                 *self.sums.entry(format!("hr@{k}")).or_default() += f64::from(u8::from(hit));
-                *self.sums.entry(format!("ndcg@{k}")).or_default() += if hit { 1.0 / ((r + 2) as f64).log2() } else { 0.0 };
+                *self.sums.entry(format!("ndcg@{k}")).or_default() +=
+                    if hit { 1.0 / ((r + 2) as f64).log2() } else { 0.0 };
                 *self.sums.entry(format!("mrr@{k}")).or_default() += if hit { 1.0 / (r + 1) as f64 } else { 0.0 };
             }
         }

@@ -15,7 +15,11 @@ pub fn training_curves(path: &Path, history: &[EpochRecord]) -> Result<()> {
     type Series<'a> = (&'a str, Vec<(f64, f64)>, RGBColor);
     let series: [Series<'_>; 2] = [
         ("training loss", history.iter().map(|r| (r.epoch as f64, r.loss)).collect(), BLUE),
-        ("validation NDCG@10", history.iter().filter_map(|r| r.valid_ndcg10.map(|v| (r.epoch as f64, v))).collect(), RED),
+        (
+            "validation NDCG@10",
+            history.iter().filter_map(|r| r.valid_ndcg10.map(|v| (r.epoch as f64, v))).collect(),
+            RED,
+        ),
     ];
     for ((title, points, color), area) in series.into_iter().zip([left, right]) {
         let lo = points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
@@ -41,7 +45,10 @@ pub fn metrics_chart(path: &Path, title: &str, rows: &[(&str, &crate::metrics::M
     let err = |e: String| Error::Io { path: path.to_path_buf(), source: std::io::Error::other(e) };
     let keys = ["hr@10", "ndcg@10", "mrr@10", "hr@50", "ndcg@50", "mrr@50"];
     let colors = [RED, BLUE, GREEN, MAGENTA, CYAN, BLACK];
-    let top = rows.iter().flat_map(|(_, m)| keys.iter().map(|k| m.values.get(*k).copied().unwrap_or(0.0))).fold(0.0, f64::max);
+    let top = rows
+        .iter()
+        .flat_map(|(_, m)| keys.iter().map(|k| m.values.get(*k).copied().unwrap_or(0.0)))
+        .fold(0.0, f64::max);
     let root = SVGBackend::new(path, (900, 400)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
     let n_rows = rows.len().max(1) as f64;
@@ -59,7 +66,11 @@ pub fn metrics_chart(path: &Path, title: &str, rows: &[(&str, &crate::metrics::M
         .x_label_formatter(&|x| {
             // Groups are centred on integers: label those, nothing in between.
             let i = x.round();
-            if (x - i).abs() < 1e-6 && i >= 0.0 { keys.get(i as usize).map(|k| k.to_string()).unwrap_or_default() } else { String::new() }
+            if (x - i).abs() < 1e-6 && i >= 0.0 {
+                keys.get(i as usize).map(|k| k.to_string()).unwrap_or_default()
+            } else {
+                String::new()
+            }
         })
         .draw()
         .map_err(|e| err(e.to_string()))?;
@@ -70,11 +81,18 @@ pub fn metrics_chart(path: &Path, title: &str, rows: &[(&str, &crate::metrics::M
             let x0 = i as f64 - 0.4 + 0.8 * r as f64 / n_rows;
             Rectangle::new([(x0, 0.0), (x0 + 0.8 / n_rows, v)], color.filled())
         });
-        chart.draw_series(bars).map_err(|e| err(e.to_string()))?.label(*label).legend(move |(x, y)| {
-            Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled())
-        });
+        chart
+            .draw_series(bars)
+            .map_err(|e| err(e.to_string()))?
+            .label(*label)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
     }
-    chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(|e| err(e.to_string()))?;
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
     root.present().map_err(|e| err(e.to_string()))?;
     Ok(())
 }

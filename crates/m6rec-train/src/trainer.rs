@@ -123,7 +123,8 @@ impl Trainer {
         t.best = copy_vars(&t.vs);
         checkpoint::load_weights(&mut t.vs, dir, "last.safetensors")?;
         let p = dir.join("optim.safetensors");
-        let optim = Tensor::read_safetensors(&p).map_err(|e| Error::Checkpoint { path: dir.to_path_buf(), reason: format!("optim.safetensors: {e}") })?;
+        let optim = Tensor::read_safetensors(&p)
+            .map_err(|e| Error::Checkpoint { path: dir.to_path_buf(), reason: format!("optim.safetensors: {e}") })?;
         t.opt.load_state(&optim)?;
         t.state = checkpoint::read_json(dir, "state.json")?;
         Ok(t)
@@ -154,7 +155,13 @@ impl Trainer {
 
     /// Like [`Trainer::fit`], but returns after epoch `until_epoch` even if the run is not finished (the schedule
     /// still spans `train.epochs`), so a later [`Trainer::resume`] continues exactly where this left off.
-    pub fn fit_until(&mut self, split: &Split, ckpt: Option<&Path>, obs: &mut dyn Observer, until_epoch: usize) -> Result<&TrainState> {
+    pub fn fit_until(
+        &mut self,
+        split: &Split,
+        ckpt: Option<&Path>,
+        obs: &mut dyn Observer,
+        until_epoch: usize,
+    ) -> Result<&TrainState> {
         let n_items = self.fingerprint.n_items;
         let t = self.cfg.train.clone();
         let max_len = m6rec_tensor::dim::to_usize("max_len", self.cfg.model.max_len)?;
@@ -227,7 +234,10 @@ impl Trainer {
                 }
             }
             if !record.loss.is_finite() {
-                return Err(Error::NoData(format!("training diverged at epoch {epoch} (loss {}); lower optim.lr", record.loss)));
+                return Err(Error::NoData(format!(
+                    "training diverged at epoch {epoch} (loss {}); lower optim.lr",
+                    record.loss
+                )));
             }
             self.state.history.push(record.clone());
             if self.state.bad_evals >= t.patience {
@@ -253,9 +263,16 @@ impl Trainer {
 
     /// Writes the checkpoint directory atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let config = CheckpointConfig { format_version: CHECKPOINT_VERSION, run: self.cfg.clone(), dataset: self.fingerprint.clone() };
+        let config = CheckpointConfig {
+            format_version: CHECKPOINT_VERSION,
+            run: self.cfg.clone(),
+            dataset: self.fingerprint.clone(),
+        };
         let optim = self.opt.state();
-        checkpoint::save(dir, &CheckpointParts { config: &config, best: &self.best, vs: &self.vs, optim: &optim, state: &self.state })
+        checkpoint::save(
+            dir,
+            &CheckpointParts { config: &config, best: &self.best, vs: &self.vs, optim: &optim, state: &self.state },
+        )
     }
 
     fn restore_best(&mut self) -> Result<()> {

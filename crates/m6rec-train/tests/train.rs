@@ -91,8 +91,10 @@ fn checkpoints_refuse_another_dataset_and_name_what_is_wrong() {
     let ck = dir.path().join("ck");
     let mut t = Trainer::new(small_config(1), DatasetFingerprint::of(&ds), Device::Cpu).unwrap();
     t.fit(&split, Some(&ck), &mut Silent).unwrap();
-    let expected: Vec<&str> = vec!["config.json", "curves.svg", "last.safetensors", "model.safetensors", "optim.safetensors", "state.json"];
-    let mut files: Vec<String> = std::fs::read_dir(&ck).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let expected: Vec<&str> =
+        vec!["config.json", "curves.svg", "last.safetensors", "model.safetensors", "optim.safetensors", "state.json"];
+    let mut files: Vec<String> =
+        std::fs::read_dir(&ck).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     files.sort();
     assert_eq!(files, expected);
 
@@ -104,7 +106,8 @@ fn checkpoints_refuse_another_dataset_and_name_what_is_wrong() {
     let err = Trainer::resume(&ck, &DatasetFingerprint::of(&shrunk), Device::Cpu).unwrap_err().to_string();
     assert!(err.contains("360 items") && err.contains("359 items"), "{err}");
     // Weights from another config are refused with the file named.
-    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ck.join("config.json")).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ck.join("config.json")).unwrap()).unwrap();
     cfg["run"]["model"]["d_model"] = serde_json::json!(16);
     std::fs::write(ck.join("config.json"), cfg.to_string()).unwrap();
     let err = checkpoint::load_model(&ck, Device::Cpu).unwrap_err().to_string();
@@ -125,8 +128,11 @@ fn sampled_softmax_training_learns_too() {
     let mut trainer = Trainer::new(cfg, DatasetFingerprint::of(&ds), Device::Cpu).unwrap();
     trainer.fit(&split, None, &mut Silent).unwrap();
     let opts = EvalOptions::default();
-    let m = evaluate(&ModelScorer::new(trainer.model(), Device::Cpu), &split, Stage::Test, opts).unwrap().get("ndcg", 10);
-    let p = evaluate(&Popularity::fit_before_test(&split, ds.n_items()), &split, Stage::Test, opts).unwrap().get("ndcg", 10);
+    let m =
+        evaluate(&ModelScorer::new(trainer.model(), Device::Cpu), &split, Stage::Test, opts).unwrap().get("ndcg", 10);
+    let p = evaluate(&Popularity::fit_before_test(&split, ds.n_items()), &split, Stage::Test, opts)
+        .unwrap()
+        .get("ndcg", 10);
     eprintln!("sampled softmax: model NDCG@10 {m:.4}, popularity {p:.4}");
     assert!(m > 1.5 * p, "sampled softmax model NDCG@10 {m:.4} vs popularity {p:.4}");
 }

@@ -117,7 +117,12 @@ impl Builder {
             return i;
         }
         let i = self.items.len() as u32;
-        self.items.push(Item { id: id.to_string(), domain: domain.to_string(), title: id.to_string(), ..Item::default() });
+        self.items.push(Item {
+            id: id.to_string(),
+            domain: domain.to_string(),
+            title: id.to_string(),
+            ..Item::default()
+        });
         self.item_idx.insert(id.to_string(), i);
         i
     }
@@ -153,7 +158,8 @@ impl Builder {
             n_users: self.users.len(),
             skipped: self.skipped,
         };
-        let dataset = Dataset { name: name.to_string(), source, users: self.users, items: self.items, interactions: self.inter };
+        let dataset =
+            Dataset { name: name.to_string(), source, users: self.users, items: self.items, interactions: self.inter };
         Ok(Imported { dataset, report })
     }
 }

@@ -6,8 +6,25 @@ use crate::{Error, Result};
 use std::path::Path;
 
 const GENRES: [&str; 19] = [
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
-    "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 ];
 
 /// Imports a MovieLens directory. Every rating is a positive interaction (the peers' protocol); the rating is kept
@@ -19,7 +36,9 @@ pub fn import_movielens(src: &Path) -> Result<Imported> {
             let genres: Vec<&str> =
                 f.get(5..).unwrap_or(&[]).iter().zip(GENRES).filter(|(v, _)| **v == "1").map(|(_, g)| g).collect();
             let date = f.get(2).copied().unwrap_or("");
-            (f.len() >= 24).then(|| format!("Genres: {}. Released: {}.", genres.join(", "), if date.is_empty() { "unknown" } else { date }))
+            (f.len() >= 24).then(|| {
+                format!("Genres: {}. Released: {}.", genres.join(", "), if date.is_empty() { "unknown" } else { date })
+            })
         })?;
         read_ratings(&mut b, &src.join("u.data"), "\t")?;
     } else if src.join("ratings.dat").exists() {

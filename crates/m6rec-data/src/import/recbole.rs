@@ -29,10 +29,8 @@ fn find(src: &Path, ext: &str) -> Result<Option<PathBuf>> {
         return Ok(p.exists().then_some(p));
     }
     let entries = std::fs::read_dir(src).map_err(crate::error::io(src))?;
-    let mut found: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == ext))
-        .collect();
+    let mut found: Vec<PathBuf> =
+        entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e == ext)).collect();
     found.sort();
     Ok(found.into_iter().next())
 }
@@ -44,7 +42,8 @@ struct Header {
 
 impl Header {
     fn parse(path: &Path, line: Option<&str>) -> Result<Header> {
-        let line = line.ok_or_else(|| Error::BadFormat { path: path.to_path_buf(), reason: "empty file (no header)".into() })?;
+        let line =
+            line.ok_or_else(|| Error::BadFormat { path: path.to_path_buf(), reason: "empty file (no header)".into() })?;
         let mut names = Vec::new();
         let mut types = Vec::new();
         for field in line.split('\t') {
