@@ -165,13 +165,13 @@ impl Trainer {
         let n_items = self.fingerprint.n_items;
         let t = self.cfg.train.clone();
         let max_len = m6rec_tensor::dim::to_usize("max_len", self.cfg.model.max_len)?;
-        let users = training_spans(split, max_len, t.windows);
-        if users.is_empty() {
+        let spans = training_spans(split, max_len, t.windows);
+        if spans.is_empty() {
             return Err(Error::NoData("no user has 2 or more training events; nothing to train on".into()));
         }
         // Sequences shared with the loader thread (plain data, no tensors).
         let seqs: Arc<Vec<Vec<u32>>> = Arc::new((0..split.n_users()).map(|u| split.train(u).to_vec()).collect());
-        let n_batches = users.len().div_ceil(t.batch_size);
+        let n_batches = spans.len().div_ceil(t.batch_size);
         let total_steps = (t.epochs * n_batches) as u64;
         let schedule = Schedule::WarmupCosine { warmup: t.warmup_steps, total: total_steps };
         let eval_opts = EvalOptions { filter_history: t.filter_history, batch_size: t.eval_batch_size };
@@ -181,7 +181,7 @@ impl Trainer {
         while !self.state.finished && self.state.epoch < t.epochs && self.state.epoch < until_epoch {
             let epoch = self.state.epoch + 1;
             m6rec_tensor::seed(t.seed.wrapping_add(epoch as u64));
-            let mut order = users.clone();
+            let mut order = spans.clone();
             order.shuffle(&mut ChaCha8Rng::seed_from_u64(t.seed.wrapping_add(epoch as u64)));
             let jobs: Vec<Vec<Span>> = order.chunks(t.batch_size).map(|c| c.to_vec()).collect();
             let seqs_ref = Arc::clone(&seqs);
@@ -219,6 +219,12 @@ impl Trainer {
                 seqs_per_sec: n_seen as f64 / secs.max(1e-9),
                 elapsed: self.state.elapsed,
             };
+            if !record.loss.is_finite() {
+                return Err(Error::NoData(format!(
+                    "training diverged at epoch {epoch} (loss {}); lower optim.lr",
+                    record.loss
+                )));
+            }
             if epoch.is_multiple_of(t.eval_every) || epoch == t.epochs {
                 let m = evaluate(&ModelScorer::new(&self.model, self.device), split, Stage::Valid, eval_opts)?;
                 let ndcg = m.get("ndcg", 10);
@@ -233,12 +239,6 @@ impl Trainer {
                     self.state.bad_evals += 1;
                 }
             }
-            if !record.loss.is_finite() {
-                return Err(Error::NoData(format!(
-                    "training diverged at epoch {epoch} (loss {}); lower optim.lr",
-                    record.loss
-                )));
-            }
             self.state.history.push(record.clone());
             if self.state.bad_evals >= t.patience {
                 self.stop(format!("no better validation NDCG@10 for {} evaluations", t.patience));
@@ -252,7 +252,7 @@ impl Trainer {
             }
             obs.epoch_end(&record, &self.state);
         }
-        self.restore_best()?;
+        self.restore_best();
         Ok(&self.state)
     }
 
@@ -275,7 +275,7 @@ impl Trainer {
         )
     }
 
-    fn restore_best(&mut self) -> Result<()> {
+    fn restore_best(&mut self) {
         let vars = self.vs.variables();
         tch::no_grad(|| {
             for (name, t) in &self.best {
@@ -285,7 +285,6 @@ impl Trainer {
                 }
             }
         });
-        Ok(())
     }
 }
 
