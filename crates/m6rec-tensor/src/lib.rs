@@ -5,6 +5,8 @@
 //! - [`dim`]: checked conversions between Rust lengths (`usize`) and tch sizes (`i64`).
 //! - [`mask`]: attention masks (causal + key padding) as boolean tensors.
 //! - [`atomic`]: write a file or a whole directory so that readers see the old or the new version, never half of one.
+//! - [`block`]: the pre-norm Transformer block used by the sequence model and the text encoder.
+//! - [`cnn`]: the small convolutional encoder used by the image and audio towers.
 //! - [`device`]: parse `auto|cpu|cuda:N` into a [`tch::Device`].
 //! - [`seed`]: seed libtorch's generators.
 //!
@@ -18,6 +20,8 @@
 #![deny(missing_docs)]
 
 pub mod atomic;
+pub mod block;
+pub mod cnn;
 pub mod device;
 pub mod dim;
 mod error;

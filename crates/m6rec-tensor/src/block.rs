@@ -1,11 +1,15 @@
 //! One pre-norm Transformer block: `x + Attn(LN(x))`, then `x + FF(LN(x))`.
+//!
+//! Shared by the sequence model (causal mask) and the text encoder trained from scratch (key-padding mask): the mask
+//! decides what attends to what, the block does not care.
 
-use m6rec_tensor::Mode;
+use crate::Mode;
 use tch::nn::{self, Module};
 use tch::Tensor;
 
 #[derive(Debug)]
-pub(crate) struct Block {
+/// A pre-norm Transformer block (self-attention and feed-forward, each residual).
+pub struct Block {
     ln_attn: nn::LayerNorm,
     qkv: nn::Linear,
     out: nn::Linear,
@@ -17,7 +21,8 @@ pub(crate) struct Block {
 }
 
 impl Block {
-    pub(crate) fn init(vs: &nn::Path<'_>, d_model: i64, n_heads: i64, d_ff: i64, dropout: f64) -> Block {
+    /// Creates the block's variables under `vs`: `ln_attn`, `attn/{qkv,out}`, `ln_ff`, `ff/{in,out}`.
+    pub fn init(vs: &nn::Path<'_>, d_model: i64, n_heads: i64, d_ff: i64, dropout: f64) -> Block {
         let ln = nn::LayerNormConfig::default();
         let lin = nn::LinearConfig::default();
         Block {
@@ -32,10 +37,13 @@ impl Block {
         }
     }
 
+    /// Applies the block.
+    ///
     /// # Shapes
-    /// - `xs`: `[b_sz, seq_len, d_model]`; `allowed`: `[b_sz, 1, seq_len, seq_len]` bool (true = may attend)
+    /// - `xs`: `[b_sz, seq_len, d_model]`; `allowed`: bool, broadcastable to `[b_sz, 1, seq_len, seq_len]`
+    ///   (true = may attend), for example `[b_sz, 1, 1, seq_len]` for key padding only
     /// - returns `[b_sz, seq_len, d_model]`
-    pub(crate) fn forward(&self, xs: &Tensor, allowed: &Tensor, mode: Mode) -> Tensor {
+    pub fn forward(&self, xs: &Tensor, allowed: &Tensor, mode: Mode) -> Tensor {
         let (b_sz, seq_len, d_model) = xs.size3().unwrap_or((0, 0, 0));
         let d_head = d_model / self.n_heads;
         let qkv = self.ln_attn.forward(xs).apply(&self.qkv); // [b, L, 3d]
