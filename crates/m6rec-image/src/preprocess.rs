@@ -129,20 +129,32 @@ impl Preprocessor {
         limits.max_image_width = Some(self.cfg.max_side);
         limits.max_image_height = Some(self.cfg.max_side);
         reader.limits(limits);
+        if reader.format() == Some(image::ImageFormat::Jpeg) && !ends_with_jpeg_eoi(bytes) {
+            // The JPEG decoder fills a truncated scan with grey; Pillow refuses such files, and so do we.
+            return Err(decode_err(&"truncated JPEG (no end-of-image marker)"));
+        }
         let img = reader.decode().map_err(|e| decode_err(&e))?.into_rgb8();
         let (w, h) = img.dimensions();
         if w == 0 || h == 0 {
             return Err(decode_err(&"image has no pixels"));
         }
-        // The centre crop of the resized image, mapped back to source pixels.
-        let scale = f64::from(w.min(h)) / f64::from(self.cfg.resize);
-        let side = f64::from(self.cfg.size) * scale;
-        let (left, top) = ((f64::from(w) - side) / 2.0, (f64::from(h) - side) / 2.0);
+        // torchvision's geometry: the shorter side becomes `resize`, the longer `int(resize * long / short)`; the crop
+        // offsets are rounded in resized pixels. That crop box, mapped back to source pixels, is resampled in one pass.
         let size = self.cfg.size;
+        let r = f64::from(self.cfg.resize);
+        let (new_w, new_h) = if w <= h {
+            (r, (r * f64::from(h) / f64::from(w)).floor())
+        } else {
+            ((r * f64::from(w) / f64::from(h)).floor(), r)
+        };
+        let s = f64::from(size);
+        let (left, top) = (((new_w - s) / 2.0).round(), ((new_h - s) / 2.0).round());
+        let (sx, sy) = (f64::from(w) / new_w, f64::from(h) / new_h);
+        let (left, top, side_w, side_h) = (left * sx, top * sy, s * sx, s * sy);
         let mut dst = FirImage::new(size, size, PixelType::U8x3);
         let opts = ResizeOptions::new()
             .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
-            .crop(left, top, side, side);
+            .crop(left, top, side_w, side_h);
         Resizer::new().resize(&img, &mut dst, &opts).map_err(|e| decode_err(&e))?;
         let hwc = dst.buffer();
         let plane = (size * size) as usize;
@@ -154,4 +166,10 @@ impl Preprocessor {
         }
         Ok(Pixels { size, chw })
     }
+}
+
+/// Whether a JPEG's end-of-image marker (`FF D9`) is among its last bytes (writers may pad a little after it).
+fn ends_with_jpeg_eoi(bytes: &[u8]) -> bool {
+    let tail = &bytes[bytes.len().saturating_sub(1024)..];
+    tail.windows(2).any(|w| w == [0xFF, 0xD9])
 }
