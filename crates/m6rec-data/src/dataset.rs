@@ -143,7 +143,13 @@ impl Dataset {
 
     /// Writes `dir` atomically: `dataset.json`, `users.parquet`, `items.parquet`, `interactions.parquet`.
     pub fn save(&self, dir: &Path) -> Result<()> {
+        self.save_then(dir, |_| Ok(()))
+    }
+
+    /// [`Dataset::save`], letting `extra` add files to the new directory before it replaces the old one.
+    pub(crate) fn save_then(&self, dir: &Path, extra: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
         m6rec_tensor::atomic::write_dir(dir, |tmp| -> Result<()> {
+            extra(tmp)?;
             table::write_users(&tmp.join("users.parquet"), &self.users)?;
             table::write_items(&tmp.join("items.parquet"), &self.items)?;
             table::write_interactions(&tmp.join("interactions.parquet"), &self.interactions, &self.items)?;

@@ -5,6 +5,7 @@
 //!   versioned directory format (`dataset.json` + three Parquet tables, documented in `docs/formats.md`), atomically.
 //! - [`import`]: MovieLens raw files, RecBole atomic files, and SASRec-style sequence text, each with an
 //!   [`import::ImportReport`] that lists skipped lines by file, line and reason.
+//! - [`media`]: item images and audio inside the dataset directory; paths that escape it are refused.
 //! - [`Split`]: chronological leave-one-out with file order kept for equal timestamps.
 //! - [`SeqBatch`]: padded sequences and next-item targets, built only by validating constructors.
 //! - [`loader::prefetch`]: builds batches on a background thread so training never waits for data.
@@ -26,6 +27,7 @@ mod dataset;
 mod error;
 pub mod import;
 pub mod loader;
+pub mod media;
 mod split;
 pub mod synth;
 mod table;

@@ -1,0 +1,275 @@
+//! Building the cache.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use m6rec_audio::MelSpectrogram;
+use m6rec_data::media::{resolve, MediaKind};
+use m6rec_data::Dataset;
+use m6rec_image::Preprocessor;
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use tch::Tensor;
+
+use crate::manifest::{Entry, FeatureConfig, ItemEntry, Manifest, FORMAT_VERSION};
+use crate::{Error, Result};
+
+/// Progress of a build, for bars (implemented for `()` as "no progress shown").
+pub trait Progress: Sync {
+    /// A modality starts, with this many files to look at.
+    fn start(&self, _modality: &str, _total: u64) {}
+    /// `n` more files done.
+    fn advance(&self, _n: u64) {}
+    /// The modality is done.
+    fn finish(&self) {}
+}
+
+impl Progress for () {}
+
+/// One media file that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadMedia {
+    /// The item's id.
+    pub item: String,
+    /// Its media path, as written in the dataset.
+    pub path: String,
+    /// What was wrong.
+    pub reason: String,
+}
+
+impl std::fmt::Display for BadMedia {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "item {}: {}: {}", self.item, self.path, self.reason)
+    }
+}
+
+/// What happened to one modality.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModalityReport {
+    /// Items whose dataset entry names a file.
+    pub with_media: usize,
+    /// Files decoded in this run (new or changed).
+    pub decoded: usize,
+    /// Files unchanged since the last run, taken from the cache.
+    pub reused: usize,
+    /// Files that could not be used, with the reason.
+    pub failed: Vec<BadMedia>,
+}
+
+/// What a build did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Images.
+    pub image: ModalityReport,
+    /// Audio.
+    pub audio: ModalityReport,
+}
+
+/// A decoded row: image bytes or spectrogram values.
+enum Row {
+    Image(Vec<u8>),
+    Audio(Vec<f32>),
+}
+
+struct Outcome {
+    entry: Entry,
+    /// `Some(row)` when decoded now; `None` with `entry.ok` means "reuse the old row".
+    row: Option<Row>,
+    reused: bool,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Decodes what is new or changed and writes the cache directory `cache` atomically.
+pub fn build(
+    dataset_dir: &Path,
+    dataset: &Dataset,
+    cache: &Path,
+    cfg: &FeatureConfig,
+    progress: &dyn Progress,
+) -> Result<Report> {
+    let images = Preprocessor::new(&cfg.image).map_err(|e| Error::Config(e.to_string()))?;
+    let mel = MelSpectrogram::new(&cfg.audio).map_err(|e| Error::Config(e.to_string()))?;
+    let old = Manifest::read(cache).ok();
+    let old_entries: HashMap<&str, &ItemEntry> =
+        old.as_ref().map(|m| m.items.iter().map(|e| (e.id.as_str(), e)).collect()).unwrap_or_default();
+    let same_image_cfg = old.as_ref().is_some_and(|m| m.config.image == cfg.image);
+    let same_audio_cfg = old.as_ref().is_some_and(|m| m.config.audio == cfg.audio);
+
+    let decode_image = |bytes: &[u8]| images.bytes(bytes).map(|p| Row::Image(p.chw)).map_err(|e| e.to_string());
+    let decode_audio = |bytes: Vec<u8>, ext: Option<&str>| {
+        mel.bytes(bytes, ext).map(|m| Row::Audio(m.data)).map_err(|e| e.to_string())
+    };
+    let ctx = Ctx { dataset_dir, dataset, old: &old_entries, progress };
+    let image_out = ctx.run(MediaKind::Image, same_image_cfg, &|bytes, _| decode_image(&bytes));
+    let audio_out = ctx.run(MediaKind::Audio, same_audio_cfg, &decode_audio);
+
+    let n = dataset.items.len();
+    let to_i64 = |what, v| m6rec_tensor::dim::to_i64(what, v);
+    let side = i64::from(cfg.image.size);
+    let (n_mels, n_frames) = (to_i64("n_mels", cfg.audio.n_mels)?, to_i64("n_frames", cfg.audio.n_frames())?);
+    let old_images = load_old(cache, "images.safetensors", "pixels", old.is_some() && same_image_cfg, &image_out)?;
+    let old_audio = load_old(cache, "audio.safetensors", "log_mel", old.is_some() && same_audio_cfg, &audio_out)?;
+    let old_rows: HashMap<&str, usize> =
+        old.as_ref().map(|m| m.items.iter().enumerate().map(|(i, e)| (e.id.as_str(), i)).collect()).unwrap_or_default();
+
+    let pixels = assemble(&image_out, dataset, &old_rows, old_images.as_ref(), &[3, side, side], tch::Kind::Uint8)?;
+    let log_mel = assemble(&audio_out, dataset, &old_rows, old_audio.as_ref(), &[1, n_mels, n_frames], tch::Kind::Float)?;
+
+    let mut report = Report { image: report_of(&image_out, dataset), audio: report_of(&audio_out, dataset) };
+    let items: Vec<ItemEntry> = (0..n)
+        .map(|i| ItemEntry {
+            id: dataset.items[i].id.clone(),
+            image: image_out[i].as_ref().map(|o| o.entry.clone()),
+            audio: audio_out[i].as_ref().map(|o| o.entry.clone()),
+        })
+        .collect();
+    let manifest = Manifest { format_version: FORMAT_VERSION, config: cfg.clone(), items };
+    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Config(e.to_string()))?;
+    m6rec_tensor::atomic::write_dir(cache, |tmp| -> Result<()> {
+        Tensor::write_safetensors(&[("pixels", &pixels)], tmp.join("images.safetensors"))?;
+        Tensor::write_safetensors(&[("log_mel", &log_mel)], tmp.join("audio.safetensors"))?;
+        let p = tmp.join("manifest.json");
+        std::fs::write(&p, &json).map_err(|source| Error::Io { path: p, source })
+    })?;
+    report.image.failed.sort_by(|a, b| a.item.cmp(&b.item));
+    report.audio.failed.sort_by(|a, b| a.item.cmp(&b.item));
+    Ok(report)
+}
+
+struct Ctx<'a> {
+    dataset_dir: &'a Path,
+    dataset: &'a Dataset,
+    old: &'a HashMap<&'a str, &'a ItemEntry>,
+    progress: &'a dyn Progress,
+}
+
+type Decoder<'f> = dyn Fn(Vec<u8>, Option<&str>) -> std::result::Result<Row, String> + Sync + 'f;
+
+impl Ctx<'_> {
+    /// One outcome per item (`None`: the item names no file of this kind).
+    fn run(&self, kind: MediaKind, same_cfg: bool, decode: &Decoder<'_>) -> Vec<Option<Outcome>> {
+        let field = |it: &m6rec_data::Item| match kind {
+            MediaKind::Image => it.image.clone(),
+            MediaKind::Audio => it.audio.clone(),
+        };
+        let total = self.dataset.items.iter().filter(|it| field(it).is_some()).count();
+        let name = match kind {
+            MediaKind::Image => "images",
+            MediaKind::Audio => "audio",
+        };
+        self.progress.start(name, total as u64);
+        let out = self
+            .dataset
+            .items
+            .par_iter()
+            .map(|item| {
+                let rel = field(item)?;
+                let outcome = self.one(item, kind, rel, same_cfg, decode);
+                self.progress.advance(1);
+                Some(outcome)
+            })
+            .collect();
+        self.progress.finish();
+        out
+    }
+
+    fn one(&self, item: &m6rec_data::Item, kind: MediaKind, rel: String, same_cfg: bool, decode: &Decoder<'_>) -> Outcome {
+        let fail = |sha256: Option<String>, reason: String| Outcome {
+            entry: Entry { path: rel.clone(), sha256, ok: false, reason: Some(reason) },
+            row: None,
+            reused: false,
+        };
+        let path: PathBuf = match resolve(self.dataset_dir, &rel) {
+            Ok(p) => p,
+            Err(e) => return fail(None, e.to_string()),
+        };
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => return fail(None, format!("cannot read: {e}")),
+        };
+        let sha = sha256_hex(&bytes);
+        let previous = self.old.get(item.id.as_str()).and_then(|e| match kind {
+            MediaKind::Image => e.image.as_ref(),
+            MediaKind::Audio => e.audio.as_ref(),
+        });
+        if let Some(prev) = previous.filter(|p| same_cfg && p.sha256.as_deref() == Some(sha.as_str())) {
+            // Unchanged file, same preprocessing: keep the cached row (or the cached failure).
+            return Outcome { entry: Entry { path: rel.clone(), ..prev.clone() }, row: None, reused: true };
+        }
+        let ext = path.extension().and_then(|e| e.to_str()).map(str::to_owned);
+        match decode(bytes, ext.as_deref()) {
+            Ok(row) => Outcome {
+                entry: Entry { path: rel.clone(), sha256: Some(sha), ok: true, reason: None },
+                row: Some(row),
+                reused: false,
+            },
+            Err(reason) => fail(Some(sha), reason),
+        }
+    }
+}
+
+/// The previous run's tensor, when some rows are reused from it.
+fn load_old(cache: &Path, file: &str, name: &str, usable: bool, out: &[Option<Outcome>]) -> Result<Option<Tensor>> {
+    let needed = out.iter().flatten().any(|o| o.reused && o.entry.ok);
+    if !(usable && needed) {
+        return Ok(None);
+    }
+    let path = cache.join(file);
+    let tensors = Tensor::read_safetensors(&path)
+        .map_err(|e| Error::Stale { path: path.clone(), reason: format!("{e}; delete the cache and rebuild") })?;
+    Ok(tensors.into_iter().find(|(n, _)| n == name).map(|(_, t)| t))
+}
+
+fn assemble(
+    out: &[Option<Outcome>],
+    dataset: &Dataset,
+    old_rows: &HashMap<&str, usize>,
+    old: Option<&Tensor>,
+    row_shape: &[i64],
+    kind: tch::Kind,
+) -> Result<Tensor> {
+    let n = m6rec_tensor::dim::to_i64("items", dataset.items.len())?;
+    let mut shape = vec![n];
+    shape.extend_from_slice(row_shape);
+    let all = Tensor::zeros(shape.as_slice(), (kind, tch::Device::Cpu));
+    for (i, o) in out.iter().enumerate() {
+        let Some(o) = o.as_ref().filter(|o| o.entry.ok) else { continue };
+        let i = m6rec_tensor::dim::to_i64("item row", i)?;
+        let row = match (&o.row, old) {
+            (Some(Row::Image(bytes)), _) => Tensor::from_slice(bytes).view(row_shape),
+            (Some(Row::Audio(values)), _) => Tensor::from_slice(values).view(row_shape),
+            (None, Some(old)) => {
+                let id = dataset.items[i as usize].id.as_str();
+                let r = old_rows.get(id).copied().ok_or_else(|| Error::Config(format!("no cached row for item {id}")))?;
+                old.get(m6rec_tensor::dim::to_i64("item row", r)?)
+            }
+            (None, None) => continue,
+        };
+        all.get(i).copy_(&row.to_kind(kind));
+    }
+    Ok(all)
+}
+
+fn report_of(out: &[Option<Outcome>], dataset: &Dataset) -> ModalityReport {
+    let mut r = ModalityReport::default();
+    for (i, o) in out.iter().enumerate() {
+        let Some(o) = o else { continue };
+        r.with_media += 1;
+        if o.reused {
+            r.reused += 1;
+        } else if o.entry.ok {
+            r.decoded += 1;
+        }
+        if !o.entry.ok {
+            r.failed.push(BadMedia {
+                item: dataset.items[i].id.clone(),
+                path: o.entry.path.clone(),
+                reason: o.entry.reason.clone().unwrap_or_default(),
+            });
+        }
+    }
+    r
+}

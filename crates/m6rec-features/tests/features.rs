@@ -1,0 +1,142 @@
+//! The feature cache end to end: good, corrupt, missing and escaping media; incremental re-runs; stale caches.
+
+use std::path::Path;
+
+use m6rec_data::{Dataset, Interactions, Item};
+use m6rec_features::{build, default_cache_dir, Error, FeatureConfig, Features, AUDIO, IMAGE, TEXT};
+
+fn item(id: &str, image: Option<&str>, audio: Option<&str>) -> Item {
+    Item {
+        id: id.into(),
+        domain: "test".into(),
+        title: if id == "notext" { String::new() } else { format!("item {id}") },
+        text: None,
+        image: image.map(Into::into),
+        audio: audio.map(Into::into),
+    }
+}
+
+fn dataset() -> Dataset {
+    Dataset {
+        name: "media".into(),
+        source: "test".into(),
+        users: vec!["u".into()],
+        items: vec![
+            item("good", Some("media/good.png"), Some("media/good.ogg")),
+            item("corrupt", Some("media/truncated.jpg"), Some("media/not_audio.mp3")),
+            item("missing", Some("media/nothere.jpg"), None),
+            item("escape", Some("../outside.png"), Some("/etc/passwd")),
+            item("symlink", Some("media/link.png"), None),
+            item("notext", None, None),
+        ],
+        interactions: Interactions { user: vec![0], item: vec![0], timestamp: vec![0], event: vec![None] },
+    }
+}
+
+/// `<tmp>/ds` with the dataset and its media, plus `<tmp>/outside.png` that the symlink points at.
+fn setup(tmp: &Path) -> std::path::PathBuf {
+    let dir = tmp.join("ds");
+    dataset().save(&dir).unwrap();
+    let media = dir.join("media");
+    std::fs::create_dir_all(&media).unwrap();
+    let fx = |p: &str| m6rec_testkit::fixture(p);
+    std::fs::copy(fx("images/chelsea.png"), media.join("good.png")).unwrap();
+    std::fs::copy(fx("audio/tone_22k.ogg"), media.join("good.ogg")).unwrap();
+    std::fs::copy(fx("images/truncated.jpg"), media.join("truncated.jpg")).unwrap();
+    std::fs::copy(fx("audio/not_audio.mp3"), media.join("not_audio.mp3")).unwrap();
+    std::fs::copy(fx("images/coffee.jpg"), tmp.join("outside.png")).unwrap();
+    std::os::unix::fs::symlink(tmp.join("outside.png"), media.join("link.png")).unwrap();
+    dir
+}
+
+fn small() -> FeatureConfig {
+    let mut cfg = FeatureConfig::default();
+    cfg.image.size = 32;
+    cfg.image.resize = 36;
+    cfg.audio.seconds = 1.0;
+    cfg
+}
+
+#[test]
+fn bad_media_never_stop_the_build_and_are_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = setup(tmp.path());
+    let ds = Dataset::load(&dir).unwrap();
+    let cache = default_cache_dir(&dir);
+    assert_eq!(cache, tmp.path().join("ds.features"));
+    let r = build(&dir, &ds, &cache, &small(), &()).unwrap();
+    assert_eq!((r.image.with_media, r.image.decoded, r.image.reused), (5, 1, 0));
+    assert_eq!((r.audio.with_media, r.audio.decoded, r.audio.reused), (3, 1, 0));
+    let reason = |failed: &[m6rec_features::BadMedia], id: &str| {
+        failed.iter().find(|b| b.item == id).map(|b| b.reason.clone()).unwrap_or_else(|| panic!("{id} not reported"))
+    };
+    assert!(reason(&r.image.failed, "corrupt").contains("truncated"), "{:?}", r.image.failed);
+    assert!(reason(&r.image.failed, "missing").contains("does not exist"));
+    assert!(reason(&r.image.failed, "escape").contains("leaves the dataset directory"));
+    assert!(reason(&r.image.failed, "symlink").contains("outside the dataset directory"));
+    assert!(reason(&r.audio.failed, "escape").contains("absolute"));
+    assert!(reason(&r.audio.failed, "corrupt").contains("decode"));
+    assert_eq!(r.image.failed.len(), 4);
+
+    let f = Features::load(&cache, &ds).unwrap();
+    assert_eq!(f.pixels.size(), vec![6, 3, 32, 32]);
+    assert_eq!(f.log_mel.size(), vec![6, 1, 64, small().audio.n_frames() as i64]);
+    let has = |row: i64, col: i64| f.present.int64_value(&[row, col]) == 1;
+    assert!(has(0, TEXT) && has(0, IMAGE) && has(0, AUDIO));
+    for row in 1..6 {
+        assert!(!has(row, IMAGE) && !has(row, AUDIO), "item {row} has no usable media");
+    }
+    assert!(has(1, TEXT) && !has(5, TEXT), "the title-less item has no text");
+    // Cached pixels are the preprocessor's output for the good image; absent rows are zero.
+    let want = m6rec_image::Preprocessor::new(&small().image).unwrap().file(&dir.join("media/good.png")).unwrap();
+    let got: Vec<u8> = Vec::try_from(f.pixels.get(0).flatten(0, -1)).unwrap();
+    assert_eq!(got, want.chw);
+    assert_eq!(f.pixels.get(1).sum(tch::Kind::Int64).int64_value(&[]), 0);
+}
+
+#[test]
+fn reruns_decode_only_what_changed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = setup(tmp.path());
+    let ds = Dataset::load(&dir).unwrap();
+    let cache = default_cache_dir(&dir);
+    build(&dir, &ds, &cache, &small(), &()).unwrap();
+    let first = Features::load(&cache, &ds).unwrap().pixels;
+
+    // Nothing changed: everything readable is reused, failures included (the bad file is not decoded again).
+    let r = build(&dir, &ds, &cache, &small(), &()).unwrap();
+    assert_eq!((r.image.decoded, r.image.reused), (0, 2), "good.png and truncated.jpg are read and hashed, not decoded");
+    assert_eq!((r.audio.decoded, r.audio.reused), (0, 2));
+    assert_eq!(r.image.failed.len(), 4, "failures stay reported");
+    assert!(Features::load(&cache, &ds).unwrap().pixels.equal(&first));
+
+    // One image replaced: only it is decoded.
+    std::fs::copy(m6rec_testkit::fixture("images/coffee.jpg"), dir.join("media/good.png")).unwrap();
+    let r = build(&dir, &ds, &cache, &small(), &()).unwrap();
+    assert_eq!((r.image.decoded, r.image.reused), (1, 1));
+    assert_eq!((r.audio.decoded, r.audio.reused), (0, 2));
+    assert!(!Features::load(&cache, &ds).unwrap().pixels.equal(&first));
+
+    // Another preprocessing config: every image again, audio untouched.
+    let mut cfg = small();
+    cfg.image.size = 16;
+    cfg.image.resize = 18;
+    let r = build(&dir, &ds, &cache, &cfg, &()).unwrap();
+    assert_eq!((r.image.decoded, r.image.reused), (1, 0));
+    assert_eq!((r.audio.decoded, r.audio.reused), (0, 2));
+    assert_eq!(Features::load(&cache, &ds).unwrap().pixels.size(), vec![6, 3, 16, 16]);
+}
+
+#[test]
+fn a_cache_for_another_item_list_is_stale() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = setup(tmp.path());
+    let mut ds = Dataset::load(&dir).unwrap();
+    let cache = default_cache_dir(&dir);
+    let err = Features::load(&cache, &ds).unwrap_err();
+    assert!(matches!(err, Error::Stale { .. }) && err.to_string().contains("m6rec features"), "{err}");
+    build(&dir, &ds, &cache, &small(), &()).unwrap();
+    ds.items.push(item("new", None, None));
+    let err = Features::load(&cache, &ds).unwrap_err();
+    assert!(err.to_string().contains("built for 6 items, the dataset has 7"), "{err}");
+}
