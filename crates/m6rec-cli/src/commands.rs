@@ -27,12 +27,36 @@ fn load_dataset(dir: &Path) -> Result<Dataset> {
     Dataset::load(dir).with_context(|| format!("loading dataset {}", dir.display()))
 }
 
-pub fn import(format: Format, src: &Path, out: &Path, all_skipped: bool) -> Result<()> {
+pub fn import(
+    format: Format,
+    src: &Path,
+    out: &Path,
+    all_skipped: bool,
+    images: Option<&Path>,
+    audio: Option<&Path>,
+) -> Result<()> {
+    use m6rec_data::media::{attach, MediaKind};
     let bar = spinner(format!("importing {}", src.display()));
-    let imported = m6rec_data::import::import(format, src)
+    let mut imported = m6rec_data::import::import(format, src)
         .with_context(|| format!("importing {:?} data from {}", format, src.display()))?;
-    imported.dataset.save(out).with_context(|| format!("writing dataset {}", out.display()))?;
+    let mut copies = Vec::new();
+    let mut media_lines = Vec::new();
+    for (kind, dir) in [(MediaKind::Image, images), (MediaKind::Audio, audio)] {
+        let Some(dir) = dir else { continue };
+        let (c, without) = attach(&mut imported.dataset, kind, dir)
+            .with_context(|| format!("attaching {kind:?} files from {}", dir.display()))?;
+        media_lines.push(format!(
+            "{kind:?} files: {} items have one, {without} have none (from {})",
+            c.len(),
+            dir.display()
+        ));
+        copies.extend(c);
+    }
+    imported.dataset.save_with_media(out, &copies).with_context(|| format!("writing dataset {}", out.display()))?;
     bar.finish_and_clear();
+    for line in media_lines {
+        println!("{line}");
+    }
     let r = &imported.report;
     println!(
         "imported {} interactions ({} users, {} items) from {} into {}",
@@ -337,5 +361,63 @@ pub fn doctor(threads: usize) -> Result<()> {
     println!("libtorch: linked and working (1 + 2 = {t})");
     println!("cuda available: {} ({} devices)", tch::Cuda::is_available(), tch::Cuda::device_count());
     println!("threads: {threads} (libtorch reports {})", tch::get_num_threads());
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct FeaturesArgs {
+    /// Dataset directory (from `m6rec import`).
+    data: PathBuf,
+    /// Cache directory (default: `<dataset>.features`, beside the dataset).
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// TOML with a `[features]` table (`[features.image]` size, resize, mean, std; `[features.audio]` sample_rate,
+    /// n_fft, hop, n_mels, seconds, top_db); defaults when absent.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print every bad file (default: the first 10 per modality).
+    #[arg(long)]
+    all_failed: bool,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct FeaturesFile {
+    #[serde(default)]
+    features: m6rec_features::FeatureConfig,
+}
+
+pub fn features(a: &FeaturesArgs) -> Result<()> {
+    let ds = load_dataset(&a.data)?;
+    let cfg = match &a.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            toml::from_str::<FeaturesFile>(&text).with_context(|| format!("parsing {}", p.display()))?.features
+        }
+        None => m6rec_features::FeatureConfig::default(),
+    };
+    let cache = a.cache.clone().unwrap_or_else(|| m6rec_features::default_cache_dir(&a.data));
+    let start = Instant::now();
+    let progress = crate::progress::FeatureProgress::new();
+    let report = m6rec_features::build(&a.data, &ds, &cache, &cfg, &progress)
+        .with_context(|| format!("building the feature cache {} for {}", cache.display(), a.data.display()))?;
+    let secs = start.elapsed().as_secs_f64();
+    for (name, r) in [("images", &report.image), ("audio", &report.audio)] {
+        println!(
+            "{name:<6} {} of {} items have a file: {} decoded, {} unchanged (reused), {} unusable",
+            r.with_media,
+            ds.n_items(),
+            r.decoded,
+            r.reused,
+            r.failed.len()
+        );
+        let shown = if a.all_failed { r.failed.len() } else { 10 };
+        for b in r.failed.iter().take(shown) {
+            println!("  {b}");
+        }
+        if r.failed.len() > shown {
+            println!("  ... and {} more (--all-failed lists them all)", r.failed.len() - shown);
+        }
+    }
+    println!("wrote {} in {secs:.1}s", cache.display());
     Ok(())
 }

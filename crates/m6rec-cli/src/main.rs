@@ -1,4 +1,4 @@
-//! `m6rec`: import data, train, evaluate and recommend. Run `m6rec --help`.
+//! `m6rec`: import data, cache media features, train, evaluate and recommend. Run `m6rec --help`.
 //!
 //! Errors print their whole chain (`error: <what>: <where>: <cause>`) and exit with code 2.
 
@@ -35,7 +35,16 @@ enum Command {
         /// Print every skipped line (default: the first 10).
         #[arg(long)]
         all_skipped: bool,
+        /// Folder of item images named `<item id>.<jpg|jpeg|png|webp|gif>` (for example the TMDB posters);
+        /// copied into the dataset's `media/images/`.
+        #[arg(long)]
+        images: Option<PathBuf>,
+        /// Folder of item audio clips named `<item id>.<ogg|mp3|flac|wav>`; copied into the dataset's `media/audio/`.
+        #[arg(long)]
+        audio: Option<PathBuf>,
     },
+    /// Decode every item's image and audio once, in parallel, into a feature cache beside the dataset.
+    Features(commands::FeaturesArgs),
     /// Train the sequence model with chronological leave-one-out validation and early stopping.
     Train(commands::TrainArgs),
     /// Evaluate a checkpoint (and the popularity baseline) with full ranking on the test or validation targets.
@@ -75,7 +84,10 @@ fn main() -> ExitCode {
     tch::set_num_threads(i32::try_from(threads).unwrap_or(1));
     let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
     let res = match cli.command {
-        Command::Import { format, src, out, all_skipped } => commands::import(format, &src, &out, all_skipped),
+        Command::Import { format, src, out, all_skipped, images, audio } => {
+            commands::import(format, &src, &out, all_skipped, images.as_deref(), audio.as_deref())
+        }
+        Command::Features(a) => commands::features(&a),
         Command::Train(a) => commands::train(&a),
         Command::Eval(a) => commands::eval(&a),
         Command::Recommend(a) => commands::recommend(&a),

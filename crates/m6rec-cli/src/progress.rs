@@ -1,4 +1,5 @@
-//! Progress bars for training (indicatif), one bar over all optimizer steps with rate and ETA.
+//! Progress bars (indicatif): training (one bar over all optimizer steps) and the feature cache (one per modality),
+//! each with rate and ETA.
 
 use indicatif::{ProgressBar, ProgressStyle};
 use m6rec_train::{EpochRecord, Observer, TrainState};
@@ -54,6 +55,49 @@ impl Observer for TrainProgress {
             println!("{line}");
         } else {
             self.bar.println(line);
+        }
+    }
+}
+
+/// One bar per modality while `m6rec features` decodes media.
+pub struct FeatureProgress {
+    bar: std::sync::Mutex<Option<ProgressBar>>,
+}
+
+impl FeatureProgress {
+    pub fn new() -> FeatureProgress {
+        FeatureProgress { bar: std::sync::Mutex::new(None) }
+    }
+}
+
+impl m6rec_features::Progress for FeatureProgress {
+    fn start(&self, modality: &str, total: u64) {
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template(&format!(
+                "{{spinner}} {modality:<6} [{{bar:30}}] {{pos}}/{{len}} files {{per_sec}} ETA {{eta}}"
+            ))
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        if let Ok(mut slot) = self.bar.lock() {
+            *slot = Some(bar);
+        }
+    }
+
+    fn advance(&self, n: u64) {
+        if let Ok(slot) = self.bar.lock() {
+            if let Some(bar) = slot.as_ref() {
+                bar.inc(n);
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Ok(mut slot) = self.bar.lock() {
+            if let Some(bar) = slot.take() {
+                bar.finish_and_clear();
+            }
         }
     }
 }

@@ -73,7 +73,7 @@ enum Row {
 
 struct Outcome {
     entry: Entry,
-    /// `Some(row)` when decoded now; `None` with `entry.ok` means "reuse the old row".
+    /// `Some(row)` when decoded now; `None` with `entry.row` set means "reuse that row of the previous tensor".
     row: Option<Row>,
     reused: bool,
 }
@@ -112,11 +112,9 @@ pub fn build(
     let (n_mels, n_frames) = (to_i64("n_mels", cfg.audio.n_mels)?, to_i64("n_frames", cfg.audio.n_frames())?);
     let old_images = load_old(cache, "images.safetensors", "pixels", old.is_some() && same_image_cfg, &image_out)?;
     let old_audio = load_old(cache, "audio.safetensors", "log_mel", old.is_some() && same_audio_cfg, &audio_out)?;
-    let old_rows: HashMap<&str, usize> =
-        old.as_ref().map(|m| m.items.iter().enumerate().map(|(i, e)| (e.id.as_str(), i)).collect()).unwrap_or_default();
-
-    let pixels = assemble(&image_out, dataset, &old_rows, old_images.as_ref(), &[3, side, side], tch::Kind::Uint8)?;
-    let log_mel = assemble(&audio_out, dataset, &old_rows, old_audio.as_ref(), &[1, n_mels, n_frames], tch::Kind::Float)?;
+    let (mut image_out, mut audio_out) = (image_out, audio_out);
+    let pixels = assemble(&mut image_out, old_images.as_ref(), &[3, side, side], tch::Kind::Uint8)?;
+    let log_mel = assemble(&mut audio_out, old_audio.as_ref(), &[1, n_mels, n_frames], tch::Kind::Float)?;
 
     let mut report = Report { image: report_of(&image_out, dataset), audio: report_of(&audio_out, dataset) };
     let items: Vec<ItemEntry> = (0..n)
@@ -178,7 +176,7 @@ impl Ctx<'_> {
 
     fn one(&self, item: &m6rec_data::Item, kind: MediaKind, rel: String, same_cfg: bool, decode: &Decoder<'_>) -> Outcome {
         let fail = |sha256: Option<String>, reason: String| Outcome {
-            entry: Entry { path: rel.clone(), sha256, ok: false, reason: Some(reason) },
+            entry: Entry { path: rel.clone(), sha256, row: None, reason: Some(reason) },
             row: None,
             reused: false,
         };
@@ -202,7 +200,7 @@ impl Ctx<'_> {
         let ext = path.extension().and_then(|e| e.to_str()).map(str::to_owned);
         match decode(bytes, ext.as_deref()) {
             Ok(row) => Outcome {
-                entry: Entry { path: rel.clone(), sha256: Some(sha), ok: true, reason: None },
+                entry: Entry { path: rel.clone(), sha256: Some(sha), row: Some(0), reason: None },
                 row: Some(row),
                 reused: false,
             },
@@ -213,7 +211,7 @@ impl Ctx<'_> {
 
 /// The previous run's tensor, when some rows are reused from it.
 fn load_old(cache: &Path, file: &str, name: &str, usable: bool, out: &[Option<Outcome>]) -> Result<Option<Tensor>> {
-    let needed = out.iter().flatten().any(|o| o.reused && o.entry.ok);
+    let needed = out.iter().flatten().any(|o| o.reused && o.entry.row.is_some());
     if !(usable && needed) {
         return Ok(None);
     }
@@ -223,34 +221,26 @@ fn load_old(cache: &Path, file: &str, name: &str, usable: bool, out: &[Option<Ou
     Ok(tensors.into_iter().find(|(n, _)| n == name).map(|(_, t)| t))
 }
 
-fn assemble(
-    out: &[Option<Outcome>],
-    dataset: &Dataset,
-    old_rows: &HashMap<&str, usize>,
-    old: Option<&Tensor>,
-    row_shape: &[i64],
-    kind: tch::Kind,
-) -> Result<Tensor> {
-    let n = m6rec_tensor::dim::to_i64("items", dataset.items.len())?;
-    let mut shape = vec![n];
-    shape.extend_from_slice(row_shape);
-    let all = Tensor::zeros(shape.as_slice(), (kind, tch::Device::Cpu));
-    for (i, o) in out.iter().enumerate() {
-        let Some(o) = o.as_ref().filter(|o| o.entry.ok) else { continue };
-        let i = m6rec_tensor::dim::to_i64("item row", i)?;
+/// Stacks the decoded rows (new, or reused from the previous tensor) in item order and numbers them in the entries.
+fn assemble(out: &mut [Option<Outcome>], old: Option<&Tensor>, row_shape: &[i64], kind: tch::Kind) -> Result<Tensor> {
+    let mut rows = Vec::new();
+    for o in out.iter_mut().flatten() {
+        let Some(previous) = o.entry.row else { continue };
         let row = match (&o.row, old) {
             (Some(Row::Image(bytes)), _) => Tensor::from_slice(bytes).view(row_shape),
             (Some(Row::Audio(values)), _) => Tensor::from_slice(values).view(row_shape),
-            (None, Some(old)) => {
-                let id = dataset.items[i as usize].id.as_str();
-                let r = old_rows.get(id).copied().ok_or_else(|| Error::Config(format!("no cached row for item {id}")))?;
-                old.get(m6rec_tensor::dim::to_i64("item row", r)?)
-            }
-            (None, None) => continue,
+            (None, Some(old)) => old.get(m6rec_tensor::dim::to_i64("cached row", previous)?),
+            (None, None) => return Err(Error::Config("a reused row without its previous tensor".into())),
         };
-        all.get(i).copy_(&row.to_kind(kind));
+        o.entry.row = Some(rows.len());
+        rows.push(row.to_kind(kind));
     }
-    Ok(all)
+    if rows.is_empty() {
+        let mut shape = vec![0];
+        shape.extend_from_slice(row_shape);
+        return Ok(Tensor::zeros(shape.as_slice(), (kind, tch::Device::Cpu)));
+    }
+    Ok(Tensor::stack(&rows, 0))
 }
 
 fn report_of(out: &[Option<Outcome>], dataset: &Dataset) -> ModalityReport {
@@ -260,10 +250,10 @@ fn report_of(out: &[Option<Outcome>], dataset: &Dataset) -> ModalityReport {
         r.with_media += 1;
         if o.reused {
             r.reused += 1;
-        } else if o.entry.ok {
+        } else if o.entry.row.is_some() {
             r.decoded += 1;
         }
-        if !o.entry.ok {
+        if o.entry.row.is_none() {
             r.failed.push(BadMedia {
                 item: dataset.items[i].id.clone(),
                 path: o.entry.path.clone(),

@@ -10,9 +10,9 @@
 //!   `[n_items, 3]` (text, image, audio) that tells fusion which modalities an item really has.
 //!
 //! Cache layout (`<dataset>.features/` by default, see [`default_cache_dir`]): `manifest.json` (format version,
-//! preprocessing config, one entry per item and modality: path, SHA-256, status and reason), `images.safetensors`
-//! (`pixels`: u8 `[n_items, 3, size, size]`) and `audio.safetensors` (`log_mel`: f32 `[n_items, 1, n_mels, n_frames]`);
-//! rows of absent media are zero.
+//! preprocessing config, one entry per item and modality: path, SHA-256, tensor row or the reason there is none),
+//! `images.safetensors` (`pixels`: u8 `[n_with_image, 3, size, size]`) and `audio.safetensors` (`log_mel`: f32
+//! `[n_with_audio, 1, n_mels, n_frames]`): decoded items only, in item order.
 //!
 //! ```no_run
 //! use m6rec_features::{build, default_cache_dir, Features, FeatureConfig};

@@ -30,8 +30,9 @@ pub(crate) struct Entry {
     /// SHA-256 of the file's bytes (absent when the file could not be read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
-    /// Decoded into the tensor's row.
-    pub ok: bool,
+    /// Decoded: its row in the modality's tensor (which holds decoded items only, in item order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row: Option<usize>,
     /// Why not, when not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

@@ -79,8 +79,11 @@ fn bad_media_never_stop_the_build_and_are_reported() {
     assert_eq!(r.image.failed.len(), 4);
 
     let f = Features::load(&cache, &ds).unwrap();
-    assert_eq!(f.pixels.size(), vec![6, 3, 32, 32]);
-    assert_eq!(f.log_mel.size(), vec![6, 1, 64, small().audio.n_frames() as i64]);
+    assert_eq!(f.pixels.size(), vec![1, 3, 32, 32], "only decoded images are stored");
+    assert_eq!(f.log_mel.size(), vec![1, 1, 64, small().audio.n_frames() as i64]);
+    assert_eq!(f.images(&[0, 1, 5]).unwrap().size(), vec![3, 3, 32, 32]);
+    assert_eq!(f.audio(&[2, 0]).unwrap().size(), vec![2, 1, 64, small().audio.n_frames() as i64]);
+    assert!(f.images(&[6]).is_err(), "out-of-range item index");
     let has = |row: i64, col: i64| f.present.int64_value(&[row, col]) == 1;
     assert!(has(0, TEXT) && has(0, IMAGE) && has(0, AUDIO));
     for row in 1..6 {
@@ -89,9 +92,10 @@ fn bad_media_never_stop_the_build_and_are_reported() {
     assert!(has(1, TEXT) && !has(5, TEXT), "the title-less item has no text");
     // Cached pixels are the preprocessor's output for the good image; absent rows are zero.
     let want = m6rec_image::Preprocessor::new(&small().image).unwrap().file(&dir.join("media/good.png")).unwrap();
-    let got: Vec<u8> = Vec::try_from(f.pixels.get(0).flatten(0, -1)).unwrap();
+    let batch = f.images(&[0, 1]).unwrap();
+    let got: Vec<u8> = Vec::try_from(batch.get(0).flatten(0, -1)).unwrap();
     assert_eq!(got, want.chw);
-    assert_eq!(f.pixels.get(1).sum(tch::Kind::Int64).int64_value(&[]), 0);
+    assert_eq!(batch.get(1).sum(tch::Kind::Int64).int64_value(&[]), 0, "absent rows are zero");
 }
 
 #[test]
@@ -124,7 +128,7 @@ fn reruns_decode_only_what_changed() {
     let r = build(&dir, &ds, &cache, &cfg, &()).unwrap();
     assert_eq!((r.image.decoded, r.image.reused), (1, 0));
     assert_eq!((r.audio.decoded, r.audio.reused), (0, 2));
-    assert_eq!(Features::load(&cache, &ds).unwrap().pixels.size(), vec![6, 3, 16, 16]);
+    assert_eq!(Features::load(&cache, &ds).unwrap().pixels.size(), vec![1, 3, 16, 16]);
 }
 
 #[test]
