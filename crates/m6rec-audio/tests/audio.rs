@@ -58,7 +58,8 @@ fn log_mel_matches_librosa_on_a_real_clip() {
 #[test]
 fn every_claimed_container_decodes() {
     // (file, rate, seconds): WAV stereo 16-bit, FLAC, MP3, Ogg Vorbis.
-    for (name, rate) in [("tone_44k_stereo.wav", 44_100), ("tone_16k.flac", 16_000), ("tone_22k.mp3", 22_050), ("tone_22k.ogg", 22_050)]
+    for (name, rate) in
+        [("tone_44k_stereo.wav", 44_100), ("tone_16k.flac", 16_000), ("tone_22k.mp3", 22_050), ("tone_22k.ogg", 22_050)]
     {
         let mono = decode_file(&m6rec_testkit::fixture(&format!("audio/{name}")), None).unwrap();
         assert_eq!(mono.rate, rate, "{name}");

@@ -130,7 +130,8 @@ impl Dataset {
             for c in copies {
                 let dest = tmp.join(&c.to);
                 if let Some(parent) = dest.parent() {
-                    std::fs::create_dir_all(parent).map_err(|source| Error::Io { path: parent.to_path_buf(), source })?;
+                    std::fs::create_dir_all(parent)
+                        .map_err(|source| Error::Io { path: parent.to_path_buf(), source })?;
                 }
                 if std::fs::hard_link(&c.from, &dest).is_err() {
                     std::fs::copy(&c.from, &dest).map_err(|source| Error::Io { path: c.from.clone(), source })?;

@@ -174,7 +174,14 @@ impl Ctx<'_> {
         out
     }
 
-    fn one(&self, item: &m6rec_data::Item, kind: MediaKind, rel: String, same_cfg: bool, decode: &Decoder<'_>) -> Outcome {
+    fn one(
+        &self,
+        item: &m6rec_data::Item,
+        kind: MediaKind,
+        rel: String,
+        same_cfg: bool,
+        decode: &Decoder<'_>,
+    ) -> Outcome {
         let fail = |sha256: Option<String>, reason: String| Outcome {
             entry: Entry { path: rel.clone(), sha256, row: None, reason: Some(reason) },
             row: None,

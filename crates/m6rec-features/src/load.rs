@@ -48,7 +48,11 @@ impl Features {
         let read = |file: &str, name: &str| -> Result<Tensor> {
             let path = cache.join(file);
             let tensors = Tensor::read_safetensors(&path).map_err(|e| stale(format!("{file}: {e}")))?;
-            tensors.into_iter().find(|(n, _)| n == name).map(|(_, t)| t).ok_or_else(|| stale(format!("{file} has no `{name}`")))
+            tensors
+                .into_iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t)
+                .ok_or_else(|| stale(format!("{file} has no `{name}`")))
         };
         let pixels = read("images.safetensors", "pixels")?;
         let log_mel = read("audio.safetensors", "log_mel")?;
@@ -90,9 +94,10 @@ impl Features {
 fn gather(table: &Tensor, row_of: &[i64], items: &[u32]) -> Result<Tensor> {
     let mut rows = Vec::with_capacity(items.len());
     for &i in items {
-        let r = row_of.get(i as usize).copied().ok_or_else(|| {
-            Error::Config(format!("item index {i} is out of range ({} items)", row_of.len()))
-        })?;
+        let r = row_of
+            .get(i as usize)
+            .copied()
+            .ok_or_else(|| Error::Config(format!("item index {i} is out of range ({} items)", row_of.len())))?;
         rows.push(r);
     }
     let mut shape = table.size();

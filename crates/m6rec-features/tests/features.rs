@@ -109,7 +109,11 @@ fn reruns_decode_only_what_changed() {
 
     // Nothing changed: everything readable is reused, failures included (the bad file is not decoded again).
     let r = build(&dir, &ds, &cache, &small(), &()).unwrap();
-    assert_eq!((r.image.decoded, r.image.reused), (0, 2), "good.png and truncated.jpg are read and hashed, not decoded");
+    assert_eq!(
+        (r.image.decoded, r.image.reused),
+        (0, 2),
+        "good.png and truncated.jpg are read and hashed, not decoded"
+    );
     assert_eq!((r.audio.decoded, r.audio.reused), (0, 2));
     assert_eq!(r.image.failed.len(), 4, "failures stay reported");
     assert!(Features::load(&cache, &ds).unwrap().pixels.equal(&first));

@@ -1,10 +1,10 @@
 //! [`SeqRec`]: a SASRec-class causal Transformer over item sequences, with item embeddings tied to the output layer.
 
-use m6rec_tensor::block::Block;
 use crate::config::{LossConfig, SeqRecConfig};
 use crate::loss;
 use crate::Result;
 use m6rec_data::SeqBatch;
+use m6rec_tensor::block::Block;
 use m6rec_tensor::{mask, Mode};
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};

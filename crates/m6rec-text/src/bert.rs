@@ -143,7 +143,8 @@ impl Bert {
         })?;
         let by_name: HashMap<String, Tensor> =
             tensors.into_iter().map(|(k, t)| (k.strip_prefix("bert.").map(str::to_owned).unwrap_or(k), t)).collect();
-        let bad = |name: &str, message: String| Error::BadWeight { path: PathBuf::from(path), name: name.into(), message };
+        let bad =
+            |name: &str, message: String| Error::BadWeight { path: PathBuf::from(path), name: name.into(), message };
         tch::no_grad(|| -> Result<()> {
             for (name, var) in self.named_weights() {
                 let src = by_name.get(&name).ok_or_else(|| bad(&name, "not in the file".into()))?;
@@ -213,9 +214,9 @@ impl Bert {
         let device = ids.device();
         let positions = Tensor::arange(len, (Kind::Int64, device)).unsqueeze(0);
         let types = Tensor::zeros([n, len], (Kind::Int64, device));
-        let mut xs = self.emb_ln.forward(
-            &(self.word.forward(ids) + self.position.forward(&positions) + self.token_type.forward(&types)),
-        );
+        let mut xs = self
+            .emb_ln
+            .forward(&(self.word.forward(ids) + self.position.forward(&positions) + self.token_type.forward(&types)));
         let h = self.cfg.hidden_size;
         let heads = self.cfg.num_attention_heads;
         let d_head = h / heads;

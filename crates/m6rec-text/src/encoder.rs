@@ -99,7 +99,12 @@ impl TextEncoderConfig {
 
     /// A pretrained encoder from `dir` with every default.
     pub fn pretrained(dir: impl Into<PathBuf>) -> TextEncoderConfig {
-        TextEncoderConfig::Pretrained { dir: dir.into(), max_len: default_pretrained_len(), normalize: true, freeze: true }
+        TextEncoderConfig::Pretrained {
+            dir: dir.into(),
+            max_len: default_pretrained_len(),
+            normalize: true,
+            freeze: true,
+        }
     }
 }
 
@@ -143,8 +148,12 @@ impl TextEncoder {
                 Ok(enc)
             }
             TextEncoderConfig::Scratch { vocab_size, subword, max_len, .. } => {
-                let tokenizer =
-                    TextTokenizer::train(corpus.iter().map(|s| s.as_ref().to_owned()), *subword, *vocab_size, *max_len)?;
+                let tokenizer = TextTokenizer::train(
+                    corpus.iter().map(|s| s.as_ref().to_owned()),
+                    *subword,
+                    *vocab_size,
+                    *max_len,
+                )?;
                 Self::scratch(vs, cfg, tokenizer)
             }
         }
@@ -188,7 +197,9 @@ impl TextEncoder {
         let scratch = Scratch {
             tok_emb: nn::embedding(vs / "tok_emb", vocab, d_model, Default::default()),
             pos_emb: nn::embedding(vs / "pos_emb", max_len, d_model, Default::default()),
-            blocks: (0..*n_layers).map(|i| Block::init(&(vs / "blocks" / i), d_model, n_heads, 4 * d_model, *dropout)).collect(),
+            blocks: (0..*n_layers)
+                .map(|i| Block::init(&(vs / "blocks" / i), d_model, n_heads, 4 * d_model, *dropout))
+                .collect(),
             ln_out: nn::layer_norm(vs / "ln_out", vec![d_model], Default::default()),
             dropout: *dropout,
         };
@@ -223,6 +234,33 @@ impl TextEncoder {
         self.encode_tokens(&batch, device, mode)
     }
 
+    /// Embeds any number of texts in batches of `batch_size`, grouping texts of similar length (as
+    /// sentence-transformers does, so little compute goes to padding); rows come back in input order.
+    pub fn encode_all<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        batch_size: usize,
+        device: tch::Device,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        if texts.is_empty() {
+            return Ok(Tensor::zeros([0, self.dim], (tch::Kind::Float, device)));
+        }
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(texts[i].as_ref().len()));
+        let mut parts = Vec::new();
+        for chunk in order.chunks(batch_size.max(1)) {
+            let batch: Vec<&str> = chunk.iter().map(|&i| texts[i].as_ref()).collect();
+            parts.push(self.encode(&batch, device, mode)?);
+        }
+        let sorted = Tensor::cat(&parts, 0);
+        let mut inverse = vec![0i64; order.len()];
+        for (pos, &i) in order.iter().enumerate() {
+            inverse[i] = m6rec_tensor::dim::to_i64("text index", pos)?;
+        }
+        Ok(sorted.index_select(0, &Tensor::from_slice(&inverse).to_device(device)))
+    }
+
     /// Embeds an already tokenized batch.
     pub fn encode_tokens(&self, batch: &TokenBatch, device: tch::Device, mode: Mode) -> Result<Tensor> {
         let (ids, mask) = batch.tensors()?;
@@ -235,7 +273,8 @@ impl TextEncoder {
             Net::Scratch(s) => {
                 let len = ids.size()[1];
                 let positions = Tensor::arange(len, (tch::Kind::Int64, device)).unsqueeze(0);
-                let mut xs = (s.tok_emb.forward(&ids) + s.pos_emb.forward(&positions)).dropout(s.dropout, mode.is_train());
+                let mut xs =
+                    (s.tok_emb.forward(&ids) + s.pos_emb.forward(&positions)).dropout(s.dropout, mode.is_train());
                 let allowed = m6rec_tensor::mask::key_padding(&mask.ne(0));
                 for block in &s.blocks {
                     xs = block.forward(&xs, &allowed, mode);

@@ -20,7 +20,9 @@ pub enum Error {
         message: String,
     },
     /// A model folder lacks a file the encoder needs.
-    #[error("{dir}: missing {file} (a Hugging Face model folder has config.json, model.safetensors and tokenizer.json)")]
+    #[error(
+        "{dir}: missing {file} (a Hugging Face model folder has config.json, model.safetensors and tokenizer.json)"
+    )]
     MissingFile {
         /// The model folder.
         dir: PathBuf,

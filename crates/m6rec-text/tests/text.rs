@@ -22,7 +22,8 @@ fn golden() -> Golden {
 fn minilm_matches_sentence_transformers() {
     let g = golden();
     let vs = nn::VarStore::new(Device::Cpu);
-    let enc = TextEncoder::new(&vs.root(), &TextEncoderConfig::pretrained(m6rec_testkit::text_model()), &[""; 0]).unwrap();
+    let enc =
+        TextEncoder::new(&vs.root(), &TextEncoderConfig::pretrained(m6rec_testkit::text_model()), &[""; 0]).unwrap();
     assert_eq!(enc.dim(), 384);
     // Same tokens as the reference tokenizer, truncation included (the last sentence is longer than 256 tokens).
     let batch = enc.tokenizer().encode_batch(&g.sentences).unwrap();
@@ -38,6 +39,9 @@ fn minilm_matches_sentence_transformers() {
     let max_diff = (&emb - &want).abs().max().double_value(&[]);
     eprintln!("max |ours - sentence-transformers| = {max_diff:.2e}");
     assert!(max_diff < 1e-4, "max |ours - sentence-transformers| = {max_diff}");
+    // Batched by length, rows in input order, same values.
+    let all = tch::no_grad(|| enc.encode_all(&g.sentences, 2, Device::Cpu, Mode::Eval)).unwrap();
+    assert!((&all - &want).abs().max().double_value(&[]) < 1e-4);
     // sentence-transformers' model ends with Normalize: unit rows.
     let norms = emb.norm_scalaropt_dim(2.0, [1], false);
     assert!((norms - 1.0).abs().max().double_value(&[]) < 1e-5);
@@ -46,7 +50,8 @@ fn minilm_matches_sentence_transformers() {
 #[test]
 fn pretrained_is_frozen_by_default_and_errors_name_the_file() {
     let vs = nn::VarStore::new(Device::Cpu);
-    let _enc = TextEncoder::new(&vs.root(), &TextEncoderConfig::pretrained(m6rec_testkit::text_model()), &[""; 0]).unwrap();
+    let _enc =
+        TextEncoder::new(&vs.root(), &TextEncoderConfig::pretrained(m6rec_testkit::text_model()), &[""; 0]).unwrap();
     assert!(vs.trainable_variables().iter().all(|t| !t.requires_grad()), "frozen encoder has no trainable weights");
 
     let empty = tempfile::tempdir().unwrap();
@@ -59,7 +64,9 @@ fn pretrained_is_frozen_by_default_and_errors_name_the_file() {
     for f in ["model.safetensors", "tokenizer.json"] {
         std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
     }
-    let cfg = std::fs::read_to_string(src.join("config.json")).unwrap().replace("\"num_hidden_layers\": 6", "\"num_hidden_layers\": 7");
+    let cfg = std::fs::read_to_string(src.join("config.json"))
+        .unwrap()
+        .replace("\"num_hidden_layers\": 6", "\"num_hidden_layers\": 7");
     std::fs::write(dir.path().join("config.json"), cfg).unwrap();
     let err = TextEncoder::new(&vs.root(), &TextEncoderConfig::pretrained(dir.path()), &[""; 0]).unwrap_err();
     assert!(err.to_string().contains("encoder.layer.6"), "{err}");
