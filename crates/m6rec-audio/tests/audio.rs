@@ -1,4 +1,5 @@
 //! Audio modality: the log-mel pipeline against librosa on a real clip, every container we claim, resampling.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use m6rec_audio::{batch, decode_file, resample, AudioEncoder, Error, MelConfig, MelSpectrogram, Mono};
 use proptest::prelude::*;

@@ -1,4 +1,5 @@
 //! The `m6rec` binary end to end: a small run, and bad input that must exit 2 with a message naming what and where.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::path::Path;
 use std::process::{Command, Output};

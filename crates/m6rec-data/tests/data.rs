@@ -1,4 +1,5 @@
 //! Integration tests of the data layer: importers, the on-disk format, the RecBole split, the demo fixture.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use m6rec_data::import::{import, Format};
 use m6rec_data::{synth, Dataset, Split};

@@ -1,4 +1,5 @@
 //! The feature cache end to end: good, corrupt, missing and escaping media; incremental re-runs; stale caches.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::path::Path;
 

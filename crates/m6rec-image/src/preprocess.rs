@@ -73,7 +73,7 @@ impl ImageConfig {
                 self.size, self.resize
             )));
         }
-        if self.std.iter().any(|s| !(*s > 0.0)) {
+        if self.std.iter().any(|s| s.is_nan() || *s <= 0.0) {
             return Err(Error::Config(format!("std must be positive, got {:?}", self.std)));
         }
         Ok(())

@@ -1,4 +1,5 @@
 //! Image modality: every format we claim, torchvision's preprocessing reproduced, bad input, the encoder.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use m6rec_image::{batch, Error, ImageConfig, ImageEncoder, Pixels, Preprocessor};
 use proptest::prelude::*;
@@ -64,12 +65,10 @@ fn every_claimed_format_decodes() {
 
 #[test]
 fn corrupt_and_hostile_images_are_errors_naming_the_file() {
-    for name in ["truncated.jpg"] {
-        let path = m6rec_testkit::fixture(&format!("images/{name}"));
-        let Err(err) = pre().file(&path) else { panic!("{name} decoded") };
-        assert!(matches!(err, Error::Decode { .. }), "{err:?}");
-        assert!(err.to_string().contains(name), "{err}");
-    }
+    let path = m6rec_testkit::fixture("images/truncated.jpg");
+    let Err(err) = pre().file(&path) else { panic!("a truncated JPEG decoded") };
+    assert!(matches!(err, Error::Decode { .. }), "{err:?}");
+    assert!(err.to_string().contains("truncated.jpg"), "{err}");
     assert!(matches!(pre().bytes(b"GIF89a but not really"), Err(Error::Decode { .. })));
     assert!(matches!(pre().bytes(b"plain text"), Err(Error::Decode { .. })));
     assert!(matches!(pre().bytes(&[]), Err(Error::Decode { .. })));

@@ -1,4 +1,5 @@
 //! Text modality: the pretrained encoder against sentence-transformers' own output, tokenizers, the scratch encoder.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use m6rec_tensor::Mode;
 use m6rec_text::{Error, SubwordModel, TextEncoder, TextEncoderConfig, TextTokenizer};
@@ -150,7 +151,7 @@ proptest! {
         let enc = scratch_encoder(&vs);
         let short = CORPUS[words[0]].split(' ').take(2).collect::<Vec<_>>().join(" ");
         let long: Vec<String> = words.iter().map(|&w| CORPUS[w].repeat(2)).collect();
-        let alone = enc.encode(&[short.clone()], Device::Cpu, Mode::Eval).unwrap();
+        let alone = enc.encode(std::slice::from_ref(&short), Device::Cpu, Mode::Eval).unwrap();
         let mut batch = long.clone();
         batch.insert(0, short);
         let together = enc.encode(&batch, Device::Cpu, Mode::Eval).unwrap().get(0).unsqueeze(0);

@@ -1,4 +1,5 @@
 //! Training-layer integration tests: learning, resume, checkpoint safety.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use m6rec_data::import::{import, Format};
 use m6rec_data::{synth, Dataset, Split};
