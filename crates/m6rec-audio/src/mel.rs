@@ -160,7 +160,8 @@ pub fn mel_filters(sample_rate: u32, n_fft: usize, n_mels: usize, fmin: f32, fma
 pub struct MelSpectrogram {
     cfg: MelConfig,
     window: Vec<f32>,
-    filters: Vec<Vec<f32>>,
+    /// Each filter's non-zero span: `(first bin, weights)` (a band covers a few dozen of the 1,025 bins).
+    filters: Vec<(usize, Vec<f32>)>,
     fft: Arc<dyn RealToComplex<f32>>,
 }
 
@@ -179,7 +180,14 @@ impl MelSpectrogram {
         let window =
             (0..n).map(|i| (0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos()) as f32).collect();
         let fmax = cfg.fmax.unwrap_or(cfg.sample_rate as f32 / 2.0);
-        let filters = mel_filters(cfg.sample_rate, n, cfg.n_mels, cfg.fmin, fmax);
+        let filters = mel_filters(cfg.sample_rate, n, cfg.n_mels, cfg.fmin, fmax)
+            .into_iter()
+            .map(|dense| {
+                let first = dense.iter().position(|w| *w > 0.0).unwrap_or(0);
+                let last = dense.iter().rposition(|w| *w > 0.0).map_or(first, |l| l + 1);
+                (first, dense[first..last.max(first)].to_vec())
+            })
+            .collect();
         let fft = RealFftPlanner::<f32>::new().plan_fft_forward(n);
         Ok(MelSpectrogram { cfg: cfg.clone(), window, filters, fft })
     }
@@ -240,8 +248,8 @@ impl MelSpectrogram {
             for (p, c) in power.iter_mut().zip(&spectrum) {
                 *p = c.norm_sqr();
             }
-            for (m, filter) in self.filters.iter().enumerate() {
-                mel[m * n_frames + t] = filter.iter().zip(&power).map(|(w, p)| w * p).sum();
+            for (m, (first, weights)) in self.filters.iter().enumerate() {
+                mel[m * n_frames + t] = weights.iter().zip(&power[*first..]).map(|(w, p)| w * p).sum();
             }
         }
         let mut db: Vec<f32> = mel.iter().map(|&p| 10.0 * p.max(1e-10).log10()).collect();
