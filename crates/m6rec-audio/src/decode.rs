@@ -83,9 +83,14 @@ pub fn decode(bytes: Vec<u8>, ext: Option<&str>, max_seconds: Option<f64>) -> Re
         };
         rate = buf.spec().rate();
         buf.copy_to_vecs_planar::<f32>(&mut planes);
-        let n_planes = planes.len().max(1) as f32;
-        let frames = buf.frames();
-        samples.extend((0..frames).map(|i| planes.iter().map(|p| p[i]).sum::<f32>() / n_planes));
+        match planes.as_slice() {
+            [mono] => samples.extend_from_slice(mono),
+            [left, right] => samples.extend(left.iter().zip(right).map(|(l, r)| 0.5 * (l + r))),
+            _ => {
+                let n_planes = planes.len().max(1) as f32;
+                samples.extend((0..buf.frames()).map(|i| planes.iter().map(|p| p[i]).sum::<f32>() / n_planes));
+            }
+        }
         if let Some(max) = max_seconds {
             if samples.len() as f64 >= max * f64::from(rate) {
                 samples.truncate((max * f64::from(rate)).ceil() as usize);

@@ -158,3 +158,15 @@ fn mel_filters_cover_every_band() {
     }
     let _ = Mono { samples: vec![0.0], rate: 1 };
 }
+
+#[test]
+fn very_short_inputs_resample_to_real_signal() {
+    // Shorter than one resampler chunk: the output must still be the signal, not the resampler's zero padding.
+    for len in [1usize, 10, 100, 4_000] {
+        let x: Vec<f32> = (0..len).map(|i| (i as f32 * 0.05).sin() * 0.8 + 0.1).collect();
+        let y = resample(&x, 22_050, 16_000).unwrap();
+        assert_eq!(y.len(), (len * 16_000 + 11_025) / 22_050, "len {len}");
+        let energy: f32 = y.iter().map(|v| v * v).sum();
+        assert!(y.is_empty() || energy > 0.0, "len {len}: all zeros");
+    }
+}
