@@ -223,9 +223,14 @@ impl Bert {
         let allowed = m6rec_tensor::mask::key_padding(&mask.ne(0)); // [n, 1, 1, len]
         let split = |t: Tensor| t.view([n, len, heads, d_head]).transpose(1, 2);
         for layer in &self.layers {
-            let q = split(xs.apply(&layer.query));
-            let k = split(xs.apply(&layer.key));
-            let v = split(xs.apply(&layer.value));
+            // One matrix product for q, k and v (3x fewer, larger GEMMs); `cat` keeps gradients flowing to each.
+            let w = Tensor::cat(&[&layer.query.ws, &layer.key.ws, &layer.value.ws], 0);
+            let b = match (&layer.query.bs, &layer.key.bs, &layer.value.bs) {
+                (Some(q), Some(k), Some(v)) => Some(Tensor::cat(&[q, k, v], 0)),
+                _ => None,
+            };
+            let qkv = xs.linear(&w, b.as_ref()).chunk(3, -1);
+            let [q, k, v] = [0, 1, 2].map(|i| split(qkv[i].shallow_clone()));
             let att = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(&allowed), 0.0, false, None, false);
             let att = att.transpose(1, 2).contiguous().view([n, len, h]);
             xs = layer.attn_ln.forward(&(att.apply(&layer.attn_out) + &xs));
