@@ -7,6 +7,9 @@
 //!   over the present ones), `cross_attention` (a learned query attends over the present modalities and a learned
 //!   "nothing" slot), `concat_mlp` (each absent modality replaced by a learned placeholder, then concatenation and an
 //!   MLP).
+//! - [`ItemTowerConfig`] → [`ItemTower`]: per-modality projections to the model width, fusion, and an optional id
+//!   embedding; [`TowerMode`] `id_only`, `content_only` (inductive: unseen items have embeddings) or `hybrid` (unseen
+//!   items fall back to content). [`ItemTower::embed_all`] embeds a catalog in batches.
 //! - **Invariant:** an absent modality never contributes its values: whatever its row holds, the output is the same
 //!   (property-tested for every module). An item with no modality present gets a defined, finite output (zero for
 //!   `mean` and `gated`, learned for the others): the item tower adds the id embedding or handles it.
@@ -24,5 +27,7 @@
 #![deny(missing_docs)]
 
 mod fusion;
+mod tower;
 
 pub use fusion::{Error, Fusion, FusionConfig, Result};
+pub use tower::{ItemTower, ItemTowerConfig, TowerMode};
