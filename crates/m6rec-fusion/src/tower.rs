@@ -132,7 +132,7 @@ impl ItemTower {
             let mut keep = known.to_kind(Kind::Float);
             if mode.is_train() && self.id_dropout > 0.0 {
                 // Dropped ids are zeroed, not rescaled: at inference an item has its id embedding or none.
-                keep = keep * Tensor::rand([n], (Kind::Float, items.device())).ge(self.id_dropout).to_kind(Kind::Float);
+                keep *= Tensor::rand([n], (Kind::Float, items.device())).ge(self.id_dropout).to_kind(Kind::Float);
             }
             emb.forward(&safe) * keep.unsqueeze(-1)
         });
