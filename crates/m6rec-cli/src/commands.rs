@@ -375,6 +375,10 @@ pub struct FeaturesArgs {
     /// n_fft, hop, n_mels, seconds, top_db); defaults when absent.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Also embed each item's text (`title. text`) with this frozen Hugging Face encoder folder, for example
+    /// `.m6rec/models/all-MiniLM-L6-v2` (overrides `[features.text]`).
+    #[arg(long)]
+    text_model: Option<PathBuf>,
     /// Print every bad file (default: the first 10 per modality).
     #[arg(long)]
     all_failed: bool,
@@ -395,6 +399,15 @@ pub fn features(a: &FeaturesArgs) -> Result<()> {
         }
         None => m6rec_features::FeatureConfig::default(),
     };
+    let mut cfg = cfg;
+    if let Some(model) = &a.text_model {
+        let keep = cfg.text.take();
+        cfg.text = Some(m6rec_features::TextFeatureConfig {
+            model: model.clone(),
+            max_len: keep.as_ref().map_or(256, |t| t.max_len),
+            batch_size: keep.as_ref().map_or(32, |t| t.batch_size),
+        });
+    }
     let cache = a.cache.clone().unwrap_or_else(|| m6rec_features::default_cache_dir(&a.data));
     let start = Instant::now();
     let progress = crate::progress::FeatureProgress::new();
@@ -417,6 +430,16 @@ pub fn features(a: &FeaturesArgs) -> Result<()> {
         if r.failed.len() > shown {
             println!("  ... and {} more (--all-failed lists them all)", r.failed.len() - shown);
         }
+    }
+    if cfg.text.is_some() {
+        let t = &report.text;
+        println!(
+            "text   {} of {} items have text: {} embedded, {} unchanged (reused)",
+            t.with_media,
+            ds.n_items(),
+            t.decoded,
+            t.reused
+        );
     }
     println!("wrote {} in {secs:.1}s", cache.display());
     Ok(())

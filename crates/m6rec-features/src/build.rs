@@ -63,6 +63,8 @@ pub struct Report {
     pub image: ModalityReport,
     /// Audio.
     pub audio: ModalityReport,
+    /// Text embeddings (`with_media` = items with text; all zeros when no text encoder is configured).
+    pub text: ModalityReport,
 }
 
 /// A decoded row: image bytes or spectrogram values.
@@ -116,12 +118,15 @@ pub fn build(
     let pixels = assemble(&mut image_out, old_images.as_ref(), &[3, side, side], tch::Kind::Uint8)?;
     let log_mel = assemble(&mut audio_out, old_audio.as_ref(), &[1, n_mels, n_frames], tch::Kind::Float)?;
 
-    let mut report = Report { image: report_of(&image_out, dataset), audio: report_of(&audio_out, dataset) };
+    let (text_entries, text_emb, text_report) = embed_texts(cache, dataset, cfg, old.as_ref(), progress)?;
+    let mut report =
+        Report { image: report_of(&image_out, dataset), audio: report_of(&audio_out, dataset), text: text_report };
     let items: Vec<ItemEntry> = (0..n)
         .map(|i| ItemEntry {
             id: dataset.items[i].id.clone(),
             image: image_out[i].as_ref().map(|o| o.entry.clone()),
             audio: audio_out[i].as_ref().map(|o| o.entry.clone()),
+            text: text_entries[i].clone(),
         })
         .collect();
     let manifest = Manifest { format_version: FORMAT_VERSION, config: cfg.clone(), items };
@@ -129,6 +134,7 @@ pub fn build(
     m6rec_tensor::atomic::write_dir(cache, |tmp| -> Result<()> {
         Tensor::write_safetensors(&[("pixels", &pixels)], tmp.join("images.safetensors"))?;
         Tensor::write_safetensors(&[("log_mel", &log_mel)], tmp.join("audio.safetensors"))?;
+        Tensor::write_safetensors(&[("embeddings", &text_emb)], tmp.join("text.safetensors"))?;
         let p = tmp.join("manifest.json");
         std::fs::write(&p, &json).map_err(|source| Error::Io { path: p, source })
     })?;
@@ -269,4 +275,105 @@ fn report_of(out: &[Option<Outcome>], dataset: &Dataset) -> ModalityReport {
         }
     }
     r
+}
+
+/// The text an item is embedded from: its title, then its free text.
+pub(crate) fn item_text(item: &m6rec_data::Item) -> String {
+    match item.text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        Some(t) if !item.title.trim().is_empty() => format!("{}. {t}", item.title.trim()),
+        Some(t) => t.to_string(),
+        None => item.title.trim().to_string(),
+    }
+}
+
+type TextOut = (Vec<Option<Entry>>, Tensor, ModalityReport);
+
+/// Embeds item texts with the configured frozen encoder, reusing rows whose text (SHA-256) and config are unchanged.
+fn embed_texts(
+    cache: &Path,
+    dataset: &Dataset,
+    cfg: &FeatureConfig,
+    old: Option<&Manifest>,
+    progress: &dyn Progress,
+) -> Result<TextOut> {
+    let n = dataset.items.len();
+    let Some(tcfg) = &cfg.text else {
+        return Ok((vec![None; n], Tensor::zeros([0, 0], tch::kind::FLOAT_CPU), ModalityReport::default()));
+    };
+    let texts: Vec<String> = dataset.items.iter().map(item_text).collect();
+    let hashes: Vec<String> = texts.iter().map(|t| sha256_hex(t.as_bytes())).collect();
+    let same_cfg = old.is_some_and(|m| m.config.text.as_ref() == Some(tcfg));
+    let old_rows: HashMap<(&str, &str), usize> = match old.filter(|_| same_cfg) {
+        Some(m) => m
+            .items
+            .iter()
+            .filter_map(|e| {
+                let t = e.text.as_ref()?;
+                Some(((e.id.as_str(), t.sha256.as_deref()?), t.row?))
+            })
+            .collect(),
+        None => HashMap::new(),
+    };
+    let old_emb = if old_rows.is_empty() {
+        None
+    } else {
+        let path = cache.join("text.safetensors");
+        let tensors = Tensor::read_safetensors(&path)
+            .map_err(|e| Error::Stale { path: path.clone(), reason: format!("{e}; delete the cache and rebuild") })?;
+        tensors.into_iter().find(|(name, _)| name == "embeddings").map(|(_, t)| t)
+    };
+    // Items with text: reuse or encode.
+    let mut to_encode = Vec::new();
+    let mut source: Vec<Option<(bool, usize)>> = vec![None; n]; // (reused, index into old rows or to_encode)
+    for i in 0..n {
+        if texts[i].is_empty() {
+            continue;
+        }
+        match (old_rows.get(&(dataset.items[i].id.as_str(), hashes[i].as_str())), &old_emb) {
+            (Some(&r), Some(_)) => source[i] = Some((true, r)),
+            _ => {
+                source[i] = Some((false, to_encode.len()));
+                to_encode.push(i);
+            }
+        }
+    }
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let encoder = m6rec_text::TextEncoder::pretrained(&vs.root(), &tcfg.model, tcfg.max_len, true)
+        .map_err(|e| Error::Config(format!("text encoder {}: {e}", tcfg.model.display())))?;
+    progress.start("text", to_encode.len() as u64);
+    let mut fresh = Vec::new();
+    for chunk in to_encode.chunks(tcfg.batch_size.max(1) * 8) {
+        let batch: Vec<&str> = chunk.iter().map(|&i| texts[i].as_str()).collect();
+        let emb =
+            tch::no_grad(|| encoder.encode_all(&batch, tcfg.batch_size, tch::Device::Cpu, m6rec_tensor::Mode::Eval))
+                .map_err(|e| Error::Config(format!("embedding text: {e}")))?;
+        fresh.push(emb);
+        progress.advance(chunk.len() as u64);
+    }
+    progress.finish();
+    let fresh = if fresh.is_empty() { None } else { Some(Tensor::cat(&fresh, 0)) };
+    let mut rows = Vec::new();
+    let mut entries = vec![None; n];
+    let mut report = ModalityReport::default();
+    for i in 0..n {
+        let Some((reused, j)) = source[i] else { continue };
+        let j = m6rec_tensor::dim::to_i64("text row", j)?;
+        let row = match (reused, &old_emb, &fresh) {
+            (true, Some(old), _) => old.get(j),
+            (false, _, Some(fresh)) => fresh.get(j),
+            _ => return Err(Error::Config("text row without its tensor".into())),
+        };
+        report.with_media += 1;
+        if reused {
+            report.reused += 1;
+        } else {
+            report.decoded += 1;
+        }
+        entries[i] =
+            Some(Entry { path: String::new(), sha256: Some(hashes[i].clone()), row: Some(rows.len()), reason: None });
+        rows.push(row);
+    }
+    let dim = encoder.dim();
+    let emb = if rows.is_empty() { Tensor::zeros([0, dim], tch::kind::FLOAT_CPU) } else { Tensor::stack(&rows, 0) };
+    Ok((entries, emb, report))
 }

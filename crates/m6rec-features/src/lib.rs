@@ -34,7 +34,7 @@ mod manifest;
 pub use build::{build, BadMedia, ModalityReport, Progress, Report};
 pub use error::{Error, Result};
 pub use load::{Features, AUDIO, IMAGE, TEXT};
-pub use manifest::FeatureConfig;
+pub use manifest::{FeatureConfig, TextFeatureConfig};
 
 /// The cache directory `m6rec features` uses by default: a sibling of the dataset directory, `<dataset>.features`,
 /// so re-importing the dataset (which replaces its directory) keeps the cache, and unchanged media are reused.

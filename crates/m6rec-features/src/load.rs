@@ -28,6 +28,10 @@ pub struct Features {
     pub image_row: Vec<i64>,
     /// Row of each item in `log_mel`, `-1` when it has no decoded audio.
     pub audio_row: Vec<i64>,
+    /// `[n_with_text, dim]` f32 embeddings from the frozen text encoder (`[0, 0]` when none was configured).
+    pub text_emb: Tensor,
+    /// Row of each item in `text_emb`, `-1` when it has none.
+    pub text_row: Vec<i64>,
     /// `[n_items, 3]` bool: has text, has a decoded image, has decoded audio. Absent modalities must be masked out,
     /// not read as zeros.
     pub present: Tensor,
@@ -62,7 +66,15 @@ impl Features {
         };
         let image_row = rows(&|e| e.image.as_ref().and_then(|x| x.row));
         let audio_row = rows(&|e| e.audio.as_ref().and_then(|x| x.row));
-        for (name, t, r) in [("images", &pixels, &image_row), ("audio", &log_mel, &audio_row)] {
+        let text_row = rows(&|e| e.text.as_ref().and_then(|x| x.row));
+        let text_emb = if m.config.text.is_some() {
+            read("text.safetensors", "embeddings")?
+        } else {
+            Tensor::zeros([0, 0], tch::kind::FLOAT_CPU)
+        };
+        for (name, t, r) in
+            [("images", &pixels, &image_row), ("audio", &log_mel, &audio_row), ("text", &text_emb, &text_row)]
+        {
             let have = t.size().first().copied().unwrap_or(0);
             if r.iter().any(|&x| x >= have) {
                 return Err(stale(format!("{name} tensor has {have} rows, the manifest points past them; rebuild")));
@@ -70,13 +82,16 @@ impl Features {
         }
         let mut flags = Vec::with_capacity(dataset.items.len() * 3);
         for (e, it) in m.items.iter().zip(&dataset.items) {
-            let has_text = !it.title.trim().is_empty() || it.text.as_deref().is_some_and(|t| !t.trim().is_empty());
+            let has_text = match &m.config.text {
+                Some(_) => e.text.as_ref().is_some_and(|x| x.row.is_some()),
+                None => !crate::build::item_text(it).is_empty(),
+            };
             flags.push(has_text);
             flags.push(e.image.as_ref().is_some_and(|x| x.row.is_some()));
             flags.push(e.audio.as_ref().is_some_and(|x| x.row.is_some()));
         }
         let present = Tensor::from_slice(&flags).view([n, 3]).to_kind(Kind::Bool);
-        Ok(Features { config: m.config, pixels, log_mel, image_row, audio_row, present })
+        Ok(Features { config: m.config, pixels, log_mel, image_row, audio_row, text_emb, text_row, present })
     }
 
     /// Images of the given items (dense item indices), `[items.len(), 3, size, size]` u8, zero where absent; use
@@ -88,6 +103,11 @@ impl Features {
     /// Spectrograms of the given items, `[items.len(), 1, n_mels, n_frames]`, zero where absent.
     pub fn audio(&self, items: &[u32]) -> Result<Tensor> {
         gather(&self.log_mel, &self.audio_row, items)
+    }
+
+    /// Text embeddings of the given items, `[items.len(), dim]`, zero where absent (or `[n, 0]` without a text encoder).
+    pub fn texts(&self, items: &[u32]) -> Result<Tensor> {
+        gather(&self.text_emb, &self.text_row, items)
     }
 }
 

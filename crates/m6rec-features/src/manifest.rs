@@ -20,6 +20,31 @@ pub struct FeatureConfig {
     /// Audio decoding and log-mel spectrogram.
     #[serde(default)]
     pub audio: MelConfig,
+    /// Text embeddings from a frozen pretrained encoder (none when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextFeatureConfig>,
+}
+
+/// Which frozen encoder embeds item text (`title. text`) into the cache.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextFeatureConfig {
+    /// A Hugging Face BERT-family folder (`config.json`, `model.safetensors`, `tokenizer.json`), for example
+    /// `.m6rec/models/all-MiniLM-L6-v2`.
+    pub model: std::path::PathBuf,
+    /// Truncation length in tokens. Default 256.
+    #[serde(default = "default_text_len")]
+    pub max_len: usize,
+    /// Texts per forward pass. Default 32.
+    #[serde(default = "default_text_batch")]
+    pub batch_size: usize,
+}
+
+fn default_text_len() -> usize {
+    256
+}
+fn default_text_batch() -> usize {
+    32
 }
 
 /// The outcome for one item and modality.
@@ -45,6 +70,8 @@ pub(crate) struct ItemEntry {
     pub image: Option<Entry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audio: Option<Entry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<Entry>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -149,3 +149,38 @@ fn a_cache_for_another_item_list_is_stale() {
     let err = Features::load(&cache, &ds).unwrap_err();
     assert!(err.to_string().contains("built for 6 items, the dataset has 7"), "{err}");
 }
+
+#[test]
+fn text_embeddings_are_cached_and_reused_by_content() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = setup(tmp.path());
+    let mut ds = Dataset::load(&dir).unwrap();
+    ds.items[1].text = Some("A truncated photo of coffee.".into());
+    let cache = default_cache_dir(&dir);
+    let mut cfg = small();
+    cfg.text =
+        Some(m6rec_features::TextFeatureConfig { model: m6rec_testkit::text_model(), max_len: 64, batch_size: 4 });
+    let r = build(&dir, &ds, &cache, &cfg, &()).unwrap();
+    assert_eq!((r.text.with_media, r.text.decoded, r.text.reused), (5, 5, 0), "the title-less item has no text");
+    let f = Features::load(&cache, &ds).unwrap();
+    assert_eq!(f.text_emb.size(), vec![5, 384]);
+    assert!(f.present.int64_value(&[1, TEXT]) == 1 && f.present.int64_value(&[5, TEXT]) == 0);
+    // Row 1 is exactly what the encoder gives for "title. text".
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let enc = m6rec_text::TextEncoder::pretrained(&vs.root(), &m6rec_testkit::text_model(), 64, true).unwrap();
+    let want = tch::no_grad(|| {
+        enc.encode(&["item corrupt. A truncated photo of coffee."], tch::Device::Cpu, m6rec_tensor::Mode::Eval)
+    })
+    .unwrap();
+    let got = f.texts(&[1, 5]).unwrap();
+    assert!((got.get(0) - want.get(0)).abs().max().double_value(&[]) < 1e-5);
+    assert_eq!(got.get(1).abs().sum(tch::Kind::Float).double_value(&[]), 0.0);
+
+    // Unchanged texts are reused; one changed title is re-embedded.
+    ds.items[0].title = "a new title".into();
+    let r = build(&dir, &ds, &cache, &cfg, &()).unwrap();
+    assert_eq!((r.text.decoded, r.text.reused), (1, 4));
+    let f2 = Features::load(&cache, &ds).unwrap();
+    assert!(f2.texts(&[2]).unwrap().equal(&f.texts(&[2]).unwrap()));
+    assert!(!f2.texts(&[0]).unwrap().equal(&f.texts(&[0]).unwrap()));
+}
