@@ -59,19 +59,34 @@ impl SeqRec {
         self.n_items
     }
 
-    /// Hidden state at every position.
+    /// Hidden state at every position, reading items from the model's own id embedding table.
     ///
     /// # Shapes
     /// - `tokens`: `[b_sz, seq_len]` int64, left-padded with 0, `seq_len <= max_len`
     /// - returns `[b_sz, seq_len, d_model]`
     pub fn forward(&self, tokens: &Tensor, mode: Mode) -> Tensor {
-        let (_, seq_len) = tokens.size2().unwrap_or((0, 0));
+        self.forward_with(tokens, &self.item_embeddings(), mode)
+    }
+
+    /// Hidden state at every position, reading items from an external table: row `i` embeds item `i` (token `i + 1`),
+    /// for example the output of an item tower (content, id, or both). The table may hold more rows than the
+    /// training catalog (items added since).
+    ///
+    /// # Shapes
+    /// - `tokens`: `[b_sz, seq_len]` int64, left-padded with 0, every token `<= table rows`
+    /// - `table`: `[n_rows, d_model]`
+    /// - returns `[b_sz, seq_len, d_model]`
+    pub fn forward_with(&self, tokens: &Tensor, table: &Tensor, mode: Mode) -> Tensor {
+        let (b_sz, seq_len) = tokens.size2().unwrap_or((0, 0));
         let device = tokens.device();
+        let d = self.cfg.d_model;
         let valid = tokens.gt(0); // [b, L]
-                                  // Right-aligned positions: the most recent item is always position max_len - 1, whatever the padding.
+        // Padding reads row 0 of the table and is zeroed below; real tokens read row token - 1.
+        let rows = (tokens - 1).clamp_min(0).view([-1]);
+        let items = table.index_select(0, &rows).view([b_sz, seq_len, d]);
+        // Right-aligned positions: the most recent item is always position max_len - 1, whatever the padding.
         let pos = Tensor::arange_start(self.cfg.max_len - seq_len, self.cfg.max_len, (Kind::Int64, device));
-        let xs =
-            self.item_emb.forward(tokens) * (self.cfg.d_model as f64).sqrt() + self.pos_emb.forward(&pos).unsqueeze(0);
+        let xs = items * (d as f64).sqrt() + self.pos_emb.forward(&pos).unsqueeze(0);
         let mut xs = (xs * valid.unsqueeze(-1).to_kind(Kind::Float)).dropout(self.cfg.dropout, mode.is_train()); // [b, L, d]
         let allowed = mask::causal_with_padding(&valid); // [b, 1, L, L]
         for block in &self.blocks {
@@ -90,24 +105,38 @@ impl SeqRec {
     /// # Shapes
     /// - returns `[b_sz, n_items]`
     pub fn score_next(&self, batch: &SeqBatch, device: Device) -> Result<Tensor> {
+        self.score_next_with(batch, &self.item_embeddings(), device)
+    }
+
+    /// [`SeqRec::score_next`] with an external item table (see [`SeqRec::forward_with`]): scores every row of it.
+    ///
+    /// # Shapes
+    /// - `table`: `[n_rows, d_model]`; returns `[b_sz, n_rows]`
+    pub fn score_next_with(&self, batch: &SeqBatch, table: &Tensor, device: Device) -> Result<Tensor> {
         let tokens = self.fit_len(batch.tokens_tensor(device)?);
-        let hidden = self.forward(&tokens, Mode::Eval);
+        let hidden = self.forward_with(&tokens, table, Mode::Eval);
         let last = hidden.select(1, -1); // [b, d]
-        Ok(last.matmul(&self.item_embeddings().transpose(0, 1)))
+        Ok(last.matmul(&table.transpose(0, 1)))
     }
 
     /// Training loss of a batch under the configured objective (mean over non-padding positions).
     pub fn loss(&self, batch: &SeqBatch, device: Device, mode: Mode) -> Result<Tensor> {
+        self.loss_with(batch, &self.item_embeddings(), device, mode)
+    }
+
+    /// [`SeqRec::loss`] with an external item table, used for both the inputs and the output layer (tied), so
+    /// gradients reach whatever produced the table (an item tower's encoders, fusion and id embeddings).
+    pub fn loss_with(&self, batch: &SeqBatch, table: &Tensor, device: Device, mode: Mode) -> Result<Tensor> {
         let tokens = self.fit_len(batch.tokens_tensor(device)?);
         let targets = self.fit_len(batch.targets_tensor(device)?);
-        let hidden = self.forward(&tokens, mode); // [b, L, d]
+        let hidden = self.forward_with(&tokens, table, mode); // [b, L, d]
         let d = self.cfg.d_model;
         let hidden = hidden.view([-1, d]);
         let targets = targets.view([-1]);
         Ok(match self.cfg.loss {
-            LossConfig::FullSoftmax => loss::full_softmax(&hidden, &self.item_embeddings(), &targets),
+            LossConfig::FullSoftmax => loss::full_softmax(&hidden, table, &targets),
             LossConfig::SampledSoftmax { n_uniform, in_batch } => {
-                loss::sampled_softmax(&hidden, &self.item_embeddings(), &targets, n_uniform, in_batch)
+                loss::sampled_softmax(&hidden, table, &targets, n_uniform, in_batch)
             }
         })
     }
@@ -174,6 +203,26 @@ mod tests {
         ] {
             assert!(keys.iter().any(|x| x == k), "missing {k} in {keys:?}");
         }
+    }
+
+    #[test]
+    fn an_external_table_drives_inputs_outputs_and_gradients() {
+        let (_vs, m) = model(6);
+        // The model's own table through the external path gives the same scores.
+        let batch = SeqBatch::for_prediction(&[&[1, 2, 3]], 8, 6).unwrap();
+        let own = m.score_next(&batch, Device::Cpu).unwrap();
+        let same = m.score_next_with(&batch, &m.item_embeddings(), Device::Cpu).unwrap();
+        assert!((own - &same).abs().max().double_value(&[]) < 1e-6);
+        // A table with two more rows (items added after training) scores them too.
+        let extra = Tensor::cat(&[m.item_embeddings(), Tensor::randn([2, 16], (Kind::Float, Device::Cpu))], 0);
+        assert_eq!(m.score_next_with(&batch, &extra, Device::Cpu).unwrap().size(), vec![1, 8]);
+        // Gradients reach an external table through both the inputs and the tied output layer.
+        let table = Tensor::randn([6, 16], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let train = SeqBatch::for_training(&[&[0, 1, 2, 3]], 8, 6).unwrap();
+        m.loss_with(&train, &table, Device::Cpu, Mode::Train).unwrap().backward();
+        let grad = table.grad();
+        let touched: Vec<bool> = (0..6).map(|i| grad.get(i).abs().sum(Kind::Float).double_value(&[]) > 0.0).collect();
+        assert_eq!(touched, vec![true; 6], "every row is an input or a softmax candidate");
     }
 
     #[test]
