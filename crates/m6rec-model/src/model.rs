@@ -81,7 +81,7 @@ impl SeqRec {
         let device = tokens.device();
         let d = self.cfg.d_model;
         let valid = tokens.gt(0); // [b, L]
-        // Padding reads row 0 of the table and is zeroed below; real tokens read row token - 1.
+                                  // Padding reads row 0 of the table and is zeroed below; real tokens read row token - 1.
         let rows = (tokens - 1).clamp_min(0).view([-1]);
         let items = table.index_select(0, &rows).view([b_sz, seq_len, d]);
         // Right-aligned positions: the most recent item is always position max_len - 1, whatever the padding.
