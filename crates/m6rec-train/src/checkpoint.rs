@@ -153,13 +153,50 @@ pub struct LoadedModel {
     pub vs: nn::VarStore,
     /// The model.
     pub model: SeqRec,
+    /// The item tower and its content, for runs with `[item_tower]`.
+    pub items: Option<crate::content::ContentItems>,
 }
 
-/// Loads the best weights of a checkpoint for inference on `device`.
+impl LoadedModel {
+    /// A scorer over the whole catalog (the item tower's table is computed once, here).
+    pub fn scorer(&self) -> Result<crate::ModelScorer<'_>> {
+        let device = self.vs.device();
+        Ok(match &self.items {
+            Some(items) => crate::ModelScorer::with_table(&self.model, items.table_eval()?, device),
+            None => crate::ModelScorer::new(&self.model, device),
+        })
+    }
+}
+
+/// Loads the best weights of a checkpoint for inference on `device` (a run without `[item_tower]`).
 pub fn load_model(dir: &Path, device: Device) -> Result<LoadedModel> {
+    load_model_with_content(dir, device, None)
+}
+
+/// Loads the best weights of a checkpoint whose items come from an item tower over `content` (the same content it
+/// was trained with: the feature cache of its dataset).
+pub fn load_model_with_content(
+    dir: &Path,
+    device: Device,
+    content: Option<&crate::content::ItemContent>,
+) -> Result<LoadedModel> {
     let config = load_config(dir)?;
     let mut vs = nn::VarStore::new(device);
     let model = SeqRec::init(&(vs.root() / "model"), &config.run.model, config.dataset.n_items)?;
+    let items = match (&config.run.item_tower, content) {
+        (Some(tower), Some(content)) => {
+            Some(crate::content::ContentItems::new(&(vs.root() / "tower"), tower, content, config.run.model.d_model)?)
+        }
+        (Some(_), None) => {
+            return Err(Error::Checkpoint {
+                path: dir.to_path_buf(),
+                reason:
+                    "this model reads items through an item tower: give it the dataset's feature cache (--features)"
+                        .into(),
+            })
+        }
+        (None, _) => None,
+    };
     load_weights(&mut vs, dir, "model.safetensors")?;
-    Ok(LoadedModel { config, vs, model })
+    Ok(LoadedModel { config, vs, model, items })
 }

@@ -1,4 +1,4 @@
-//! The run configuration: one TOML file with `[model]`, `[optim]` and `[train]` tables.
+//! The run configuration: one TOML file with `[model]`, `[optim]`, `[train]` and optionally `[item_tower]` tables.
 
 use crate::{Error, Result};
 use m6rec_model::SeqRecConfig;
@@ -19,6 +19,10 @@ pub struct RunConfig {
     /// The loop.
     #[serde(default)]
     pub train: TrainConfig,
+    /// Items from an item tower (content, id, or both; `[item_tower]`) instead of the model's own id table. Absent:
+    /// the classic id embedding table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_tower: Option<m6rec_fusion::ItemTowerConfig>,
 }
 
 /// Training-loop settings.

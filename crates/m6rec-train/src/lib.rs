@@ -20,6 +20,7 @@
 
 pub mod checkpoint;
 mod config;
+pub mod content;
 mod error;
 pub mod eval;
 pub mod metrics;

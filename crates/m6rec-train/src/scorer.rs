@@ -19,13 +19,19 @@ pub trait Scorer {
 #[derive(Debug)]
 pub struct ModelScorer<'a> {
     model: &'a SeqRec,
+    table: Option<Tensor>,
     device: Device,
 }
 
 impl<'a> ModelScorer<'a> {
     /// Wraps a model whose variables live on `device`.
     pub fn new(model: &'a SeqRec, device: Device) -> Self {
-        ModelScorer { model, device }
+        ModelScorer { model, table: None, device }
+    }
+
+    /// Wraps a model that reads its items from an external table (an item tower's output, `[n_items, d_model]`).
+    pub fn with_table(model: &'a SeqRec, table: Tensor, device: Device) -> Self {
+        ModelScorer { model, table: Some(table), device }
     }
 }
 
@@ -33,7 +39,10 @@ impl Scorer for ModelScorer<'_> {
     fn score(&self, histories: &[&[u32]]) -> Result<Tensor> {
         let max_len = m6rec_tensor::dim::to_usize("max_len", self.model.config().max_len)?;
         let batch = SeqBatch::for_prediction(histories, max_len, self.n_items())?;
-        Ok(tch::no_grad(|| self.model.score_next(&batch, self.device))?)
+        Ok(tch::no_grad(|| match &self.table {
+            Some(table) => self.model.score_next_with(&batch, table, self.device),
+            None => self.model.score_next(&batch, self.device),
+        })?)
     }
     fn n_items(&self) -> usize {
         usize::try_from(self.model.n_items()).unwrap_or(0)

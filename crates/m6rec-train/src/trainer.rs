@@ -7,6 +7,7 @@
 
 use crate::checkpoint::{self, CheckpointConfig, CheckpointParts, DatasetFingerprint, CHECKPOINT_VERSION};
 use crate::config::RunConfig;
+use crate::content::{ContentItems, ItemContent};
 use crate::eval::{evaluate, EvalOptions, Stage};
 use crate::scorer::ModelScorer;
 use crate::{Error, Result};
@@ -84,6 +85,7 @@ pub struct Trainer {
     fingerprint: DatasetFingerprint,
     vs: nn::VarStore,
     model: SeqRec,
+    items: Option<ContentItems>,
     opt: AdamW,
     state: TrainState,
     best: Vec<(String, Tensor)>,
@@ -105,20 +107,55 @@ fn copy_vars(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
 impl Trainer {
     /// A fresh model for the catalog described by `fingerprint`.
     pub fn new(cfg: RunConfig, fingerprint: DatasetFingerprint, device: Device) -> Result<Trainer> {
+        Trainer::with_content(cfg, fingerprint, None, device)
+    }
+
+    /// A fresh model whose items come from an item tower over `content` when the run has `[item_tower]` (the
+    /// content is then required; without `[item_tower]` it must be `None`).
+    pub fn with_content(
+        cfg: RunConfig,
+        fingerprint: DatasetFingerprint,
+        content: Option<&ItemContent>,
+        device: Device,
+    ) -> Result<Trainer> {
         cfg.validate(Path::new("<run config>"))?;
         m6rec_tensor::seed(cfg.train.seed);
         let vs = nn::VarStore::new(device);
         let model = SeqRec::init(&(vs.root() / "model"), &cfg.model, fingerprint.n_items)?;
+        let items = match (&cfg.item_tower, content) {
+            (Some(tower), Some(content)) => {
+                Some(ContentItems::new(&(vs.root() / "tower"), tower, content, cfg.model.d_model)?)
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(Error::NoData(
+                    "the run has [item_tower] but no item content was given; build the feature cache with `m6rec features` and pass --features".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(Error::NoData("item content was given but the run has no [item_tower] table".into()))
+            }
+        };
         let opt = AdamW::new(&vs, &cfg.optim);
         let best = copy_vars(&vs);
-        Ok(Trainer { cfg, fingerprint, vs, model, opt, state: TrainState::default(), best, device })
+        Ok(Trainer { cfg, fingerprint, vs, model, items, opt, state: TrainState::default(), best, device })
     }
 
     /// Continues from a checkpoint directory written by [`Trainer::fit`], for the same dataset.
     pub fn resume(dir: &Path, fingerprint: &DatasetFingerprint, device: Device) -> Result<Trainer> {
+        Trainer::resume_with_content(dir, fingerprint, None, device)
+    }
+
+    /// [`Trainer::resume`] for a run with an item tower (give the same content it was trained with).
+    pub fn resume_with_content(
+        dir: &Path,
+        fingerprint: &DatasetFingerprint,
+        content: Option<&ItemContent>,
+        device: Device,
+    ) -> Result<Trainer> {
         let ck = checkpoint::load_config(dir)?;
         ck.dataset.check(fingerprint, dir)?;
-        let mut t = Trainer::new(ck.run, ck.dataset, device)?;
+        let mut t = Trainer::with_content(ck.run, ck.dataset, content, device)?;
         checkpoint::load_weights(&mut t.vs, dir, "model.safetensors")?;
         t.best = copy_vars(&t.vs);
         checkpoint::load_weights(&mut t.vs, dir, "last.safetensors")?;
@@ -145,6 +182,13 @@ impl Trainer {
     /// Device of the variables.
     pub fn device(&self) -> Device {
         self.device
+    }
+    /// A scorer over the current weights (the item tower's table is computed once, here).
+    pub fn scorer(&self) -> Result<ModelScorer<'_>> {
+        Ok(match &self.items {
+            Some(items) => ModelScorer::with_table(&self.model, items.table_eval()?, self.device),
+            None => ModelScorer::new(&self.model, self.device),
+        })
     }
 
     /// Trains until early stopping, `train.epochs` or `train.max_seconds`; checkpoints into `ckpt` after every
@@ -194,7 +238,12 @@ impl Trainer {
             let (mut loss_sum, mut n_seen, mut n_steps) = (0.0, 0usize, 0usize);
             for batch in batches {
                 let batch = batch?;
-                let loss = self.model.loss(&batch, self.device, Mode::Train)?;
+                let loss = match &self.items {
+                    Some(items) => {
+                        self.model.loss_with(&batch, &items.table(Mode::Train)?, self.device, Mode::Train)?
+                    }
+                    None => self.model.loss(&batch, self.device, Mode::Train)?,
+                };
                 self.opt.zero_grad();
                 loss.backward();
                 if t.clip_norm > 0.0 {
@@ -226,7 +275,7 @@ impl Trainer {
                 )));
             }
             if epoch.is_multiple_of(t.eval_every) || epoch == t.epochs {
-                let m = evaluate(&ModelScorer::new(&self.model, self.device), split, Stage::Valid, eval_opts)?;
+                let m = evaluate(&self.scorer()?, split, Stage::Valid, eval_opts)?;
                 let ndcg = m.get("ndcg", 10);
                 record.valid_ndcg10 = Some(ndcg);
                 record.valid_hr10 = Some(m.get("hr", 10));
