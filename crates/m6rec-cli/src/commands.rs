@@ -9,7 +9,7 @@ use m6rec_data::{import::Format, Dataset, Split};
 use m6rec_train::checkpoint::{self, DatasetFingerprint};
 use m6rec_train::eval::{evaluate, EvalOptions, Stage};
 use m6rec_train::metrics::Metrics;
-use m6rec_train::{recommend, ModelScorer, Popularity, RunConfig, Trainer};
+use m6rec_train::{recommend, Popularity, RunConfig, Trainer};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -105,6 +105,9 @@ pub struct TrainArgs {
     /// Write a JSON summary (seconds, peak memory, epochs, best validation NDCG@10).
     #[arg(long)]
     summary_json: Option<PathBuf>,
+    /// Feature cache for runs with `[item_tower]` (default `<data>.features`, from `m6rec features --text-model`).
+    #[arg(long)]
+    features: Option<PathBuf>,
     /// auto, cpu or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
@@ -129,8 +132,15 @@ pub fn train(a: &TrainArgs) -> Result<()> {
     let out = a.out.clone().unwrap_or_else(|| m6rec_train::default_run_dir(&ds.name));
     let split = Split::leave_one_out(&ds.interactions, ds.n_users());
     let fp = DatasetFingerprint::of(&ds);
+    let wants_tower = if a.resume {
+        checkpoint::load_config(&out).map(|c| c.run.item_tower.is_some()).unwrap_or(false)
+    } else {
+        cfg.as_ref().is_some_and(|c| c.item_tower.is_some())
+    };
+    let content = if wants_tower { Some(item_content(&a.data, a.features.as_deref(), &ds)?) } else { None };
     let mut trainer = if a.resume {
-        Trainer::resume(&out, &fp, device).with_context(|| format!("resuming from {}", out.display()))?
+        Trainer::resume_with_content(&out, &fp, content.as_ref(), device)
+            .with_context(|| format!("resuming from {}", out.display()))?
     } else {
         let mut cfg = cfg.unwrap_or_default();
         if let Some(e) = a.epochs {
@@ -142,7 +152,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         if let Some(s) = a.seed {
             cfg.train.seed = s;
         }
-        Trainer::new(cfg, fp, device)?
+        Trainer::with_content(cfg, fp, content.as_ref(), device)?
     };
     let cfg = trainer.config().clone();
     println!(
@@ -211,25 +221,57 @@ pub struct EvalArgs {
     /// auto, cpu or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Feature cache for checkpoints with an item tower (default `<data>.features`).
+    #[arg(long)]
+    features: Option<PathBuf>,
+}
+
+/// What an item tower reads, from the dataset's feature cache: for now the frozen text embeddings (one modality).
+fn item_content(data: &Path, features: Option<&Path>, ds: &Dataset) -> Result<m6rec_train::content::ItemContent> {
+    let cache = features.map(Path::to_path_buf).unwrap_or_else(|| m6rec_features::default_cache_dir(data));
+    let feats = m6rec_features::Features::load(&cache, ds)
+        .with_context(|| format!("loading the feature cache {} (the run has [item_tower])", cache.display()))?;
+    if feats.config.text.is_none() {
+        bail!(
+            "{} has no text embeddings; the item tower reads them: run `m6rec features {} --text-model .m6rec/models/all-MiniLM-L6-v2`",
+            cache.display(),
+            data.display()
+        );
+    }
+    let all: Vec<u32> = (0..u32::try_from(ds.n_items())?).collect();
+    let text = feats.texts(&all)?;
+    let present = feats.present.narrow(1, m6rec_features::TEXT, 1);
+    Ok(m6rec_train::content::ItemContent::new(vec![text], present, ds.n_items())?)
 }
 
 /// The device, the dataset and a checkpoint trained on it (refusing a checkpoint of another catalog).
-fn open_model(device: &str, data: &Path, ckpt: &Path) -> Result<(tch::Device, Dataset, checkpoint::LoadedModel)> {
+fn open_model(
+    device: &str,
+    data: &Path,
+    ckpt: &Path,
+    features: Option<&Path>,
+) -> Result<(tch::Device, Dataset, checkpoint::LoadedModel)> {
     let device = m6rec_tensor::device::parse(device)?;
     let ds = load_dataset(data)?;
-    let loaded =
-        checkpoint::load_model(ckpt, device).with_context(|| format!("loading checkpoint {}", ckpt.display()))?;
+    let wants_tower = checkpoint::load_config(ckpt)
+        .with_context(|| format!("loading checkpoint {}", ckpt.display()))?
+        .run
+        .item_tower
+        .is_some();
+    let content = if wants_tower { Some(item_content(data, features, &ds)?) } else { None };
+    let loaded = checkpoint::load_model_with_content(ckpt, device, content.as_ref())
+        .with_context(|| format!("loading checkpoint {}", ckpt.display()))?;
     loaded.config.dataset.check(&DatasetFingerprint::of(&ds), ckpt)?;
     Ok((device, ds, loaded))
 }
 
 pub fn eval(a: &EvalArgs) -> Result<()> {
-    let (device, ds, loaded) = open_model(&a.device, &a.data, &a.checkpoint)?;
+    let (_device, ds, loaded) = open_model(&a.device, &a.data, &a.checkpoint, a.features.as_deref())?;
     let split = Split::leave_one_out(&ds.interactions, ds.n_users());
     let stage = if a.stage == "valid" { Stage::Valid } else { Stage::Test };
     let opts = EvalOptions { filter_history: a.filter_history, batch_size: 256 };
     let bar = spinner(format!("ranking all {} items for every user", ds.n_items()));
-    let model = evaluate(&ModelScorer::new(&loaded.model, device), &split, stage, opts)?;
+    let model = evaluate(&loaded.scorer()?, &split, stage, opts)?;
     let mut rows: Vec<(&str, Metrics)> = vec![("model", model)];
     if !a.no_baseline {
         let pop = match stage {
@@ -294,14 +336,17 @@ pub struct RecommendArgs {
     /// auto, cpu or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Feature cache for checkpoints with an item tower (default `<data>.features`).
+    #[arg(long)]
+    features: Option<PathBuf>,
 }
 
 pub fn recommend(a: &RecommendArgs) -> Result<()> {
-    let (device, ds, loaded) = open_model(&a.device, &a.data, &a.checkpoint)?;
+    let (_device, ds, loaded) = open_model(&a.device, &a.data, &a.checkpoint, a.features.as_deref())?;
     if let Some(n) = a.first {
         let split = Split::leave_one_out(&ds.interactions, ds.n_users());
         for u in 0..n.min(ds.n_users()) {
-            show(&ds, &loaded, device, &format!("user {}", ds.users[u]), split.sequence(u), a)?;
+            show(&ds, &loaded, &format!("user {}", ds.users[u]), split.sequence(u), a)?;
         }
         return Ok(());
     }
@@ -324,18 +369,11 @@ pub fn recommend(a: &RecommendArgs) -> Result<()> {
         (None, None) => bail!("give --user ID or --history ITEM,ITEM,..."),
     };
     let who = a.user.as_ref().map(|u| format!("user {u}")).unwrap_or_else(|| "the given history".into());
-    show(&ds, &loaded, device, &who, &history, a)
+    show(&ds, &loaded, &who, &history, a)
 }
 
-fn show(
-    ds: &Dataset,
-    loaded: &checkpoint::LoadedModel,
-    device: tch::Device,
-    who: &str,
-    history: &[u32],
-    a: &RecommendArgs,
-) -> Result<()> {
-    let recs = recommend::recommend(&ModelScorer::new(&loaded.model, device), history, a.k, !a.include_seen)?;
+fn show(ds: &Dataset, loaded: &checkpoint::LoadedModel, who: &str, history: &[u32], a: &RecommendArgs) -> Result<()> {
+    let recs = recommend::recommend(&loaded.scorer()?, history, a.k, !a.include_seen)?;
     let last: Vec<&str> = history.iter().rev().take(3).map(|&i| ds.items[i as usize].title.as_str()).collect();
     println!("top {} for {who} ({} items, most recent first: {}):", recs.len(), history.len(), last.join(" | "));
     for (rank, r) in recs.iter().enumerate() {

@@ -114,3 +114,34 @@ fn bad_input_exits_2_with_what_and_where() {
     let err = fails(&m6rec(&["train", "--data", ".", "--device", "tpu"]));
     assert!(err.contains("unknown device `tpu`"), "{err}");
 }
+
+/// A run whose items come from an item tower over cached MiniLM text embeddings: `features --text-model`, then
+/// train, eval and recommend find the cache beside the dataset; without the cache the error says how to make it.
+#[test]
+fn item_tower_runs_read_the_feature_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, ds, ck) = (dir.path().join("src"), dir.path().join("ds"), dir.path().join("ck"));
+    std::fs::create_dir(&src).unwrap();
+    let inter = std::fs::read_to_string(m6rec_testkit::fixture("demo/demo.inter")).unwrap();
+    let keep: String = inter.lines().take(4000).map(|l| format!("{l}\n")).collect();
+    std::fs::write(src.join("demo.inter"), keep).unwrap();
+    std::fs::copy(m6rec_testkit::fixture("demo/demo.item"), src.join("demo.item")).unwrap();
+    ok(&m6rec(&["import", "recbole", p(&src), "--out", p(&ds)]));
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        "[model]\nd_model = 16\nmax_len = 20\n[train]\nepochs = 2\n[item_tower]\nmode = \"hybrid\"\nfusion = { type = \"gated\" }\n",
+    )
+    .unwrap();
+    let err = fails(&m6rec(&["train", "--data", p(&ds), "--config", p(&cfg), "--out", p(&ck)]));
+    assert!(err.contains("feature cache") && err.contains("m6rec features"), "{err}");
+    let model = m6rec_testkit::text_model();
+    let out = ok(&m6rec(&["features", p(&ds), "--text-model", p(&model)]));
+    assert!(out.contains("text") && out.contains("embedded"), "{out}");
+    let out = ok(&m6rec(&["train", "--data", p(&ds), "--config", p(&cfg), "--out", p(&ck), "--device", "cpu"]));
+    assert!(out.contains("best validation NDCG@10"), "{out}");
+    let out = ok(&m6rec(&["eval", "--checkpoint", p(&ck), "--data", p(&ds), "--no-baseline"]));
+    assert!(out.contains("NDCG"), "{out}");
+    let out = ok(&m6rec(&["recommend", "--checkpoint", p(&ck), "--data", p(&ds), "--history", "i1,i2", "-k", "3"]));
+    assert!(out.lines().filter(|l| l.trim_start().starts_with(['1', '2', '3'])).count() >= 3, "{out}");
+}
