@@ -6,6 +6,12 @@ use m6rec_tensor::Mode;
 use proptest::prelude::*;
 use tch::{nn, Device, Kind, Tensor};
 
+/// libtorch's random generator is process-global: tests that seed it take turns, so each sees its own sequence.
+fn torch_rng() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn all_configs() -> Vec<FusionConfig> {
     vec![
         FusionConfig::Mean,
@@ -20,7 +26,8 @@ proptest! {
     /// Whatever an absent modality's row holds (noise, huge values, NaN), the fused embedding is the same.
     #[test]
     fn absent_modalities_never_leak(seed in 0i64..1000, flags in proptest::collection::vec(any::<bool>(), 15), junk in -1e6f64..1e6) {
-        tch::manual_seed(seed);
+        let _rng = torch_rng();
+    tch::manual_seed(seed);
         let present = Tensor::from_slice(&flags).view([5, 3]);
         let embs = Tensor::randn([5, 3, 8], (Kind::Float, Device::Cpu));
         let absent = present.logical_not().unsqueeze(-1);
@@ -82,6 +89,7 @@ fn bad_shapes_and_configs_are_errors() {
 /// Each learnable module learns to rely on the one informative modality and ignore the noisy ones.
 #[test]
 fn learnable_modules_learn_which_modality_carries_signal() {
+    let _rng = torch_rng();
     for cfg in all_configs().into_iter().skip(1) {
         tch::manual_seed(7);
         let vs = nn::VarStore::new(Device::Cpu);
