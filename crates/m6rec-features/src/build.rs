@@ -337,18 +337,28 @@ fn embed_texts(
             }
         }
     }
+    // The encoder (90 MB of weights for MiniLM) is loaded only when some text is new or changed.
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let encoder = m6rec_text::TextEncoder::pretrained(&vs.root(), &tcfg.model, tcfg.max_len, true)
-        .map_err(|e| Error::Config(format!("text encoder {}: {e}", tcfg.model.display())))?;
+    let encoder = if to_encode.is_empty() {
+        None
+    } else {
+        Some(
+            m6rec_text::TextEncoder::pretrained(&vs.root(), &tcfg.model, tcfg.max_len, true)
+                .map_err(|e| Error::Config(format!("text encoder {}: {e}", tcfg.model.display())))?,
+        )
+    };
     progress.start("text", to_encode.len() as u64);
     let mut fresh = Vec::new();
-    for chunk in to_encode.chunks(tcfg.batch_size.max(1) * 8) {
-        let batch: Vec<&str> = chunk.iter().map(|&i| texts[i].as_str()).collect();
-        let emb =
-            tch::no_grad(|| encoder.encode_all(&batch, tcfg.batch_size, tch::Device::Cpu, m6rec_tensor::Mode::Eval))
-                .map_err(|e| Error::Config(format!("embedding text: {e}")))?;
-        fresh.push(emb);
-        progress.advance(chunk.len() as u64);
+    if let Some(encoder) = &encoder {
+        for chunk in to_encode.chunks(tcfg.batch_size.max(1) * 8) {
+            let batch: Vec<&str> = chunk.iter().map(|&i| texts[i].as_str()).collect();
+            let emb = tch::no_grad(|| {
+                encoder.encode_all(&batch, tcfg.batch_size, tch::Device::Cpu, m6rec_tensor::Mode::Eval)
+            })
+            .map_err(|e| Error::Config(format!("embedding text: {e}")))?;
+            fresh.push(emb);
+            progress.advance(chunk.len() as u64);
+        }
     }
     progress.finish();
     let fresh = if fresh.is_empty() { None } else { Some(Tensor::cat(&fresh, 0)) };
@@ -373,7 +383,6 @@ fn embed_texts(
             Some(Entry { path: String::new(), sha256: Some(hashes[i].clone()), row: Some(rows.len()), reason: None });
         rows.push(row);
     }
-    let dim = encoder.dim();
-    let emb = if rows.is_empty() { Tensor::zeros([0, dim], tch::kind::FLOAT_CPU) } else { Tensor::stack(&rows, 0) };
+    let emb = if rows.is_empty() { Tensor::zeros([0, 0], tch::kind::FLOAT_CPU) } else { Tensor::stack(&rows, 0) };
     Ok((entries, emb, report))
 }

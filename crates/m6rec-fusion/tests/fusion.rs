@@ -6,11 +6,7 @@ use m6rec_tensor::Mode;
 use proptest::prelude::*;
 use tch::{nn, Device, Kind, Tensor};
 
-/// libtorch's random generator is process-global: tests that seed it take turns, so each sees its own sequence.
-fn torch_rng() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
+use m6rec_testkit::torch_rng;
 
 fn all_configs() -> Vec<FusionConfig> {
     vec![

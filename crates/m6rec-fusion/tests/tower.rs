@@ -5,11 +5,7 @@ use m6rec_fusion::{FusionConfig, ItemTower, ItemTowerConfig, TowerMode};
 use m6rec_tensor::Mode;
 use tch::{nn, Device, Kind, Tensor};
 
-/// libtorch's random generator is process-global: tests that seed it take turns, so each sees its own sequence.
-fn torch_rng() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
+use m6rec_testkit::torch_rng;
 
 fn cfg(mode: TowerMode) -> ItemTowerConfig {
     ItemTowerConfig { mode, fusion: FusionConfig::Gated, id_dropout: 0.3 }

@@ -4,6 +4,7 @@
 //! - [`shared_data`]: a real dataset under `../shared/data/` (override with `M6REC_SHARED_DATA`). These datasets may
 //!   not be redistributed, so they are never committed; CI always has them.
 //! - [`text_model`]: the pretrained text encoder folder `cargo xtask setup` links (override with `M6REC_TEXT_MODEL`).
+//! - [`torch_rng`]: a lock for tests that seed libtorch's process-global random generator.
 //! - [`workspace_root`]: the repository root.
 #![deny(missing_docs)]
 
@@ -61,4 +62,11 @@ pub fn text_model() -> PathBuf {
         p.display()
     );
     p
+}
+
+/// libtorch's random generator is process-global: tests that seed it (or draw from it while training) hold this lock,
+/// so one test's draws never land in another's sequence. One lock per test binary.
+pub fn torch_rng() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -111,36 +111,31 @@ impl TextTokenizer {
             return Err(Error::Config(format!("vocab_size must exceed the {} special tokens", SPECIAL_TOKENS.len())));
         }
         let specials: Vec<AddedToken> = SPECIAL_TOKENS.iter().map(|t| AddedToken::from(*t, true)).collect();
-        let mut tokenizer = match model {
-            SubwordModel::WordPiece => {
-                let wp = WordPiece::builder().unk_token("[UNK]".into()).build().map_err(|e| tok_err(None, e))?;
-                let mut t = Tokenizer::new(wp);
-                let mut trainer: TrainerWrapper = WordPieceTrainerBuilder::new()
+        // Only the subword model and its trainer differ; the BERT pipeline around them is shared.
+        let (mut tokenizer, mut trainer): (Tokenizer, TrainerWrapper) = match model {
+            SubwordModel::WordPiece => (
+                Tokenizer::new(WordPiece::builder().unk_token("[UNK]".into()).build().map_err(|e| tok_err(None, e))?),
+                WordPieceTrainerBuilder::new()
                     .vocab_size(vocab_size)
                     .min_frequency(2)
                     .show_progress(false)
                     .special_tokens(specials)
                     .build()
-                    .into();
-                setup_bert_pipeline(&mut t)?;
-                t.train(&mut trainer, texts).map_err(|e| tok_err(None, e))?;
-                t
-            }
-            SubwordModel::Bpe => {
-                let bpe = BPE::builder().unk_token("[UNK]".into()).build().map_err(|e| tok_err(None, e))?;
-                let mut t = Tokenizer::new(bpe);
-                let mut trainer: TrainerWrapper = BpeTrainerBuilder::new()
+                    .into(),
+            ),
+            SubwordModel::Bpe => (
+                Tokenizer::new(BPE::builder().unk_token("[UNK]".into()).build().map_err(|e| tok_err(None, e))?),
+                BpeTrainerBuilder::new()
                     .vocab_size(vocab_size)
                     .min_frequency(2)
                     .show_progress(false)
                     .special_tokens(specials)
                     .build()
-                    .into();
-                setup_bert_pipeline(&mut t)?;
-                t.train(&mut trainer, texts).map_err(|e| tok_err(None, e))?;
-                t
-            }
+                    .into(),
+            ),
         };
+        setup_bert_pipeline(&mut tokenizer)?;
+        tokenizer.train(&mut trainer, texts).map_err(|e| tok_err(None, e))?;
         let cls = tokenizer.token_to_id("[CLS]").unwrap_or(2);
         let sep = tokenizer.token_to_id("[SEP]").unwrap_or(3);
         tokenizer.with_post_processor(Some(BertProcessing::new(("[SEP]".into(), sep), ("[CLS]".into(), cls))));

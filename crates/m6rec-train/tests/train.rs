@@ -3,18 +3,11 @@
 
 use m6rec_data::import::{import, Format};
 use m6rec_data::{synth, Dataset, Split};
+use m6rec_testkit::torch_rng; // tests that train take turns (the exact-resume test needs its own draws)
 use m6rec_train::checkpoint::{self, DatasetFingerprint};
 use m6rec_train::eval::{evaluate, EvalOptions, Stage};
 use m6rec_train::{ModelScorer, Popularity, RunConfig, Silent, Trainer};
-use std::sync::{Mutex, MutexGuard};
 use tch::Device;
-
-/// libtorch's random generator is process-global: tests that train take turns, so that one test's dropout draws
-/// never land in another's sequence (which would break the exact-resume test).
-fn torch_rng() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn small_demo(n_users: usize) -> Dataset {
     let dir = tempfile::tempdir().unwrap();
