@@ -2,14 +2,15 @@
 
 use crate::progress::TrainProgress;
 use crate::table::metrics_table;
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use m6rec_data::{import::Format, Dataset, Split};
 use m6rec_train::checkpoint::{self, DatasetFingerprint};
-use m6rec_train::eval::{evaluate, EvalOptions, Stage};
+use m6rec_train::eval::{evaluate, EvalOptions, Stage, Targets};
 use m6rec_train::metrics::Metrics;
 use m6rec_train::{recommend, Popularity, RunConfig, Trainer};
+use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -130,14 +131,16 @@ pub fn train(a: &TrainArgs) -> Result<()> {
     };
     let ds = load_dataset(&a.data)?;
     let out = a.out.clone().unwrap_or_else(|| m6rec_train::default_run_dir(&ds.name));
-    let split = Split::leave_one_out(&ds.interactions, ds.n_users());
     let fp = DatasetFingerprint::of(&ds);
-    let wants_tower = if a.resume {
-        checkpoint::load_config(&out).map(|c| c.run.item_tower.is_some()).unwrap_or(false)
+    let tower_run = if a.resume {
+        checkpoint::load_config(&out).ok().map(|c| c.run).filter(|r| r.item_tower.is_some())
     } else {
-        cfg.as_ref().is_some_and(|c| c.item_tower.is_some())
+        cfg.clone().filter(|c| c.item_tower.is_some())
     };
-    let content = if wants_tower { Some(item_content(&a.data, a.features.as_deref(), &ds)?) } else { None };
+    let content = match &tower_run {
+        Some(run) => Some(item_content(&a.data, a.features.as_deref(), &ds, run)?),
+        None => None,
+    };
     let mut trainer = if a.resume {
         Trainer::resume_with_content(&out, &fp, content.as_ref(), device)
             .with_context(|| format!("resuming from {}", out.display()))?
@@ -155,6 +158,14 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         Trainer::with_content(cfg, fp, content.as_ref(), device)?
     };
     let cfg = trainer.config().clone();
+    let split = cfg.split(&ds.interactions, ds.n_users(), ds.n_items());
+    if split.n_cold() > 0 {
+        println!(
+            "cold-start run: {} items ({:.0}% of the catalog) are held out of training",
+            split.n_cold(),
+            100.0 * cfg.train.cold_items
+        );
+    }
     println!(
         "training on {} ({} users, {} items, {} events): d_model {} x {} layers, max_len {}, {:?}, up to {} epochs",
         ds.name,
@@ -227,21 +238,62 @@ pub struct EvalArgs {
 }
 
 /// What an item tower reads, from the dataset's feature cache: for now the frozen text embeddings (one modality).
-fn item_content(data: &Path, features: Option<&Path>, ds: &Dataset) -> Result<m6rec_train::content::ItemContent> {
+/// The item tower's input, modality by modality as the run's `[content]` table names them, from the feature cache.
+fn item_content(
+    data: &Path,
+    features: Option<&Path>,
+    ds: &Dataset,
+    run: &RunConfig,
+) -> Result<m6rec_train::content::ItemContent> {
+    use m6rec_train::content::{ItemContent, Modality, ModalityName};
     let cache = features.map(Path::to_path_buf).unwrap_or_else(|| m6rec_features::default_cache_dir(data));
     let feats = m6rec_features::Features::load(&cache, ds)
         .with_context(|| format!("loading the feature cache {} (the run has [item_tower])", cache.display()))?;
-    if feats.config.text.is_none() {
-        bail!(
-            "{} has no text embeddings; the item tower reads them: run `m6rec features {} --text-model .m6rec/models/all-MiniLM-L6-v2`",
-            cache.display(),
-            data.display()
-        );
-    }
     let all: Vec<u32> = (0..u32::try_from(ds.n_items())?).collect();
-    let text = feats.texts(&all)?;
-    let present = feats.present.narrow(1, m6rec_features::TEXT, 1);
-    Ok(m6rec_train::content::ItemContent::new(vec![text], present, ds.n_items())?)
+    let mut modalities = Vec::new();
+    let mut columns = Vec::new();
+    for name in run.content().modalities {
+        let missing = |what: &str, flag: &str| {
+            anyhow!(
+                "{} has no {what}, and [content] modalities names {:?}: run `m6rec features {} {flag}` (or drop it from the list)",
+                cache.display(),
+                name.as_str(),
+                data.display()
+            )
+        };
+        match name {
+            ModalityName::Text => {
+                if feats.config.text.is_none() {
+                    return Err(missing("text embeddings", "--text-model .m6rec/models/all-MiniLM-L6-v2"));
+                }
+                modalities.push(Modality::Vectors(feats.texts(&all)?));
+                columns.push(m6rec_features::TEXT);
+            }
+            ModalityName::Image => {
+                if feats.image_row.iter().all(|&r| r < 0) {
+                    return Err(missing("decoded images", "(after `m6rec import ... --images DIR`)"));
+                }
+                let c = &feats.config.image;
+                modalities.push(Modality::Images {
+                    pixels: feats.pixels.shallow_clone(),
+                    row_of: feats.image_row.clone(),
+                    mean: c.mean.map(f64::from),
+                    std: c.std.map(f64::from),
+                });
+                columns.push(m6rec_features::IMAGE);
+            }
+            ModalityName::Audio => {
+                if feats.audio_row.iter().all(|&r| r < 0) {
+                    return Err(missing("decoded audio", "(after `m6rec import ... --audio DIR`)"));
+                }
+                modalities
+                    .push(Modality::Audio { log_mel: feats.log_mel.shallow_clone(), row_of: feats.audio_row.clone() });
+                columns.push(m6rec_features::AUDIO);
+            }
+        }
+    }
+    let present = feats.present.index_select(1, &tch::Tensor::from_slice(&columns));
+    Ok(ItemContent::from_modalities(modalities, present, ds.n_items())?)
 }
 
 /// The device, the dataset and a checkpoint trained on it (refusing a checkpoint of another catalog).
@@ -253,12 +305,11 @@ fn open_model(
 ) -> Result<(tch::Device, Dataset, checkpoint::LoadedModel)> {
     let device = m6rec_tensor::device::parse(device)?;
     let ds = load_dataset(data)?;
-    let wants_tower = checkpoint::load_config(ckpt)
-        .with_context(|| format!("loading checkpoint {}", ckpt.display()))?
-        .run
-        .item_tower
-        .is_some();
-    let content = if wants_tower { Some(item_content(data, features, &ds)?) } else { None };
+    let run = checkpoint::load_config(ckpt).with_context(|| format!("loading checkpoint {}", ckpt.display()))?.run;
+    let content = match run.item_tower {
+        Some(_) => Some(item_content(data, features, &ds, &run)?),
+        None => None,
+    };
     let loaded = checkpoint::load_model_with_content(ckpt, device, content.as_ref())
         .with_context(|| format!("loading checkpoint {}", ckpt.display()))?;
     loaded.config.dataset.check(&DatasetFingerprint::of(&ds), ckpt)?;
@@ -267,20 +318,36 @@ fn open_model(
 
 pub fn eval(a: &EvalArgs) -> Result<()> {
     let (_device, ds, loaded) = open_model(&a.device, &a.data, &a.checkpoint, a.features.as_deref())?;
-    let split = Split::leave_one_out(&ds.interactions, ds.n_users());
+    let split = loaded.config.run.split(&ds.interactions, ds.n_users(), ds.n_items());
     let stage = if a.stage == "valid" { Stage::Valid } else { Stage::Test };
-    let opts = EvalOptions { filter_history: a.filter_history, batch_size: 256 };
+    let opts = EvalOptions { filter_history: a.filter_history, batch_size: 256, targets: Targets::All };
+    // With cold items, every scorer is also measured on the targets it never saw in training, and on the rest.
+    let groups: &[(Targets, &str)] = if split.n_cold() > 0 {
+        &[(Targets::All, ""), (Targets::Cold, " (cold targets)"), (Targets::Warm, " (warm targets)")]
+    } else {
+        &[(Targets::All, "")]
+    };
     let bar = spinner(format!("ranking all {} items for every user", ds.n_items()));
-    let model = evaluate(&loaded.scorer()?, &split, stage, opts)?;
-    let mut rows: Vec<(&str, Metrics)> = vec![("model", model)];
-    if !a.no_baseline {
-        let pop = match stage {
-            Stage::Valid => Popularity::fit_train(&split, ds.n_items()),
-            Stage::Test => Popularity::fit_before_test(&split, ds.n_items()),
-        };
-        rows.push(("popularity", evaluate(&pop, &split, stage, opts)?));
+    let scorer = loaded.scorer()?;
+    let pop = match stage {
+        Stage::Valid => Popularity::fit_train(&split, ds.n_items()),
+        Stage::Test => Popularity::fit_before_test(&split, ds.n_items()),
+    };
+    let mut rows: Vec<(String, Metrics)> = Vec::new();
+    for &(targets, label) in groups {
+        let opts = EvalOptions { targets, ..opts };
+        rows.push((format!("model{label}"), evaluate(&scorer, &split, stage, opts)?));
+        if !a.no_baseline {
+            rows.push((format!("popularity{label}"), evaluate(&pop, &split, stage, opts)?));
+        }
     }
     bar.finish_and_clear();
+    if split.n_cold() > 0 {
+        println!(
+            "cold-start evaluation: {} items were held out of training; cold targets are rows marked so",
+            split.n_cold()
+        );
+    }
     println!(
         "{} metrics on {} ({} users), full ranking over {} items, history {}:",
         a.stage,
@@ -289,7 +356,7 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
         ds.n_items(),
         if a.filter_history { "filtered" } else { "not filtered" }
     );
-    let refs: Vec<(&str, &Metrics)> = rows.iter().map(|(n, m)| (*n, m)).collect();
+    let refs: Vec<(&str, &Metrics)> = rows.iter().map(|(n, m)| (n.as_str(), m)).collect();
     print!("{}", metrics_table(&refs));
     if let Some(p) = &a.plot {
         let title = format!(
@@ -383,14 +450,51 @@ fn show(ds: &Dataset, loaded: &checkpoint::LoadedModel, who: &str, history: &[u3
     Ok(())
 }
 
-pub fn synth(out: &Path) -> Result<()> {
-    let (inter, items) = m6rec_data::synth::generate(&m6rec_data::synth::SynthConfig::demo());
+pub fn synth(out: &Path, media: bool, media_only: bool) -> Result<()> {
+    use m6rec_data::synth;
+    let cfg = synth::SynthConfig::demo();
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    for (name, text) in [("demo.inter", inter), ("demo.item", items)] {
-        let p = out.join(name);
-        m6rec_tensor::atomic::write_bytes(&p, text.as_bytes()).with_context(|| format!("writing {}", p.display()))?;
+    if !media_only {
+        let (inter, items) = synth::generate(&cfg);
+        for (name, text) in [("demo.inter", inter), ("demo.item", items)] {
+            let p = out.join(name);
+            m6rec_tensor::atomic::write_bytes(&p, text.as_bytes())
+                .with_context(|| format!("writing {}", p.display()))?;
+        }
+        println!("wrote {}/demo.inter and demo.item", out.display());
     }
-    println!("wrote {}/demo.inter and demo.item", out.display());
+    if media {
+        let (images, audio) = (out.join("images"), out.join("audio"));
+        for d in [&images, &audio] {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        let n = synth::n_items(&cfg);
+        (0..n).into_par_iter().try_for_each(|idx| -> Result<()> {
+            let side = synth::IMAGE_SIDE;
+            let img = image::RgbImage::from_raw(side, side, synth::item_image(&cfg, idx))
+                .ok_or_else(|| anyhow!("item {idx}: image buffer of the wrong size"))?;
+            let mut png = Vec::new();
+            img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+            let p = images.join(format!("i{idx}.png"));
+            m6rec_tensor::atomic::write_bytes(&p, &png).with_context(|| format!("writing {}", p.display()))?;
+
+            let spec = hound::WavSpec {
+                channels: 1,
+                sample_rate: synth::AUDIO_RATE,
+                bits_per_sample: 16,
+                sample_format: hound::SampleFormat::Int,
+            };
+            let mut wav = std::io::Cursor::new(Vec::new());
+            let mut w = hound::WavWriter::new(&mut wav, spec)?;
+            for x in synth::item_audio(&cfg, idx) {
+                w.write_sample((x.clamp(-1.0, 1.0) * f32::from(i16::MAX)) as i16)?;
+            }
+            w.finalize()?;
+            let p = audio.join(format!("i{idx}.wav"));
+            m6rec_tensor::atomic::write_bytes(&p, wav.get_ref()).with_context(|| format!("writing {}", p.display()))
+        })?;
+        println!("wrote {n} images to {} and {n} clips to {}", images.display(), audio.display());
+    }
     Ok(())
 }
 

@@ -56,6 +56,13 @@ enum Command {
         /// Output folder.
         #[arg(short, long)]
         out: PathBuf,
+        /// Also write each item's image (`images/<id>.png`) and audio clip (`audio/<id>.wav`), whose content names
+        /// the item's series and part; import them with `--images`/`--audio`.
+        #[arg(long)]
+        media: bool,
+        /// Write only the media (the interactions and items are committed in `fixtures/demo`).
+        #[arg(long, requires = "media")]
+        media_only: bool,
     },
     /// Print what this build links: libtorch version, CUDA, threads.
     Doctor,
@@ -91,7 +98,7 @@ fn main() -> ExitCode {
         Command::Train(a) => commands::train(&a),
         Command::Eval(a) => commands::eval(&a),
         Command::Recommend(a) => commands::recommend(&a),
-        Command::Synth { out } => commands::synth(&out),
+        Command::Synth { out, media, media_only } => commands::synth(&out, media, media_only),
         Command::Doctor => commands::doctor(threads),
     };
     match res {

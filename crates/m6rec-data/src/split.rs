@@ -5,6 +5,10 @@
 //! order: TO` on integer timestamps.
 //!
 //! Users with two events get a test target but no validation target; users with one event are train-only.
+//!
+//! Cold-start evaluation ([`Split::with_cold_items`]): a set of items is removed from every training sequence, so a
+//! model never sees them in training; they stay in validation and test (as targets and in histories), where they
+//! are the items a model must recommend from content alone.
 
 use crate::dataset::Interactions;
 
@@ -12,6 +16,10 @@ use crate::dataset::Interactions;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Split {
     seqs: Vec<Vec<u32>>,
+    /// Training sequences with the cold items removed (only when there are cold items).
+    train: Option<Vec<Vec<u32>>>,
+    /// `cold[item]`: held out of training (empty when none is).
+    cold: Vec<bool>,
 }
 
 /// A history and the item that followed it.
@@ -39,12 +47,57 @@ impl Split {
                 v.into_iter().map(|(_, i)| i).collect()
             })
             .collect();
-        Split { seqs }
+        Split::from_sequences(seqs)
     }
 
     /// Wraps already-ordered sequences (one per user).
     pub fn from_sequences(seqs: Vec<Vec<u32>>) -> Split {
-        Split { seqs }
+        Split { seqs, train: None, cold: Vec::new() }
+    }
+
+    /// Holds `items` out of training: they are removed from every training sequence and stay in validation and
+    /// test. Replaces any earlier cold set.
+    pub fn with_cold_items(mut self, items: &[u32]) -> Split {
+        let n = items.iter().map(|&i| i as usize + 1).max().unwrap_or(0);
+        let mut cold = vec![false; n];
+        for &i in items {
+            cold[i as usize] = true;
+        }
+        self.train = None;
+        let train = (0..self.seqs.len())
+            .map(|u| {
+                self.train(u).iter().copied().filter(|&i| !cold.get(i as usize).copied().unwrap_or(false)).collect()
+            })
+            .collect();
+        self.train = Some(train);
+        self.cold = cold;
+        self
+    }
+
+    /// A deterministic random `fraction` of the `n_items` catalog (at least one item when `fraction > 0`), sorted:
+    /// the cold-start set for a seed.
+    pub fn sample_cold_items(n_items: usize, fraction: f64, seed: u64) -> Vec<u32> {
+        use rand::seq::SliceRandom;
+        use rand::SeedableRng;
+        if fraction <= 0.0 || n_items == 0 {
+            return Vec::new();
+        }
+        let k = ((n_items as f64 * fraction.min(1.0)).round() as usize).clamp(1, n_items);
+        let mut all: Vec<u32> = (0..n_items).filter_map(|i| u32::try_from(i).ok()).collect();
+        all.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xC01D_57A7));
+        all.truncate(k);
+        all.sort_unstable();
+        all
+    }
+
+    /// Whether `item` is held out of training.
+    pub fn is_cold(&self, item: u32) -> bool {
+        self.cold.get(item as usize).copied().unwrap_or(false)
+    }
+
+    /// Number of items held out of training.
+    pub fn n_cold(&self) -> usize {
+        self.cold.iter().filter(|&&c| c).count()
     }
 
     /// Number of users.
@@ -57,8 +110,11 @@ impl Split {
         &self.seqs[user]
     }
 
-    /// Training events: all but the validation and test targets.
+    /// Training events: all but the validation and test targets (and without cold items, when there are any).
     pub fn train(&self, user: usize) -> &[u32] {
+        if let Some(t) = &self.train {
+            return &t[user];
+        }
         let s = &self.seqs[user];
         match s.len() {
             0 | 1 => s,
@@ -124,7 +180,29 @@ mod tests {
         assert_eq!(s.test(1).map(|t| t.item), Some(2));
     }
 
+    #[test]
+    fn cold_items_leave_training_and_stay_in_evaluation() {
+        let s = Split::from_sequences(vec![vec![1, 5, 2, 5, 3, 4], vec![5, 1, 2]]).with_cold_items(&[5]);
+        assert_eq!(s.train(0), &[1, 2, 3]);
+        assert_eq!(s.train(1), &[5u32; 0][..]);
+        assert_eq!(s.valid(1).map(|t| (t.history, t.item)), Some((&[5u32][..], 1)));
+        assert_eq!(s.test(0).map(|t| t.item), Some(4));
+        assert!(s.is_cold(5) && !s.is_cold(1) && !s.is_cold(99));
+        assert_eq!(s.n_cold(), 1);
+        assert_eq!(s.train_counts(6), vec![0, 1, 1, 1, 0, 0]);
+    }
+
     proptest! {
+        /// The cold sample is deterministic, sorted, distinct, in range and of the asked size.
+        #[test]
+        fn cold_sample_is_a_deterministic_subset(n in 1usize..500, frac in 0.01f64..1.0, seed in 0u64..1000) {
+            let a = Split::sample_cold_items(n, frac, seed);
+            prop_assert_eq!(&a, &Split::sample_cold_items(n, frac, seed));
+            prop_assert_eq!(a.len(), ((n as f64 * frac).round() as usize).clamp(1, n));
+            prop_assert!(a.windows(2).all(|w| w[0] < w[1]));
+            prop_assert!(a.iter().all(|&i| (i as usize) < n));
+        }
+
         /// train ++ [valid] ++ [test] is exactly the user's events, and they are in non-decreasing time order.
         #[test]
         fn split_partitions_each_user_in_time_order(rows in proptest::collection::vec((0u32..5, 0u32..20, 0i64..8), 0..80)) {

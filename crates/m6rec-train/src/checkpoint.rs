@@ -184,9 +184,13 @@ pub fn load_model_with_content(
     let mut vs = nn::VarStore::new(device);
     let model = SeqRec::init(&(vs.root() / "model"), &config.run.model, config.dataset.n_items)?;
     let items = match (&config.run.item_tower, content) {
-        (Some(tower), Some(content)) => {
-            Some(crate::content::ContentItems::new(&(vs.root() / "tower"), tower, content, config.run.model.d_model)?)
-        }
+        (Some(tower), Some(content)) => Some(crate::content::ContentItems::new(
+            &(vs.root() / "tower"),
+            tower,
+            &config.run.content(),
+            content,
+            config.run.model.d_model,
+        )?),
         (Some(_), None) => {
             return Err(Error::Checkpoint {
                 path: dir.to_path_buf(),

@@ -23,6 +23,9 @@ pub struct RunConfig {
     /// the classic id embedding table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item_tower: Option<m6rec_fusion::ItemTowerConfig>,
+    /// What the item tower reads (`[content]`: modalities, image/audio encoder). Absent: text only, defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<crate::content::ContentConfig>,
 }
 
 /// Training-loop settings.
@@ -62,6 +65,14 @@ pub struct TrainConfig {
     /// Users per evaluation batch. Default 256.
     #[serde(default = "d::eval_batch")]
     pub eval_batch_size: usize,
+    /// Cold-start evaluation: this fraction of the catalog (drawn from `seed`) is removed from training entirely and
+    /// evaluated as targets no model has seen; `m6rec eval` then reports cold and warm targets apart. Default 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cold_items: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 mod d {
@@ -108,11 +119,27 @@ impl Default for TrainConfig {
             max_seconds: 0.0,
             windows: true,
             eval_batch_size: d::eval_batch(),
+            cold_items: 0.0,
         }
     }
 }
 
 impl RunConfig {
+    /// The leave-one-out split of a dataset's interactions under this run: with `train.cold_items`, the cold items
+    /// are held out of training ([`Split::with_cold_items`]).
+    pub fn split(&self, interactions: &m6rec_data::Interactions, n_users: usize, n_items: usize) -> m6rec_data::Split {
+        let split = m6rec_data::Split::leave_one_out(interactions, n_users);
+        match self.train.cold_items {
+            f if f > 0.0 => split.with_cold_items(&m6rec_data::Split::sample_cold_items(n_items, f, self.train.seed)),
+            _ => split,
+        }
+    }
+
+    /// The `[content]` table, or its defaults.
+    pub fn content(&self) -> crate::content::ContentConfig {
+        self.content.clone().unwrap_or_default()
+    }
+
     /// Parses TOML text; `origin` names the source in errors.
     pub fn from_toml(text: &str, origin: &Path) -> Result<RunConfig> {
         let cfg: RunConfig =
@@ -141,6 +168,12 @@ impl RunConfig {
         let t = &self.train;
         if t.batch_size == 0 || t.eval_batch_size == 0 || t.eval_every == 0 {
             return bad("train.batch_size, train.eval_batch_size and train.eval_every must be at least 1".into());
+        }
+        if let Some(Err(e)) = self.content.as_ref().map(|c| c.validate()) {
+            return bad(e);
+        }
+        if !(0.0..1.0).contains(&t.cold_items) {
+            return bad(format!("train.cold_items is {}, must be in [0, 1)", t.cold_items));
         }
         if !(self.optim.lr > 0.0 && self.optim.lr.is_finite()) {
             return bad(format!("optim.lr is {}, must be positive", self.optim.lr));

@@ -1,84 +1,408 @@
-//! What an item tower reads: per-modality inputs for every catalog item, and which items have which modality.
+//! What an item tower reads: per-modality inputs for every catalog item, which items have which modality, and the
+//! trainable image and audio encoders with their catalog-embedding cache.
+//!
+//! Text arrives as fixed vectors (frozen MiniLM embeddings from the feature cache); the tower's projection of it
+//! trains. Images and audio arrive as pixels and log-mel spectrograms and pass through small CNNs that train with the
+//! recommender. Running a CNN over the whole catalog at every step is too slow on a CPU, so the encoders' outputs for
+//! every item are cached and recomputed in full every `refresh_every` steps; at each step only up to `grad_items` of
+//! the batch's items are re-encoded with gradients and written over their cached rows (and the cache updated).
 
 use crate::{Error, Result};
+use m6rec_audio::AudioEncoder;
 use m6rec_fusion::{ItemTower, ItemTowerConfig};
+use m6rec_image::ImageEncoder;
+use m6rec_tensor::cnn::ConvNetConfig;
 use m6rec_tensor::Mode;
+use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
-/// Content of every catalog item, row `i` = item `i`: one `[n_items, dim_m]` tensor per modality (for example cached
-/// frozen text embeddings) and a `[n_items, M]` presence mask.
+/// A modality name in `[content] modalities`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModalityName {
+    /// Text embeddings from the feature cache.
+    Text,
+    /// Images (pixels from the feature cache) through a trainable CNN.
+    Image,
+    /// Audio (log-mel spectrograms from the feature cache) through a trainable CNN.
+    Audio,
+}
+
+impl ModalityName {
+    /// Lower-case name, as in TOML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModalityName::Text => "text",
+            ModalityName::Image => "image",
+            ModalityName::Audio => "audio",
+        }
+    }
+}
+
+/// `[content]`: which modalities an item tower reads and how its image and audio encoders train.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContentConfig {
+    /// Modalities in tower order. Default `["text"]`.
+    #[serde(default = "dc::modalities")]
+    pub modalities: Vec<ModalityName>,
+    /// Shape of the image and audio CNNs.
+    #[serde(default)]
+    pub encoder: ConvNetConfig,
+    /// Items per step re-encoded with gradients (images and audio). Default 128.
+    #[serde(default = "dc::grad_items")]
+    pub grad_items: usize,
+    /// Steps between full recomputations of the cached image and audio embeddings. Default 50.
+    #[serde(default = "dc::refresh_every")]
+    pub refresh_every: u64,
+}
+
+mod dc {
+    pub fn modalities() -> Vec<super::ModalityName> {
+        vec![super::ModalityName::Text]
+    }
+    pub fn grad_items() -> usize {
+        128
+    }
+    pub fn refresh_every() -> u64 {
+        50
+    }
+}
+
+impl Default for ContentConfig {
+    fn default() -> Self {
+        ContentConfig {
+            modalities: dc::modalities(),
+            encoder: ConvNetConfig::default(),
+            grad_items: dc::grad_items(),
+            refresh_every: dc::refresh_every(),
+        }
+    }
+}
+
+impl ContentConfig {
+    /// Checks the modality list and the step counts.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.modalities.is_empty() {
+            return Err("content.modalities is empty; name at least one of \"text\", \"image\", \"audio\"".into());
+        }
+        for (i, m) in self.modalities.iter().enumerate() {
+            if self.modalities[..i].contains(m) {
+                return Err(format!("content.modalities names {:?} twice", m.as_str()));
+            }
+        }
+        if self.grad_items == 0 || self.refresh_every == 0 {
+            return Err("content.grad_items and content.refresh_every must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// One modality's input for every catalog item.
+#[derive(Debug)]
+pub enum Modality {
+    /// Fixed vectors `[n_items, dim]` (zero rows where absent), for example frozen text embeddings.
+    Vectors(Tensor),
+    /// Decoded images `[n_rows, 3, h, w]` u8 with `row_of[item]` (`-1` = none), normalised with `mean`/`std` (per
+    /// channel, on 0..1 values) before the CNN.
+    Images {
+        /// Pixels of the items that have an image.
+        pixels: Tensor,
+        /// Row of each item in `pixels`, or -1.
+        row_of: Vec<i64>,
+        /// Channel means.
+        mean: [f64; 3],
+        /// Channel standard deviations.
+        std: [f64; 3],
+    },
+    /// Log-mel spectrograms `[n_rows, 1, n_mels, n_frames]` with `row_of[item]` (`-1` = none).
+    Audio {
+        /// Spectrograms of the items that have audio.
+        log_mel: Tensor,
+        /// Row of each item in `log_mel`, or -1.
+        row_of: Vec<i64>,
+    },
+}
+
+impl Modality {
+    fn name(&self) -> &'static str {
+        match self {
+            Modality::Vectors(_) => "vectors",
+            Modality::Images { .. } => "images",
+            Modality::Audio { .. } => "audio",
+        }
+    }
+}
+
+/// Content of every catalog item, row `i` = item `i`: one [`Modality`] each and a `[n_items, M]` presence mask.
 #[derive(Debug)]
 pub struct ItemContent {
-    inputs: Vec<Tensor>,
+    modalities: Vec<Modality>,
     present: Tensor,
 }
 
 impl ItemContent {
-    /// Checks that every input has `n_items` rows and `present` is `[n_items, inputs.len()]`.
+    /// Fixed vectors only: checks that every input is `[n_items, dim]` and `present` is `[n_items, inputs.len()]`.
     pub fn new(inputs: Vec<Tensor>, present: Tensor, n_items: usize) -> Result<ItemContent> {
+        ItemContent::from_modalities(inputs.into_iter().map(Modality::Vectors).collect(), present, n_items)
+    }
+
+    /// Any mix of modalities; checks every shape and row index against `n_items`.
+    pub fn from_modalities(modalities: Vec<Modality>, present: Tensor, n_items: usize) -> Result<ItemContent> {
         let n = m6rec_tensor::dim::to_i64("n_items", n_items)?;
         let bad = |reason: String| Err(Error::NoData(format!("item content: {reason}")));
-        if inputs.is_empty() {
+        if modalities.is_empty() {
             return bad("no modality given".into());
         }
-        for (i, x) in inputs.iter().enumerate() {
-            if x.dim() != 2 || x.size()[0] != n || x.size()[1] < 1 {
-                return bad(format!("modality {i} is {:?}, expected [{n}, dim]", x.size()));
+        let mut out = Vec::with_capacity(modalities.len());
+        for (i, m) in modalities.into_iter().enumerate() {
+            let (data, row_of, rank) = match &m {
+                Modality::Vectors(x) => {
+                    if x.dim() != 2 || x.size()[0] != n || x.size()[1] < 1 {
+                        return bad(format!("modality {i} is {:?}, expected [{n}, dim]", x.size()));
+                    }
+                    out.push(Modality::Vectors(x.to_kind(Kind::Float)));
+                    continue;
+                }
+                Modality::Images { pixels, row_of, .. } => (pixels, row_of, 4),
+                Modality::Audio { log_mel, row_of } => (log_mel, row_of, 4),
+            };
+            let rows = data.size().first().copied().unwrap_or(0);
+            if data.dim() != rank || (m.name() == "images" && data.size()[1] != 3) {
+                return bad(format!("modality {i} ({}) is {:?}", m.name(), data.size()));
             }
+            if row_of.len() != n_items || row_of.iter().any(|&r| r < -1 || r >= rows) {
+                return bad(format!(
+                    "modality {i} ({}): {} row indices for {n} items, each must be -1 or in 0..{rows}",
+                    m.name(),
+                    row_of.len()
+                ));
+            }
+            out.push(m);
         }
-        let m = m6rec_tensor::dim::to_i64("modalities", inputs.len())?;
+        let m = m6rec_tensor::dim::to_i64("modalities", out.len())?;
         if present.size() != [n, m] {
             return bad(format!("present is {:?}, expected [{n}, {m}]", present.size()));
         }
-        let inputs = inputs.into_iter().map(|x| x.to_kind(Kind::Float)).collect();
-        Ok(ItemContent { inputs, present: present.to_kind(Kind::Bool) })
+        Ok(ItemContent { modalities: out, present: present.to_kind(Kind::Bool) })
     }
 
-    /// Width of each modality's input.
-    pub fn dims(&self) -> Vec<i64> {
-        self.inputs.iter().map(|x| x.size()[1]).collect()
+    /// Number of modalities.
+    pub fn len(&self) -> usize {
+        self.modalities.len()
+    }
+
+    /// Whether there is no modality (never, after construction).
+    pub fn is_empty(&self) -> bool {
+        self.modalities.is_empty()
     }
 
     fn n_items(&self) -> i64 {
         self.present.size()[0]
     }
+}
 
-    fn to_device(&self, device: Device) -> ItemContent {
-        ItemContent {
-            inputs: self.inputs.iter().map(|x| x.to_device(device)).collect(),
-            present: self.present.to_device(device),
-        }
+#[derive(Debug)]
+enum Encoder {
+    /// The CNN with the channel mean and std (`[1, 3, 1, 1]`) applied to 0..1 pixels.
+    Image(ImageEncoder, Tensor, Tensor),
+    Audio(AudioEncoder),
+}
+
+/// A trainable encoder, its inputs and its per-item output cache.
+#[derive(Debug)]
+struct Encoded {
+    encoder: Encoder,
+    data: Tensor,
+    row_of: Vec<i64>,
+    /// `[n_items, out_dim]`, detached; zero rows for items without the modality.
+    cache: Tensor,
+}
+
+impl Encoded {
+    /// Encodes `items` (`[k]` int64), with gradients when enabled; rows of items without the modality are 0.
+    fn encode(&self, items: &Tensor) -> Tensor {
+        let ids = Vec::<i64>::try_from(items.to_device(Device::Cpu)).unwrap_or_default();
+        let rows: Vec<i64> = ids
+            .iter()
+            .map(|&i| usize::try_from(i).ok().and_then(|i| self.row_of.get(i)).copied().unwrap_or(-1))
+            .collect();
+        let rows = Tensor::from_slice(&rows).to_device(self.data.device());
+        let has = rows.ge(0).unsqueeze(-1).to_kind(Kind::Float);
+        let x = self.data.index_select(0, &rows.clamp_min(0)).to_kind(Kind::Float);
+        let out = match &self.encoder {
+            Encoder::Image(enc, mean, std) => enc.forward(&((x / 255.0 - mean) / std)),
+            Encoder::Audio(enc) => enc.forward(&x),
+        };
+        out * has
     }
+
+    /// Every item's embedding, in batches, without gradients.
+    fn encode_all(&self) -> Tensor {
+        let n = self.cache.size()[0];
+        let device = self.cache.device();
+        tch::no_grad(|| {
+            let mut parts = Vec::new();
+            let mut start = 0;
+            while start < n {
+                let len = ENCODE_BATCH.min(n - start);
+                parts.push(self.encode(&Tensor::arange_start(start, start + len, (Kind::Int64, device))));
+                start += len;
+            }
+            if parts.is_empty() {
+                self.cache.zeros_like()
+            } else {
+                Tensor::cat(&parts, 0)
+            }
+        })
+    }
+}
+
+#[derive(Debug)]
+enum Slot {
+    Fixed(Tensor),
+    Encoded(Encoded),
 }
 
 /// An item tower with the content it reads: the item table of the sequence model.
 #[derive(Debug)]
 pub struct ContentItems {
     tower: ItemTower,
-    content: ItemContent,
+    slots: Vec<Slot>,
+    present: Tensor,
+    grad_items: i64,
+    refresh_every: u64,
+    steps: u64,
 }
 
+const ENCODE_BATCH: i64 = 256;
+
 impl ContentItems {
-    /// Creates the tower's variables under `vs` (`tower.*` in checkpoints) for `content` on `device`.
-    pub fn new(vs: &nn::Path<'_>, cfg: &ItemTowerConfig, content: &ItemContent, d_model: i64) -> Result<ContentItems> {
-        let tower = ItemTower::new(vs, cfg, &content.dims(), content.n_items(), d_model)
-            .map_err(|e| Error::NoData(format!("item tower: {e}")))?;
-        Ok(ContentItems { tower, content: content.to_device(vs.device()) })
+    /// Creates the tower's variables under `vs` (`tower.*` in checkpoints; image and audio CNNs under
+    /// `tower.enc.{m}.*`) for `content` on `device`.
+    pub fn new(
+        vs: &nn::Path<'_>,
+        cfg: &ItemTowerConfig,
+        content_cfg: &ContentConfig,
+        content: &ItemContent,
+        d_model: i64,
+    ) -> Result<ContentItems> {
+        let device = vs.device();
+        let n = content.n_items();
+        let out_dim = content_cfg.encoder.out_dim;
+        let mut dims = Vec::with_capacity(content.len());
+        let mut slots = Vec::with_capacity(content.len());
+        for (i, m) in content.modalities.iter().enumerate() {
+            let path = vs / "enc" / i;
+            let (encoder, data, row_of) = match m {
+                Modality::Vectors(x) => {
+                    dims.push(x.size()[1]);
+                    slots.push(Slot::Fixed(x.to_device(device)));
+                    continue;
+                }
+                Modality::Images { pixels, row_of, mean, std } => {
+                    let m =
+                        Tensor::from_slice(mean.as_slice()).to_kind(Kind::Float).to_device(device).view([1, 3, 1, 1]);
+                    let s =
+                        Tensor::from_slice(std.as_slice()).to_kind(Kind::Float).to_device(device).view([1, 3, 1, 1]);
+                    (Encoder::Image(ImageEncoder::new(&path, &content_cfg.encoder), m, s), pixels, row_of)
+                }
+                Modality::Audio { log_mel, row_of } => {
+                    (Encoder::Audio(AudioEncoder::new(&path, &content_cfg.encoder)), log_mel, row_of)
+                }
+            };
+            dims.push(out_dim);
+            let cache = Tensor::zeros([n, out_dim], (Kind::Float, device));
+            slots.push(Slot::Encoded(Encoded { encoder, data: data.to_device(device), row_of: row_of.clone(), cache }));
+        }
+        let tower =
+            ItemTower::new(vs, cfg, &dims, n, d_model).map_err(|e| Error::NoData(format!("item tower: {e}")))?;
+        Ok(ContentItems {
+            tower,
+            slots,
+            present: content.present.to_device(device),
+            grad_items: m6rec_tensor::dim::to_i64("content.grad_items", content_cfg.grad_items)?,
+            refresh_every: content_cfg.refresh_every,
+            steps: 0,
+        })
     }
 
-    /// The item table `[n_items, d_model]`, with gradients (training).
-    pub fn table(&self, mode: Mode) -> Result<Tensor> {
-        let items = Tensor::arange(self.content.n_items(), (Kind::Int64, self.content.present.device()));
+    fn n_items(&self) -> i64 {
+        self.present.size()[0]
+    }
+
+    fn encoders(&mut self) -> impl Iterator<Item = &mut Encoded> {
+        self.slots.iter_mut().filter_map(|s| match s {
+            Slot::Encoded(e) => Some(e),
+            Slot::Fixed(_) => None,
+        })
+    }
+
+    /// Whether any modality goes through a trainable encoder (images, audio).
+    pub fn has_encoders(&self) -> bool {
+        self.slots.iter().any(|s| matches!(s, Slot::Encoded(_)))
+    }
+
+    /// Recomputes every encoder's cached embeddings over the whole catalog (no gradients).
+    pub fn refresh(&mut self) {
+        for e in self.encoders() {
+            e.cache = e.encode_all();
+        }
+    }
+
+    /// The item table `[n_items, d_model]` for one training step, with gradients. `batch_items` are the items the
+    /// step's batch uses (any shape, repeats allowed): up to `grad_items` of them are re-encoded with gradients and
+    /// the rest read the cache, which is refreshed in full every `refresh_every` steps.
+    pub fn table_for_step(&mut self, batch_items: &Tensor) -> Result<Tensor> {
+        let device = self.present.device();
+        if self.has_encoders() && self.steps.is_multiple_of(self.refresh_every) {
+            self.refresh();
+        }
+        self.steps += 1;
+        let grad = if self.has_encoders() {
+            let unique = batch_items.to_device(device).view([-1]).unique_dim(0, false, false, false).0;
+            let k = unique.size()[0];
+            if k > self.grad_items {
+                unique.index_select(0, &Tensor::randperm(k, (Kind::Int64, device)).narrow(0, 0, self.grad_items))
+            } else {
+                unique
+            }
+        } else {
+            Tensor::zeros([0], (Kind::Int64, device))
+        };
+        let mut inputs = Vec::with_capacity(self.slots.len());
+        for slot in &mut self.slots {
+            match slot {
+                Slot::Fixed(x) => inputs.push(x.shallow_clone()),
+                Slot::Encoded(e) if grad.size()[0] > 0 => {
+                    let fresh = e.encode(&grad);
+                    let x = e.cache.index_put(&[Some(grad.shallow_clone())], &fresh, false);
+                    // Keep what this step computed: between full refreshes the cache moves with the encoder.
+                    e.cache = x.detach();
+                    inputs.push(x);
+                }
+                Slot::Encoded(e) => inputs.push(e.cache.shallow_clone()),
+            }
+        }
+        let items = Tensor::arange(self.n_items(), (Kind::Int64, device));
         self.tower
-            .forward(&items, &self.content.inputs, &self.content.present, mode)
+            .forward(&items, &inputs, &self.present, Mode::Train)
             .map_err(|e| Error::NoData(format!("item tower: {e}")))
     }
 
-    /// The item table without gradients, in batches (evaluation and serving).
+    /// The item table without gradients, every encoder run fresh over the catalog (evaluation and serving).
     pub fn table_eval(&self) -> Result<Tensor> {
-        let items = Tensor::arange(self.content.n_items(), (Kind::Int64, self.content.present.device()));
+        let items = Tensor::arange(self.n_items(), (Kind::Int64, self.present.device()));
+        let inputs: Vec<Tensor> = self
+            .slots
+            .iter()
+            .map(|s| match s {
+                Slot::Fixed(x) => x.shallow_clone(),
+                Slot::Encoded(e) => e.encode_all(),
+            })
+            .collect();
         self.tower
-            .embed_all(&items, &self.content.inputs, &self.content.present, 4096)
+            .embed_all(&items, &inputs, &self.present, 4096)
             .map_err(|e| Error::NoData(format!("item tower: {e}")))
     }
 }

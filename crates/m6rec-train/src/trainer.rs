@@ -124,7 +124,7 @@ impl Trainer {
         let model = SeqRec::init(&(vs.root() / "model"), &cfg.model, fingerprint.n_items)?;
         let items = match (&cfg.item_tower, content) {
             (Some(tower), Some(content)) => {
-                Some(ContentItems::new(&(vs.root() / "tower"), tower, content, cfg.model.d_model)?)
+                Some(ContentItems::new(&(vs.root() / "tower"), tower, &cfg.content(), content, cfg.model.d_model)?)
             }
             (None, None) => None,
             (Some(_), None) => {
@@ -218,7 +218,8 @@ impl Trainer {
         let n_batches = spans.len().div_ceil(t.batch_size);
         let total_steps = (t.epochs * n_batches) as u64;
         let schedule = Schedule::WarmupCosine { warmup: t.warmup_steps, total: total_steps };
-        let eval_opts = EvalOptions { filter_history: t.filter_history, batch_size: t.eval_batch_size };
+        let eval_opts =
+            EvalOptions { filter_history: t.filter_history, batch_size: t.eval_batch_size, ..Default::default() };
         let started = Instant::now();
         let elapsed0 = self.state.elapsed;
 
@@ -238,9 +239,10 @@ impl Trainer {
             let (mut loss_sum, mut n_seen, mut n_steps) = (0.0, 0usize, 0usize);
             for batch in batches {
                 let batch = batch?;
-                let loss = match &self.items {
+                let loss = match &mut self.items {
                     Some(items) => {
-                        self.model.loss_with(&batch, &items.table(Mode::Train)?, self.device, Mode::Train)?
+                        let table = items.table_for_step(&batch_items(&batch))?;
+                        self.model.loss_with(&batch, &table, self.device, Mode::Train)?
                     }
                     None => self.model.loss(&batch, self.device, Mode::Train)?,
                 };
@@ -335,6 +337,18 @@ impl Trainer {
             }
         });
     }
+}
+
+/// Items a training batch touches (input tokens and targets), as item indices.
+fn batch_items(batch: &SeqBatch) -> Tensor {
+    let items: Vec<i64> = batch
+        .tokens()
+        .iter()
+        .filter(|&&t| t > 0)
+        .map(|&t| t - 1)
+        .chain(batch.targets().iter().copied().filter(|&y| y >= 0))
+        .collect();
+    Tensor::from_slice(&items)
 }
 
 /// A slice `start..end` of one user's training sequence, trained as one row.
