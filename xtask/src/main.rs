@@ -207,7 +207,23 @@ fn demo(root: &Path, data: Option<&Path>, config: Option<&Path>) -> Result<()> {
     let run_dir = root.join("runs").join(&name);
     let (ds, ck) = (run_dir.join("data"), run_dir.join("model"));
     let p = |x: &Path| x.to_string_lossy().into_owned();
-    run_cmd(m6rec(root)?.args(["import", format, &p(&src), "--out", &p(&ds)]))?;
+    if data.is_none() {
+        // The embedded default is multimodal: generated images and audio clips, then the feature cache (MiniLM text).
+        let media = run_dir.join("media");
+        run_cmd(m6rec(root)?.args(["synth", "--media", "--media-only", "--out", &p(&media)]))?;
+        let (images, audio) = (media.join("images"), media.join("audio"));
+        run_cmd(m6rec(root)?.args(["import", format, &p(&src), "--out", &p(&ds)]).args([
+            "--images",
+            &p(&images),
+            "--audio",
+            &p(&audio),
+        ]))?;
+        let features = root.join("docs/configs/demo-features.toml");
+        let text_model = root.join(".m6rec/models/all-MiniLM-L6-v2");
+        run_cmd(m6rec(root)?.args(["features", &p(&ds), "--config", &p(&features), "--text-model", &p(&text_model)]))?;
+    } else {
+        run_cmd(m6rec(root)?.args(["import", format, &p(&src), "--out", &p(&ds)]))?;
+    }
     run_cmd(m6rec(root)?.args(["train", "--data", &p(&ds), "--config", &p(&config), "--out", &p(&ck)]))?;
     let chart = run_dir.join("metrics.svg");
     run_cmd(m6rec(root)?.args(["eval", "--checkpoint", &p(&ck), "--data", &p(&ds), "--plot", &p(&chart)]))?;

@@ -28,20 +28,67 @@ fn load_dataset(dir: &Path) -> Result<Dataset> {
     Dataset::load(dir).with_context(|| format!("loading dataset {}", dir.display()))
 }
 
-pub fn import(
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Source format: movielens (ml-100k/ml-1m folder), recbole (atomic files folder), seqtext (file), unisrec
+    /// (UniSRec-processed Amazon folder, for example Scientific).
     format: Format,
-    src: &Path,
-    out: &Path,
+    /// Source folder or file.
+    src: PathBuf,
+    /// Dataset directory to write (replaced atomically).
+    #[arg(short, long)]
+    out: PathBuf,
+    /// Print every skipped line (default: the first 10).
+    #[arg(long)]
     all_skipped: bool,
-    images: Option<&Path>,
-    audio: Option<&Path>,
-) -> Result<()> {
+    /// Folder of item images named `<item id>.<jpg|jpeg|png|webp|gif>` (for example the TMDB posters); copied into
+    /// the dataset's `media/images/`.
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// Folder of item audio clips named `<item id>.<ogg|mp3|flac|wav>`; copied into the dataset's `media/audio/`.
+    #[arg(long)]
+    audio: Option<PathBuf>,
+    /// A CSV file (header row) whose `--text-column` is appended to the text of the item named in `--id-column`,
+    /// for example TMDB plot overviews: `--item-text items_tmdb.csv --id-column movie_id --text-column overview`.
+    #[arg(long)]
+    item_text: Option<PathBuf>,
+    /// Column of `--item-text` holding item ids.
+    #[arg(long, default_value = "item_id", requires = "item_text")]
+    id_column: String,
+    /// Column of `--item-text` holding the text.
+    #[arg(long, default_value = "text", requires = "item_text")]
+    text_column: String,
+    /// Set every item's domain (for example `movies`), for datasets that will be mixed with others.
+    #[arg(long)]
+    domain: Option<String>,
+}
+
+pub fn import(a: &ImportArgs) -> Result<()> {
     use m6rec_data::media::{attach, MediaKind};
+    let (format, src, out) = (a.format, a.src.as_path(), a.out.as_path());
+    let (images, audio, all_skipped) = (a.images.as_deref(), a.audio.as_deref(), a.all_skipped);
     let bar = spinner(format!("importing {}", src.display()));
     let mut imported = m6rec_data::import::import(format, src)
         .with_context(|| format!("importing {:?} data from {}", format, src.display()))?;
     let mut copies = Vec::new();
     let mut media_lines = Vec::new();
+    if let Some(domain) = &a.domain {
+        for it in &mut imported.dataset.items {
+            it.domain.clone_from(domain);
+        }
+    }
+    if let Some(csv) = &a.item_text {
+        let r = m6rec_data::import::join_text(&mut imported.dataset, csv, &a.id_column, &a.text_column)
+            .with_context(|| format!("joining item text from {}", csv.display()))?;
+        media_lines.push(format!(
+            "item text: {} items extended from {} ({} rows with empty text, {} rows for unknown ids{})",
+            r.joined,
+            csv.display(),
+            r.empty,
+            r.n_unknown,
+            if r.unknown.is_empty() { String::new() } else { format!(": {}", r.unknown.join(", ")) }
+        ));
+    }
     for (kind, dir) in [(MediaKind::Image, images), (MediaKind::Audio, audio)] {
         let Some(dir) = dir else { continue };
         let (c, without) = attach(&mut imported.dataset, kind, dir)
@@ -103,6 +150,9 @@ pub struct TrainArgs {
     /// Override train.seed.
     #[arg(long)]
     seed: Option<u64>,
+    /// Override train.cold_items: hold this fraction of the catalog out of training for cold-start evaluation.
+    #[arg(long)]
+    cold_items: Option<f64>,
     /// Write a JSON summary (seconds, peak memory, epochs, best validation NDCG@10).
     #[arg(long)]
     summary_json: Option<PathBuf>,
@@ -154,6 +204,10 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         }
         if let Some(s) = a.seed {
             cfg.train.seed = s;
+        }
+        if let Some(c) = a.cold_items {
+            cfg.train.cold_items = c;
+            cfg.validate(Path::new("--cold-items"))?;
         }
         Trainer::with_content(cfg, fp, content.as_ref(), device)?
     };

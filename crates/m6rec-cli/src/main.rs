@@ -24,25 +24,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Import raw data (movielens, recbole, seqtext) into an m6rec dataset directory.
-    Import {
-        /// Source format: movielens (ml-100k/ml-1m folder), recbole (atomic files folder), seqtext (file).
-        format: m6rec_data::import::Format,
-        /// Source folder or file.
-        src: PathBuf,
-        /// Dataset directory to write (replaced atomically).
-        #[arg(short, long)]
-        out: PathBuf,
-        /// Print every skipped line (default: the first 10).
-        #[arg(long)]
-        all_skipped: bool,
-        /// Folder of item images named `<item id>.<jpg|jpeg|png|webp|gif>` (for example the TMDB posters);
-        /// copied into the dataset's `media/images/`.
-        #[arg(long)]
-        images: Option<PathBuf>,
-        /// Folder of item audio clips named `<item id>.<ogg|mp3|flac|wav>`; copied into the dataset's `media/audio/`.
-        #[arg(long)]
-        audio: Option<PathBuf>,
-    },
+    Import(commands::ImportArgs),
     /// Decode every item's image and audio once, in parallel, into a feature cache beside the dataset.
     Features(commands::FeaturesArgs),
     /// Train the sequence model with chronological leave-one-out validation and early stopping.
@@ -91,9 +73,7 @@ fn main() -> ExitCode {
     tch::set_num_threads(i32::try_from(threads).unwrap_or(1));
     let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
     let res = match cli.command {
-        Command::Import { format, src, out, all_skipped, images, audio } => {
-            commands::import(format, &src, &out, all_skipped, images.as_deref(), audio.as_deref())
-        }
+        Command::Import(a) => commands::import(&a),
         Command::Features(a) => commands::features(&a),
         Command::Train(a) => commands::train(&a),
         Command::Eval(a) => commands::eval(&a),

@@ -60,6 +60,9 @@ pub struct ItemTower {
     proj: Vec<nn::Linear>,
     fusion: Option<Fusion>,
     id_emb: Option<nn::Embedding>,
+    /// Hybrid mode: 1 for items whose id embedding was trained, 0 for items never seen in training (a buffer, saved
+    /// with the weights as `id_seen`).
+    seen: Option<Tensor>,
     id_dropout: f64,
     n_items: i64,
     d_model: i64,
@@ -104,7 +107,19 @@ impl ItemTower {
             nn::embedding(vs / "id_emb", n_items.max(1), d_model, init)
         });
         let id_dropout = if cfg.mode == TowerMode::Hybrid { cfg.id_dropout } else { 0.0 };
-        Ok(ItemTower { mode: cfg.mode, proj, fusion, id_emb, id_dropout, n_items, d_model })
+        let seen = (cfg.mode == TowerMode::Hybrid).then(|| vs.ones_no_train("id_seen", &[n_items.max(1)]));
+        Ok(ItemTower { mode: cfg.mode, proj, fusion, id_emb, seen, id_dropout, n_items, d_model })
+    }
+
+    /// Hybrid mode: marks which items were seen in training (`seen[i]`); the others get no id embedding, as items
+    /// added after training do, so items held out of training are represented by their content alone. Other modes
+    /// ignore it. Missing entries count as unseen.
+    pub fn set_seen(&mut self, seen: &[bool]) {
+        if let Some(buf) = &mut self.seen {
+            let n = usize::try_from(self.n_items).unwrap_or(0);
+            let v: Vec<f32> = (0..n.max(1)).map(|i| f32::from(u8::from(seen.get(i).copied().unwrap_or(false)))).collect();
+            tch::no_grad(|| buf.copy_(&Tensor::from_slice(&v).to_device(buf.device())));
+        }
     }
 
     /// The representation mode.
@@ -130,6 +145,9 @@ impl ItemTower {
         let ids = self.id_emb.as_ref().map(|emb| {
             let safe = items.where_self(&known, &items.zeros_like());
             let mut keep = known.to_kind(Kind::Float);
+            if let Some(seen) = &self.seen {
+                keep *= seen.index_select(0, &safe);
+            }
             if mode.is_train() && self.id_dropout > 0.0 {
                 // Dropped ids are zeroed, not rescaled: at inference an item has its id embedding or none.
                 keep *= Tensor::rand([n], (Kind::Float, items.device())).ge(self.id_dropout).to_kind(Kind::Float);

@@ -338,6 +338,12 @@ impl ContentItems {
         })
     }
 
+    /// Marks the items seen in training (see [`ItemTower::set_seen`]): in hybrid mode the others are represented by
+    /// their content alone.
+    pub fn set_seen(&mut self, seen: &[bool]) {
+        self.tower.set_seen(seen);
+    }
+
     /// Whether any modality goes through a trainable encoder (images, audio).
     pub fn has_encoders(&self) -> bool {
         self.slots.iter().any(|s| matches!(s, Slot::Encoded(_)))

@@ -215,6 +215,20 @@ impl Trainer {
         }
         // Sequences shared with the loader thread (plain data, no tensors).
         let seqs: Arc<Vec<Vec<u32>>> = Arc::new((0..split.n_users()).map(|u| split.train(u).to_vec()).collect());
+        if let Some(items) = &mut self.items {
+            // Items without training events (held out, or simply never interacted with) must not lean on an id
+            // embedding that never trained.
+            let seen: Vec<bool> = split.train_counts(n_items).iter().map(|&c| c > 0).collect();
+            items.set_seen(&seen);
+            let vars = self.vs.variables();
+            for (name, t) in &mut self.best {
+                if name.ends_with("id_seen") {
+                    if let Some(v) = vars.get(name.as_str()) {
+                        *t = v.detach().copy();
+                    }
+                }
+            }
+        }
         let n_batches = spans.len().div_ceil(t.batch_size);
         let total_steps = (t.epochs * n_batches) as u64;
         let schedule = Schedule::WarmupCosine { warmup: t.warmup_steps, total: total_steps };

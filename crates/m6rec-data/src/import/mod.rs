@@ -6,10 +6,12 @@
 mod movielens;
 mod recbole;
 mod seqtext;
+mod unisrec;
 
 pub use movielens::import_movielens;
 pub use recbole::import_recbole;
 pub use seqtext::import_seqtext;
+pub use unisrec::import_unisrec;
 
 use crate::dataset::{Dataset, Interactions, Item};
 use crate::error::io;
@@ -27,6 +29,8 @@ pub enum Format {
     RecBole,
     /// One line per user: `user item1 item2 ...` in chronological order (SASRec / S3-Rec).
     SeqText,
+    /// UniSRec-processed Amazon data: `<name>.text`, `.item2index`, `.user2index`, `.{train,valid,test}.inter`.
+    UniSRec,
 }
 
 impl std::str::FromStr for Format {
@@ -36,7 +40,8 @@ impl std::str::FromStr for Format {
             "movielens" | "ml-100k" | "ml-1m" => Ok(Format::MovieLens),
             "recbole" | "atomic" => Ok(Format::RecBole),
             "seqtext" | "sasrec" => Ok(Format::SeqText),
-            _ => Err(format!("unknown import format `{s}`: expected movielens, recbole or seqtext")),
+            "unisrec" => Ok(Format::UniSRec),
+            _ => Err(format!("unknown import format `{s}`: expected movielens, recbole, seqtext or unisrec")),
         }
     }
 }
@@ -47,6 +52,7 @@ pub fn import(format: Format, src: &Path) -> Result<Imported> {
         Format::MovieLens => import_movielens(src),
         Format::RecBole => import_recbole(src),
         Format::SeqText => import_seqtext(src),
+        Format::UniSRec => import_unisrec(src),
     }
 }
 
@@ -193,4 +199,63 @@ pub(crate) fn parse_ts(s: &str) -> std::result::Result<i64, String> {
 
 pub(crate) fn dataset_name(src: &Path) -> String {
     src.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "dataset".into())
+}
+
+/// What [`join_text`] did.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JoinReport {
+    /// Items whose text was extended.
+    pub joined: usize,
+    /// Rows whose id is not an item of the dataset (listed as `line: id`, at most 10).
+    pub unknown: Vec<String>,
+    /// Number of rows with an unknown id.
+    pub n_unknown: usize,
+    /// Rows with an empty text cell.
+    pub empty: usize,
+}
+
+/// Appends a column of a CSV file (RFC 4180, header row, any line ends) to the text of the items it names, for
+/// example TMDB plot overviews (`movie_id`, `overview`) onto MovieLens items. Duplicate rows for an item are joined
+/// once; rows for unknown ids are counted, not errors.
+pub fn join_text(dataset: &mut Dataset, csv_path: &Path, id_column: &str, text_column: &str) -> Result<JoinReport> {
+    let file = std::fs::File::open(csv_path).map_err(io(csv_path))?;
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(std::io::BufReader::new(file));
+    let bad = |reason: String| Error::BadFormat { path: csv_path.to_path_buf(), reason: format!("header: {reason}") };
+    let headers = reader.headers().map_err(|e| bad(e.to_string()))?.clone();
+    let col = |name: &str| {
+        headers.iter().position(|h| h.trim() == name).ok_or_else(|| {
+            bad(format!("no column `{name}` in the header (columns: {})", headers.iter().collect::<Vec<_>>().join(", ")))
+        })
+    };
+    let (id_col, text_col) = (col(id_column)?, col(text_column)?);
+    let index: HashMap<String, usize> = dataset.items.iter().enumerate().map(|(i, it)| (it.id.clone(), i)).collect();
+    let mut done = vec![false; dataset.items.len()];
+    let mut report = JoinReport::default();
+    for (n, row) in reader.records().enumerate() {
+        let line = n + 2;
+        let row = row.map_err(|e| Error::BadFormat { path: csv_path.to_path_buf(), reason: format!("line {line}: {e}") })?;
+        let id = row.get(id_col).unwrap_or("").trim();
+        let text = row.get(text_col).unwrap_or("").trim();
+        let Some(&i) = index.get(id) else {
+            report.n_unknown += 1;
+            if report.unknown.len() < 10 {
+                report.unknown.push(format!("line {line}: {id:?}"));
+            }
+            continue;
+        };
+        if text.is_empty() {
+            report.empty += 1;
+            continue;
+        }
+        if std::mem::replace(&mut done[i], true) {
+            continue;
+        }
+        let item = &mut dataset.items[i];
+        item.text = Some(match item.text.take() {
+            Some(t) if !t.is_empty() => format!("{t}. {text}"),
+            _ => text.to_string(),
+        });
+        report.joined += 1;
+    }
+    Ok(report)
 }

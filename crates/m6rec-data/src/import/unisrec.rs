@@ -1,0 +1,130 @@
+//! UniSRec-processed Amazon datasets (`<name>.text`, `<name>.item2index`, `<name>.user2index`,
+//! `<name>.{train,valid,test}.inter`), for example the "Scientific" dataset used by UniSRec, VQ-Rec and Recformer.
+//!
+//! The files hold leave-one-out rows, not sequences: `train.inter` has one row per earlier target, listed per user
+//! from the latest position to the earliest, and histories are cut to the last 50 items. Full sequences are rebuilt
+//! exactly: the earliest train row's history, each train row's target in turn, then the validation and test targets.
+//! There are no timestamps; an event's position in its user's sequence is its timestamp, so the leave-one-out split
+//! reproduces the files' validation and test targets.
+
+use super::{read_text, Builder, Imported};
+use crate::{Error, Result};
+use std::path::{Path, PathBuf};
+
+fn file(src: &Path, name: &str, ext: &str) -> PathBuf {
+    src.join(format!("{name}.{ext}"))
+}
+
+/// Imports a UniSRec dataset folder; the dataset name is the prefix of its `.text` file.
+pub fn import_unisrec(src: &Path) -> Result<Imported> {
+    let name = std::fs::read_dir(src)
+        .map_err(crate::error::io(src))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".text")).map(str::to_string))
+        .next()
+        .ok_or_else(|| Error::BadFormat {
+            path: src.to_path_buf(),
+            reason: "no <name>.text file: a UniSRec folder has <name>.text, .item2index, .user2index and .{train,valid,test}.inter".into(),
+        })?;
+    let domain = name.to_lowercase();
+    let mut b = Builder::default();
+
+    // Items in index order, so dense item i = UniSRec index i.
+    let path = file(src, &name, "item2index");
+    let mut asins: Vec<Option<String>> = Vec::new();
+    for (n, line) in read_text(&path)?.lines().enumerate() {
+        let mut f = line.split('\t');
+        match (f.next(), f.next().and_then(|x| x.trim().parse::<usize>().ok())) {
+            (Some(asin), Some(idx)) if !asin.is_empty() => {
+                if asins.len() <= idx {
+                    asins.resize(idx + 1, None);
+                }
+                asins[idx] = Some(asin.to_string());
+            }
+            _ => b.skip(&path, n + 1, "expected `ASIN<TAB>index`"),
+        }
+    }
+    for (idx, asin) in asins.iter().enumerate() {
+        let Some(asin) = asin else {
+            return Err(Error::BadFormat { path, reason: format!("no item has index {idx} (indices must be 0..n)") });
+        };
+        b.item(asin, &domain);
+    }
+    let path = file(src, &name, "text");
+    for (n, line) in read_text(&path)?.lines().enumerate().skip(1) {
+        let Some((asin, text)) = line.split_once('\t') else {
+            b.skip(&path, n + 1, "expected `item_id<TAB>text`");
+            continue;
+        };
+        let Some(i) = b.known_item(asin) else {
+            b.skip(&path, n + 1, format!("item {asin} is not in {name}.item2index"));
+            continue;
+        };
+        let text = text.trim();
+        let item = b.item_mut(i);
+        item.title = text.split(". ").next().unwrap_or(text).trim_end_matches('.').to_string();
+        item.text = Some(text.to_string());
+    }
+
+    let path = file(src, &name, "user2index");
+    let mut users: Vec<Option<String>> = Vec::new();
+    for (n, line) in read_text(&path)?.lines().enumerate() {
+        let mut f = line.split('\t');
+        match (f.next(), f.next().and_then(|x| x.trim().parse::<usize>().ok())) {
+            (Some(id), Some(idx)) if !id.is_empty() => {
+                if users.len() <= idx {
+                    users.resize(idx + 1, None);
+                }
+                users[idx] = Some(id.to_string());
+            }
+            _ => b.skip(&path, n + 1, "expected `user_id<TAB>index`"),
+        }
+    }
+
+    // (history, target) rows per user index, per file.
+    let n_items = asins.len();
+    let mut rows: [Vec<Vec<(Vec<u32>, u32)>>; 3] = Default::default();
+    for (k, part) in ["train", "valid", "test"].iter().enumerate() {
+        let path = file(src, &name, &format!("{part}.inter"));
+        rows[k] = vec![Vec::new(); users.len()];
+        for (n, line) in read_text(&path)?.lines().enumerate().skip(1) {
+            let f: Vec<&str> = line.split('\t').collect();
+            let parsed = (|| {
+                let u = f.first()?.trim().parse::<usize>().ok().filter(|&u| u < users.len())?;
+                let hist: Option<Vec<u32>> = f.get(1)?.split_whitespace().map(|x| x.parse::<u32>().ok()).collect();
+                let target = f.get(2)?.trim().parse::<u32>().ok()?;
+                let hist = hist?;
+                let ok = hist.iter().chain([&target]).all(|&i| (i as usize) < n_items);
+                ok.then_some((u, hist, target))
+            })();
+            match parsed {
+                Some((u, hist, target)) => rows[k][u].push((hist, target)),
+                None => b.skip(&path, n + 1, "expected `user index<TAB>item indices<TAB>item index`, all in range"),
+            }
+        }
+    }
+    let [train, valid, test] = rows;
+    for (u, id) in users.iter().enumerate() {
+        let Some(id) = id else { continue };
+        let mut seq: Vec<u32> = Vec::new();
+        // Train rows are listed latest first: the earliest is the last one.
+        let mut earlier: Vec<&(Vec<u32>, u32)> = train[u].iter().rev().collect();
+        let first = earlier.first().map(|r| &r.0).or_else(|| valid[u].first().map(|r| &r.0));
+        if let Some(h) = first {
+            seq.extend(h);
+        }
+        for r in earlier.drain(..) {
+            seq.push(r.1);
+        }
+        seq.extend(valid[u].first().map(|r| r.1));
+        seq.extend(test[u].first().map(|r| r.1));
+        if seq.is_empty() {
+            continue;
+        }
+        let user = b.user(id);
+        for (t, &item) in seq.iter().enumerate() {
+            b.event(user, item, t as i64, None);
+        }
+    }
+    b.finish(&name, format!("unisrec:{}", src.display()), src)
+}
