@@ -153,6 +153,10 @@ pub struct TrainArgs {
     /// Override train.cold_items: hold this fraction of the catalog out of training for cold-start evaluation.
     #[arg(long)]
     cold_items: Option<f64>,
+    /// Fine-tune: start from this checkpoint's weights (pretrained on any catalog; variables whose shapes depend on
+    /// the catalog start fresh). Its run configuration is used unless --config is given.
+    #[arg(long, conflicts_with = "resume")]
+    init_from: Option<PathBuf>,
     /// Write a JSON summary (seconds, peak memory, epochs, best validation NDCG@10).
     #[arg(long)]
     summary_json: Option<PathBuf>,
@@ -175,9 +179,12 @@ fn peak_rss_mb() -> Option<f64> {
 pub fn train(a: &TrainArgs) -> Result<()> {
     let device = m6rec_tensor::device::parse(&a.device)?;
     // The config is read first: a typo there should not wait for the data to load.
-    let cfg = match &a.config {
-        Some(p) => Some(RunConfig::load(p).with_context(|| format!("reading run config {}", p.display()))?),
-        None => None,
+    let cfg = match (&a.config, &a.init_from) {
+        (Some(p), _) => Some(RunConfig::load(p).with_context(|| format!("reading run config {}", p.display()))?),
+        (None, Some(ck)) => {
+            Some(checkpoint::load_config(ck).with_context(|| format!("loading checkpoint {}", ck.display()))?.run)
+        }
+        (None, None) => None,
     };
     let ds = load_dataset(&a.data)?;
     let out = a.out.clone().unwrap_or_else(|| m6rec_train::default_run_dir(&ds.name));
@@ -209,8 +216,23 @@ pub fn train(a: &TrainArgs) -> Result<()> {
             cfg.train.cold_items = c;
             cfg.validate(Path::new("--cold-items"))?;
         }
-        Trainer::with_content(cfg, fp, content.as_ref(), device)?
+        cfg.fill_domain_vocab(ds.items.iter().map(|it| it.domain.as_str()));
+        let mut t = Trainer::with_content(cfg, fp, content.as_ref(), device)?;
+        if let Some(ck) = &a.init_from {
+            let (copied, skipped) =
+                t.init_from(ck).with_context(|| format!("initialising from checkpoint {}", ck.display()))?;
+            println!(
+                "fine-tuning from {}: {} tensors copied, {} left fresh ({})",
+                ck.display(),
+                copied.len(),
+                skipped.len(),
+                skipped.join(", ")
+            );
+        }
+        t
     };
+    let domains: Vec<&str> = ds.items.iter().map(|it| it.domain.as_str()).collect();
+    trainer.set_item_domains(&domains)?;
     let cfg = trainer.config().clone();
     let split = cfg.split(&ds.interactions, ds.n_users(), ds.n_items());
     if split.n_cold() > 0 {
@@ -289,9 +311,12 @@ pub struct EvalArgs {
     /// Feature cache for checkpoints with an item tower (default `<data>.features`).
     #[arg(long)]
     features: Option<PathBuf>,
+    /// Zero-shot transfer: `--data` is another catalog (a domain never seen in training), scored from its items'
+    /// content with no training. Needs a model pretrained with a content_only or hybrid item tower.
+    #[arg(long)]
+    zero_shot: bool,
 }
 
-/// What an item tower reads, from the dataset's feature cache: for now the frozen text embeddings (one modality).
 /// The item tower's input, modality by modality as the run's `[content]` table names them, from the feature cache.
 fn item_content(
     data: &Path,
@@ -364,14 +389,43 @@ fn open_model(
         Some(_) => Some(item_content(data, features, &ds, &run)?),
         None => None,
     };
-    let loaded = checkpoint::load_model_with_content(ckpt, device, content.as_ref())
+    let mut loaded = checkpoint::load_model_with_content(ckpt, device, content.as_ref())
         .with_context(|| format!("loading checkpoint {}", ckpt.display()))?;
+    loaded.set_item_domains(&ds.items.iter().map(|it| it.domain.as_str()).collect::<Vec<_>>());
     loaded.config.dataset.check(&DatasetFingerprint::of(&ds), ckpt)?;
     Ok((device, ds, loaded))
 }
 
+/// A checkpoint pretrained on another catalog, reading this dataset's items through its content tower.
+fn open_zero_shot(
+    device: &str,
+    data: &Path,
+    ckpt: &Path,
+    features: Option<&Path>,
+) -> Result<(tch::Device, Dataset, checkpoint::LoadedModel)> {
+    let device = m6rec_tensor::device::parse(device)?;
+    let ds = load_dataset(data)?;
+    let config = checkpoint::load_config(ckpt).with_context(|| format!("loading checkpoint {}", ckpt.display()))?;
+    let content = item_content(data, features, &ds, &config.run)?;
+    let mut loaded = checkpoint::load_model_zero_shot(ckpt, device, &content)
+        .with_context(|| format!("loading checkpoint {} for zero-shot transfer", ckpt.display()))?;
+    loaded.set_item_domains(&ds.items.iter().map(|it| it.domain.as_str()).collect::<Vec<_>>());
+    println!(
+        "zero-shot: a model trained on {} ({} items) scores {} ({} items) from content alone, with no training on it",
+        config.dataset.name,
+        config.dataset.n_items,
+        ds.name,
+        ds.n_items()
+    );
+    Ok((device, ds, loaded))
+}
+
 pub fn eval(a: &EvalArgs) -> Result<()> {
-    let (_device, ds, loaded) = open_model(&a.device, &a.data, &a.checkpoint, a.features.as_deref())?;
+    let (_device, ds, loaded) = if a.zero_shot {
+        open_zero_shot(&a.device, &a.data, &a.checkpoint, a.features.as_deref())?
+    } else {
+        open_model(&a.device, &a.data, &a.checkpoint, a.features.as_deref())?
+    };
     let split = loaded.config.run.split(&ds.interactions, ds.n_users(), ds.n_items());
     let stage = if a.stage == "valid" { Stage::Valid } else { Stage::Test };
     let opts = EvalOptions { filter_history: a.filter_history, batch_size: 256, targets: Targets::All };

@@ -117,7 +117,8 @@ impl ItemTower {
     pub fn set_seen(&mut self, seen: &[bool]) {
         if let Some(buf) = &mut self.seen {
             let n = usize::try_from(self.n_items).unwrap_or(0);
-            let v: Vec<f32> = (0..n.max(1)).map(|i| f32::from(u8::from(seen.get(i).copied().unwrap_or(false)))).collect();
+            let v: Vec<f32> =
+                (0..n.max(1)).map(|i| f32::from(u8::from(seen.get(i).copied().unwrap_or(false)))).collect();
             tch::no_grad(|| buf.copy_(&Tensor::from_slice(&v).to_device(buf.device())));
         }
     }

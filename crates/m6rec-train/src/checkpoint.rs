@@ -155,16 +155,21 @@ pub struct LoadedModel {
     pub model: SeqRec,
     /// The item tower and its content, for runs with `[item_tower]`.
     pub items: Option<crate::content::ContentItems>,
+    /// Domain embeddings, for runs with `[domains]` (give the items' domains with [`LoadedModel::set_item_domains`]).
+    pub domains: Option<crate::domains::DomainEmbedding>,
 }
 
 impl LoadedModel {
     /// A scorer over the whole catalog (the item tower's table is computed once, here).
     pub fn scorer(&self) -> Result<crate::ModelScorer<'_>> {
-        let device = self.vs.device();
-        Ok(match &self.items {
-            Some(items) => crate::ModelScorer::with_table(&self.model, items.table_eval()?, device),
-            None => crate::ModelScorer::new(&self.model, device),
-        })
+        crate::scorer::scorer_for(&self.model, self.items.as_ref(), self.domains.as_ref(), self.vs.device())
+    }
+
+    /// Gives each catalog item's domain name; domains the model was not trained on share the "unknown" embedding.
+    pub fn set_item_domains(&mut self, names: &[&str]) {
+        if let (Some(d), Some(cfg)) = (&mut self.domains, &self.config.run.domains) {
+            d.set_items(&cfg.index(names), self.vs.device());
+        }
     }
 }
 
@@ -201,6 +206,72 @@ pub fn load_model_with_content(
         }
         (None, _) => None,
     };
+    let domains = domain_embedding(&vs, &config)?;
     load_weights(&mut vs, dir, "model.safetensors")?;
-    Ok(LoadedModel { config, vs, model, items })
+    Ok(LoadedModel { config, vs, model, items, domains })
+}
+
+/// Loads a checkpoint to score **another catalog** with no training (zero-shot transfer): the run must read items
+/// through a content tower (`content_only`, or `hybrid`, whose id embeddings are then unused), and `content` is the
+/// new catalog's content, with the modalities the run was trained on. Checks nothing about the dataset fingerprint.
+pub fn load_model_zero_shot(dir: &Path, device: Device, content: &crate::content::ItemContent) -> Result<LoadedModel> {
+    let config = load_config(dir)?;
+    let Some(tower) = &config.run.item_tower else {
+        return Err(Error::Checkpoint {
+            path: dir.to_path_buf(),
+            reason: "this model has an id table and no item tower: it cannot score items it was not trained on; pretrain with [item_tower] mode = \"content_only\" or \"hybrid\"".into(),
+        });
+    };
+    let mut vs = nn::VarStore::new(device);
+    let model = SeqRec::init(&(vs.root() / "model"), &config.run.model, config.dataset.n_items)?;
+    let trained = m6rec_tensor::dim::to_i64("n_items", config.dataset.n_items)?;
+    let mut items = crate::content::ContentItems::for_new_catalog(
+        &(vs.root() / "tower"),
+        tower,
+        &config.run.content(),
+        content,
+        config.run.model.d_model,
+        trained,
+    )?;
+    let domains = domain_embedding(&vs, &config)?;
+    load_weights(&mut vs, dir, "model.safetensors")?;
+    items.set_seen(&[]);
+    Ok(LoadedModel { config, vs, model, items: Some(items), domains })
+}
+
+fn domain_embedding(vs: &nn::VarStore, config: &CheckpointConfig) -> Result<Option<crate::domains::DomainEmbedding>> {
+    match &config.run.domains {
+        Some(d) if d.embed => Ok(Some(crate::domains::DomainEmbedding::new(
+            &(vs.root() / "domains"),
+            d.vocab.len(),
+            config.run.model.d_model,
+        )?)),
+        _ => Ok(None),
+    }
+}
+
+/// Copies every variable of checkpoint `dir`'s best weights whose name and shape match one in `vs` (fine-tuning
+/// from a model pretrained on another catalog). Returns `(copied, skipped)` variable names; catalog-sized tables
+/// (`model.item_emb`, `tower.id_emb`) are the usual skips.
+pub fn init_from(vs: &nn::VarStore, dir: &Path) -> Result<(Vec<String>, Vec<String>)> {
+    let path = dir.join("model.safetensors");
+    let saved = Tensor::read_safetensors(&path)
+        .map_err(|e| Error::Checkpoint { path: dir.to_path_buf(), reason: format!("model.safetensors: {e}") })?;
+    let vars = vs.variables();
+    let (mut copied, mut skipped) = (Vec::new(), Vec::new());
+    tch::no_grad(|| {
+        for (name, t) in saved {
+            match vars.get(&name) {
+                Some(v) if v.size() == t.size() => {
+                    let mut v = v.shallow_clone();
+                    v.copy_(&t.to_device(v.device()));
+                    copied.push(name);
+                }
+                _ => skipped.push(name),
+            }
+        }
+    });
+    copied.sort();
+    skipped.sort();
+    Ok((copied, skipped))
 }

@@ -26,6 +26,9 @@ pub struct RunConfig {
     /// What the item tower reads (`[content]`: modalities, image/audio encoder). Absent: text only, defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<crate::content::ContentConfig>,
+    /// Several domains (`[domains]`): domain embeddings and per-domain sampling weights. Absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domains: Option<crate::domains::DomainConfig>,
 }
 
 /// Training-loop settings.
@@ -135,6 +138,17 @@ impl RunConfig {
         }
     }
 
+    /// Fills `[domains] vocab` from the items' domain names (sorted, distinct) when the run has `[domains]` and no
+    /// vocabulary yet.
+    pub fn fill_domain_vocab<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) {
+        if let Some(d) = &mut self.domains {
+            if d.vocab.is_empty() {
+                let set: std::collections::BTreeSet<&str> = names.into_iter().collect();
+                d.vocab = set.into_iter().map(str::to_string).collect();
+            }
+        }
+    }
+
     /// The `[content]` table, or its defaults.
     pub fn content(&self) -> crate::content::ContentConfig {
         self.content.clone().unwrap_or_default()
@@ -170,6 +184,9 @@ impl RunConfig {
             return bad("train.batch_size, train.eval_batch_size and train.eval_every must be at least 1".into());
         }
         if let Some(Err(e)) = self.content.as_ref().map(|c| c.validate()) {
+            return bad(e);
+        }
+        if let Some(Err(e)) = self.domains.as_ref().map(|c| c.validate()) {
             return bad(e);
         }
         if !(0.0..1.0).contains(&t.cold_items) {

@@ -287,6 +287,36 @@ impl ContentItems {
         content: &ItemContent,
         d_model: i64,
     ) -> Result<ContentItems> {
+        ContentItems::build(vs, cfg, content_cfg, content, d_model, content.n_items())
+    }
+
+    /// A tower trained on another catalog of `trained_items` items, reading `content` of a new catalog (zero-shot
+    /// transfer): its variables have the trained shapes, and no item of the new catalog gets an id embedding (call
+    /// [`ContentItems::set_seen`] with nothing seen after loading the weights).
+    pub fn for_new_catalog(
+        vs: &nn::Path<'_>,
+        cfg: &ItemTowerConfig,
+        content_cfg: &ContentConfig,
+        content: &ItemContent,
+        d_model: i64,
+        trained_items: i64,
+    ) -> Result<ContentItems> {
+        if cfg.mode == m6rec_fusion::TowerMode::IdOnly {
+            return Err(Error::NoData(
+                "an id_only item tower cannot represent another catalog's items; zero-shot transfer needs content_only or hybrid".into(),
+            ));
+        }
+        ContentItems::build(vs, cfg, content_cfg, content, d_model, trained_items)
+    }
+
+    fn build(
+        vs: &nn::Path<'_>,
+        cfg: &ItemTowerConfig,
+        content_cfg: &ContentConfig,
+        content: &ItemContent,
+        d_model: i64,
+        id_rows: i64,
+    ) -> Result<ContentItems> {
         let device = vs.device();
         let n = content.n_items();
         let out_dim = content_cfg.encoder.out_dim;
@@ -316,7 +346,7 @@ impl ContentItems {
             slots.push(Slot::Encoded(Encoded { encoder, data: data.to_device(device), row_of: row_of.clone(), cache }));
         }
         let tower =
-            ItemTower::new(vs, cfg, &dims, n, d_model).map_err(|e| Error::NoData(format!("item tower: {e}")))?;
+            ItemTower::new(vs, cfg, &dims, id_rows, d_model).map_err(|e| Error::NoData(format!("item tower: {e}")))?;
         Ok(ContentItems {
             tower,
             slots,

@@ -21,6 +21,7 @@
 pub mod checkpoint;
 mod config;
 pub mod content;
+pub mod domains;
 mod error;
 pub mod eval;
 pub mod metrics;

@@ -91,3 +91,24 @@ impl Scorer for Popularity {
         self.n_items
     }
 }
+
+/// A scorer for a model whose item table may come from an item tower and may carry domain embeddings.
+pub(crate) fn scorer_for<'a>(
+    model: &'a SeqRec,
+    items: Option<&crate::content::ContentItems>,
+    domains: Option<&crate::domains::DomainEmbedding>,
+    device: Device,
+) -> crate::Result<ModelScorer<'a>> {
+    tch::no_grad(|| {
+        let table = match (items, domains) {
+            (None, None) => return Ok(ModelScorer::new(model, device)),
+            (Some(items), _) => items.table_eval()?,
+            (None, Some(_)) => model.item_embeddings().detach(),
+        };
+        let table = match domains {
+            Some(d) => d.add(&table)?,
+            None => table,
+        };
+        Ok(ModelScorer::with_table(model, table, device))
+    })
+}

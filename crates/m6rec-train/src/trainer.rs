@@ -8,6 +8,7 @@
 use crate::checkpoint::{self, CheckpointConfig, CheckpointParts, DatasetFingerprint, CHECKPOINT_VERSION};
 use crate::config::RunConfig;
 use crate::content::{ContentItems, ItemContent};
+use crate::domains::DomainEmbedding;
 use crate::eval::{evaluate, EvalOptions, Stage};
 use crate::scorer::ModelScorer;
 use crate::{Error, Result};
@@ -86,6 +87,9 @@ pub struct Trainer {
     vs: nn::VarStore,
     model: SeqRec,
     items: Option<ContentItems>,
+    domains: Option<DomainEmbedding>,
+    /// Sampling weight of each item's domain (empty: all 1).
+    item_weight: Vec<f64>,
     opt: AdamW,
     state: TrainState,
     best: Vec<(String, Tensor)>,
@@ -136,9 +140,27 @@ impl Trainer {
                 return Err(Error::NoData("item content was given but the run has no [item_tower] table".into()))
             }
         };
+        let domains = match &cfg.domains {
+            Some(d) if d.embed => {
+                Some(DomainEmbedding::new(&(vs.root() / "domains"), d.vocab.len(), cfg.model.d_model)?)
+            }
+            _ => None,
+        };
         let opt = AdamW::new(&vs, &cfg.optim);
         let best = copy_vars(&vs);
-        Ok(Trainer { cfg, fingerprint, vs, model, items, opt, state: TrainState::default(), best, device })
+        Ok(Trainer {
+            cfg,
+            fingerprint,
+            vs,
+            model,
+            items,
+            domains,
+            item_weight: Vec::new(),
+            opt,
+            state: TrainState::default(),
+            best,
+            device,
+        })
     }
 
     /// Continues from a checkpoint directory written by [`Trainer::fit`], for the same dataset.
@@ -167,6 +189,47 @@ impl Trainer {
         Ok(t)
     }
 
+    /// Starts from the weights of a model trained on another catalog (checkpoint `dir`): every variable whose name
+    /// and shape match is copied (the sequence model, the tower's projections, fusion and encoders); catalog-sized
+    /// tables keep their fresh initialisation. Returns `(copied, skipped)` names.
+    pub fn init_from(&mut self, dir: &Path) -> Result<(Vec<String>, Vec<String>)> {
+        let out = checkpoint::init_from(&self.vs, dir)?;
+        self.best = copy_vars(&self.vs);
+        Ok(out)
+    }
+
+    /// Gives each catalog item's domain name (runs with `[domains]`: embeddings and sampling weights need them).
+    pub fn set_item_domains(&mut self, names: &[&str]) -> Result<()> {
+        if names.len() != self.fingerprint.n_items {
+            return Err(Error::NoData(format!(
+                "{} item domains for a catalog of {} items",
+                names.len(),
+                self.fingerprint.n_items
+            )));
+        }
+        let Some(cfg) = &self.cfg.domains else { return Ok(()) };
+        if let Some(d) = &mut self.domains {
+            d.set_items(&cfg.index(names), self.device);
+        }
+        self.item_weight = names.iter().map(|n| cfg.weight(n)).collect();
+        Ok(())
+    }
+
+    /// The item table for one training step (item tower and/or domain embeddings), or `None` for the plain id model.
+    fn step_table(&mut self, batch: &SeqBatch) -> Result<Option<Tensor>> {
+        if self.items.is_none() && self.domains.is_none() {
+            return Ok(None);
+        }
+        let table = match &mut self.items {
+            Some(items) => items.table_for_step(&batch_items(batch))?,
+            None => self.model.item_embeddings(),
+        };
+        Ok(Some(match &self.domains {
+            Some(d) => d.add(&table)?,
+            None => table,
+        }))
+    }
+
     /// The run configuration.
     pub fn config(&self) -> &RunConfig {
         &self.cfg
@@ -185,10 +248,7 @@ impl Trainer {
     }
     /// A scorer over the current weights (the item tower's table is computed once, here).
     pub fn scorer(&self) -> Result<ModelScorer<'_>> {
-        Ok(match &self.items {
-            Some(items) => ModelScorer::with_table(&self.model, items.table_eval()?, self.device),
-            None => ModelScorer::new(&self.model, self.device),
-        })
+        crate::scorer::scorer_for(&self.model, self.items.as_ref(), self.domains.as_ref(), self.device)
     }
 
     /// Trains until early stopping, `train.epochs` or `train.max_seconds`; checkpoints into `ckpt` after every
@@ -240,8 +300,9 @@ impl Trainer {
         while !self.state.finished && self.state.epoch < t.epochs && self.state.epoch < until_epoch {
             let epoch = self.state.epoch + 1;
             m6rec_tensor::seed(t.seed.wrapping_add(epoch as u64));
-            let mut order = spans.clone();
-            order.shuffle(&mut ChaCha8Rng::seed_from_u64(t.seed.wrapping_add(epoch as u64)));
+            let mut rng = ChaCha8Rng::seed_from_u64(t.seed.wrapping_add(epoch as u64));
+            let mut order = weighted_spans(&spans, &seqs, &self.item_weight, &mut rng);
+            order.shuffle(&mut rng);
             let jobs: Vec<Vec<Span>> = order.chunks(t.batch_size).map(|c| c.to_vec()).collect();
             let seqs_ref = Arc::clone(&seqs);
             let batches = loader::prefetch(jobs, 4, move |job: &Vec<Span>| {
@@ -253,11 +314,8 @@ impl Trainer {
             let (mut loss_sum, mut n_seen, mut n_steps) = (0.0, 0usize, 0usize);
             for batch in batches {
                 let batch = batch?;
-                let loss = match &mut self.items {
-                    Some(items) => {
-                        let table = items.table_for_step(&batch_items(&batch))?;
-                        self.model.loss_with(&batch, &table, self.device, Mode::Train)?
-                    }
+                let loss = match self.step_table(&batch)? {
+                    Some(table) => self.model.loss_with(&batch, &table, self.device, Mode::Train)?,
                     None => self.model.loss(&batch, self.device, Mode::Train)?,
                 };
                 self.opt.zero_grad();
@@ -351,6 +409,25 @@ impl Trainer {
             }
         });
     }
+}
+
+/// The epoch's rows under per-domain sampling weights: each span appears `floor(w)` times plus once more with
+/// probability `w - floor(w)`, `w` being the weight of its newest item's domain. Without weights, `spans` as is.
+fn weighted_spans(spans: &[Span], seqs: &[Vec<u32>], item_weight: &[f64], rng: &mut ChaCha8Rng) -> Vec<Span> {
+    use rand::Rng;
+    if item_weight.iter().all(|&w| w == 1.0) {
+        return spans.to_vec();
+    }
+    let mut out = Vec::with_capacity(spans.len());
+    for s in spans {
+        let item = seqs[s.user][s.end - 1] as usize;
+        let w = item_weight.get(item).copied().unwrap_or(1.0);
+        let extra = usize::from(rng.random::<f64>() < w.fract());
+        for _ in 0..(w.floor() as usize + extra) {
+            out.push(*s);
+        }
+    }
+    out
 }
 
 /// Items a training batch touches (input tokens and targets), as item indices.

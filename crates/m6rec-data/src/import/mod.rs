@@ -224,7 +224,10 @@ pub fn join_text(dataset: &mut Dataset, csv_path: &Path, id_column: &str, text_c
     let headers = reader.headers().map_err(|e| bad(e.to_string()))?.clone();
     let col = |name: &str| {
         headers.iter().position(|h| h.trim() == name).ok_or_else(|| {
-            bad(format!("no column `{name}` in the header (columns: {})", headers.iter().collect::<Vec<_>>().join(", ")))
+            bad(format!(
+                "no column `{name}` in the header (columns: {})",
+                headers.iter().collect::<Vec<_>>().join(", ")
+            ))
         })
     };
     let (id_col, text_col) = (col(id_column)?, col(text_column)?);
@@ -233,7 +236,8 @@ pub fn join_text(dataset: &mut Dataset, csv_path: &Path, id_column: &str, text_c
     let mut report = JoinReport::default();
     for (n, row) in reader.records().enumerate() {
         let line = n + 2;
-        let row = row.map_err(|e| Error::BadFormat { path: csv_path.to_path_buf(), reason: format!("line {line}: {e}") })?;
+        let row =
+            row.map_err(|e| Error::BadFormat { path: csv_path.to_path_buf(), reason: format!("line {line}: {e}") })?;
         let id = row.get(id_col).unwrap_or("").trim();
         let text = row.get(text_col).unwrap_or("").trim();
         let Some(&i) = index.get(id) else {
