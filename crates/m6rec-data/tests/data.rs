@@ -131,3 +131,77 @@ fn the_committed_demo_fixture_is_what_the_generator_writes() {
     assert!(std::fs::read_to_string(fixture("demo/demo.inter")).unwrap() == inter, "{stale}");
     assert!(std::fs::read_to_string(fixture("demo/demo.item")).unwrap() == items, "{stale}");
 }
+
+/// UniSRec rows rebuild full sequences: train rows are listed latest first and histories are cut to 50 items, yet
+/// the split's validation and test targets are the files' own.
+#[test]
+fn unisrec_rows_rebuild_sequences_and_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "Toy.text", "item_id:token\ttext:token_seq\nA1\tRed Jack. Tools Jacks. Acme. \nB2\tBlue Cup. Lab. Acme. \nC3\tScale. Lab. \nD4\tTape. Tools. \n".as_bytes());
+    write(d, "Toy.item2index", b"A1\t0\nB2\t1\nC3\t2\nD4\t3\n");
+    write(d, "Toy.user2index", b"u9\t0\nu7\t1\n");
+    // User 0: 0 1 2 3 0 2 (train targets 1, 2, 3 listed latest first), valid 0, test 2. User 1: 3 2 1 0 1.
+    write(
+        d,
+        "Toy.train.inter",
+        b"user_id:token\titem_id_list:token_seq\titem_id:token\n0\t0 1 2\t3\n0\t0 1\t2\n0\t0\t1\n1\t3 2\t1\n1\t3\t2\nbad line\n",
+    );
+    write(d, "Toy.valid.inter", b"user_id:token\titem_id_list:token_seq\titem_id:token\n0\t1 2 3\t0\n1\t3 2 1\t0\n");
+    write(d, "Toy.test.inter", b"user_id:token\titem_id_list:token_seq\titem_id:token\n0\t2 3 0\t2\n1\t2 1 0\t1\n");
+    let imported = import(Format::UniSRec, d).unwrap();
+    let (ds, r) = (imported.dataset, imported.report);
+    assert_eq!((r.imported, r.n_users, r.n_items, r.skipped.len()), (11, 2, 4, 1));
+    assert_eq!(ds.name, "Toy");
+    assert_eq!(ds.items[0].title, "Red Jack");
+    assert_eq!(ds.items[1].domain, "toy");
+    let split = Split::leave_one_out(&ds.interactions, ds.n_users());
+    let u0 = ds.user_idx("u9").unwrap() as usize;
+    assert_eq!(split.sequence(u0), &[0, 1, 2, 3, 0, 2]);
+    assert_eq!(split.valid(u0).map(|t| t.item), Some(0));
+    assert_eq!(split.test(u0).map(|t| t.item), Some(2));
+    assert_eq!(split.sequence(ds.user_idx("u7").unwrap() as usize), &[3, 2, 1, 0, 1]);
+    let err = import(Format::UniSRec, dir.path().join("nothing").as_path()).unwrap_err();
+    assert!(err.to_string().contains("nothing"), "{err}");
+}
+
+#[test]
+fn amazon_scientific_imports_every_interaction_with_the_files_targets() {
+    let src = shared_data("amazon-scientific");
+    let ds = import(Format::UniSRec, &src).unwrap().dataset;
+    assert_eq!((ds.interactions.len(), ds.n_users(), ds.n_items()), (59_427, 8_442, 4_385));
+    let split = Split::leave_one_out(&ds.interactions, ds.n_users());
+    // Every test row of the file is the split's test target, with the same (truncated) history.
+    let text = std::fs::read_to_string(src.join("Scientific.test.inter")).unwrap();
+    let index = std::fs::read_to_string(src.join("Scientific.user2index")).unwrap();
+    let users: Vec<&str> = index.lines().map(|l| l.split('\t').next().unwrap()).collect();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split('\t').collect();
+        let u = ds.user_idx(users[f[0].parse::<usize>().unwrap()]).unwrap() as usize;
+        let t = split.test(u).unwrap();
+        assert_eq!(t.item, f[2].parse::<u32>().unwrap());
+        let hist: Vec<u32> = f[1].split(' ').map(|x| x.parse().unwrap()).collect();
+        assert_eq!(&t.history[t.history.len() - hist.len()..], hist.as_slice());
+    }
+}
+
+#[test]
+fn item_text_joins_by_id_from_csv_with_quotes_and_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "demo.inter", b"user_id:token\titem_id:token\ttimestamp:float\nu1\ti1\t1\nu1\ti2\t2\n");
+    write(dir.path(), "demo.item", b"item_id:token\ttitle:token_seq\ni1\tOne\ni2\tTwo\n");
+    let mut ds = import(Format::RecBole, dir.path()).unwrap().dataset;
+    let csv = dir.path().join("plots.csv");
+    write(
+        dir.path(),
+        "plots.csv",
+        b"id,plot\r\ni1,\"A plot, with a comma and \"\"quotes\"\"\"\r\ni1,\"A plot, with a comma and \"\"quotes\"\"\"\r\ni9,unknown\r\ni2,\r\n",
+    );
+    let r = m6rec_data::import::join_text(&mut ds, &csv, "id", "plot").unwrap();
+    assert_eq!((r.joined, r.n_unknown, r.empty), (1, 1, 1));
+    assert!(r.unknown[0].contains("i9"));
+    assert_eq!(ds.items[0].text.as_deref(), Some("A plot, with a comma and \"quotes\""));
+    assert_eq!(ds.items[1].text, None);
+    let err = m6rec_data::import::join_text(&mut ds, &csv, "movie_id", "plot").unwrap_err().to_string();
+    assert!(err.contains("movie_id") && err.contains("plots.csv"), "{err}");
+}
