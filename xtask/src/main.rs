@@ -60,7 +60,8 @@ enum Cmd {
         #[arg(long)]
         mirror: Option<String>,
     },
-    /// Measurements: `quality` (model vs popularity on a dataset), `criterion` (micro-benchmarks) or `encoders`
+    /// Measurements: `quality` (model vs popularity on a dataset), `criterion` (micro-benchmarks), `catalog`
+    /// (training throughput against catalog size, content tower vs id table) or `encoders`
     /// (image/audio/text throughput against the Python pipelines).
     Bench {
         /// quality, criterion or encoders.
@@ -126,7 +127,19 @@ fn run(cli: Cli) -> Result<()> {
                 setup::ensure(&root)?;
                 bench::encoders(&root, data.as_deref(), threads, json.as_deref())
             }
-            other => bail!("unknown bench `{other}`: expected quality, criterion or encoders"),
+            "catalog" => {
+                setup::ensure(&root)?;
+                run_cmd(cargo(&root).args(["build", "--quiet", "-p", "m6rec-benches", "--bin", "bench-catalog"]))?;
+                let target =
+                    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+                let mut cmd = std::process::Command::new(target.join("debug/bench-catalog"));
+                cmd.args(["--threads", &threads.to_string()]);
+                if let Some(j) = &json {
+                    cmd.arg("--json").arg(j);
+                }
+                run_cmd(&mut cmd)
+            }
+            other => bail!("unknown bench `{other}`: expected quality, criterion, encoders or catalog"),
         },
     }
 }

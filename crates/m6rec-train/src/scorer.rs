@@ -44,8 +44,10 @@ impl Scorer for ModelScorer<'_> {
             None => self.model.score_next(&batch, self.device),
         })?)
     }
+    /// The table's rows when there is one (it may be another catalog: zero-shot, or items added since training).
     fn n_items(&self) -> usize {
-        usize::try_from(self.model.n_items()).unwrap_or(0)
+        let n = self.table.as_ref().map_or(self.model.n_items(), |t| t.size()[0]);
+        usize::try_from(n).unwrap_or(0)
     }
 }
 

@@ -77,11 +77,13 @@ fn config(epochs: usize) -> RunConfig {
 }
 
 #[test]
-fn pretrained_on_books_and_music_it_recommends_films_zero_shot_and_fine_tunes() {
+fn pretrained_on_books_it_recommends_music_and_films_zero_shot_and_fine_tunes() {
     let _rng = torch_rng();
-    let source = demo_domains(500, &[0, 1]);
-    let target = demo_domains(300, &[2]);
-    assert!(source.items.iter().all(|it| it.domain != "films") && target.items.iter().all(|it| it.domain == "films"));
+    let source = demo_domains(600, &[0]);
+    // The target catalog is larger than the source one (token ids beyond the source catalog must be accepted).
+    let target = demo_domains(300, &[1, 2]);
+    assert!(source.items.iter().all(|it| it.domain == "books") && target.items.iter().all(|it| it.domain != "books"));
+    assert!(target.n_items() > source.n_items());
     let dir = tempfile::tempdir().unwrap();
     let ck = dir.path().join("pretrained");
     let src_split = m6rec_data::Split::leave_one_out(&source.interactions, source.n_users());
@@ -98,8 +100,8 @@ fn pretrained_on_books_and_music_it_recommends_films_zero_shot_and_fine_tunes() 
     let zero = evaluate(&zs.scorer().unwrap(), &split, Stage::Test, opts).unwrap().get("ndcg", 10);
     let pop = evaluate(&Popularity::fit_before_test(&split, target.n_items()), &split, Stage::Test, opts).unwrap();
     let pop = pop.get("ndcg", 10);
-    eprintln!("films zero-shot NDCG@10 {zero:.4}, popularity {pop:.4}");
-    assert!(zero > 2.0 * pop, "zero-shot {zero:.4} vs popularity {pop:.4}");
+    eprintln!("music+films zero-shot NDCG@10 {zero:.4}, popularity {pop:.4}");
+    assert!(zero > 1.3 * pop, "zero-shot {zero:.4} vs popularity {pop:.4}");
 
     // An id model cannot be transferred, and says why.
     let ids = dir.path().join("ids");
