@@ -43,7 +43,7 @@ fn config(tower: bool) -> RunConfig {
     cfg.train.batch_size = 128;
     cfg.train.warmup_steps = 10;
     cfg.item_tower =
-        tower.then(|| ItemTowerConfig { mode: TowerMode::ContentOnly, fusion: FusionConfig::Mean, id_dropout: 0.0 });
+        tower.then_some(ItemTowerConfig { mode: TowerMode::ContentOnly, fusion: FusionConfig::Mean, id_dropout: 0.0 });
     cfg
 }
 

@@ -3,7 +3,7 @@
 use crate::config::{LossConfig, SeqRecConfig};
 use crate::loss;
 use crate::Result;
-use m6rec_data::SeqBatch;
+use m6rec_data::{SeqBatch, IGNORE};
 use m6rec_tensor::block::Block;
 use m6rec_tensor::{mask, Mode};
 use tch::nn::{self, Module};
@@ -130,15 +130,46 @@ impl SeqRec {
         let tokens = self.fit_len(batch.tokens_tensor(device)?);
         let targets = self.fit_len(batch.targets_tensor(device)?);
         let hidden = self.forward_with(&tokens, table, mode); // [b, L, d]
-        let d = self.cfg.d_model;
-        let hidden = hidden.view([-1, d]);
-        let targets = targets.view([-1]);
-        Ok(match self.cfg.loss {
-            LossConfig::FullSoftmax => loss::full_softmax(&hidden, table, &targets),
+        Ok(self.objective(&hidden.view([-1, self.cfg.d_model]), table, &targets.view([-1])))
+    }
+
+    /// [`SeqRec::loss_with`] where only the items in `catalog` exist as candidates (targets and negatives): the
+    /// others, for example items held out of training for a cold-start evaluation, are neither pushed up nor down.
+    ///
+    /// # Shapes
+    /// - `catalog`: `[k]` int64 item indices, distinct; every target of the batch must be one of them
+    pub fn loss_over(
+        &self,
+        batch: &SeqBatch,
+        table: &Tensor,
+        catalog: &Tensor,
+        device: Device,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let tokens = self.fit_len(batch.tokens_tensor(device)?);
+        let targets = self.fit_len(batch.targets_tensor(device)?).view([-1]);
+        let hidden = self.forward_with(&tokens, table, mode);
+        let catalog = catalog.to_device(device);
+        // Target item -> its position in `catalog` (IGNORE for items outside it and for padding).
+        let rows = table.size()[0];
+        let position = Tensor::full([rows], IGNORE, (Kind::Int64, device)).index_put(
+            &[Some(catalog.shallow_clone())],
+            &Tensor::arange(catalog.size()[0], (Kind::Int64, device)),
+            false,
+        );
+        let known = targets.ge(0);
+        let remapped = position.index_select(0, &targets.clamp_min(0));
+        let targets = remapped.where_self(&known, &targets);
+        Ok(self.objective(&hidden.view([-1, self.cfg.d_model]), &table.index_select(0, &catalog), &targets))
+    }
+
+    fn objective(&self, hidden: &Tensor, out_table: &Tensor, targets: &Tensor) -> Tensor {
+        match self.cfg.loss {
+            LossConfig::FullSoftmax => loss::full_softmax(hidden, out_table, targets),
             LossConfig::SampledSoftmax { n_uniform, in_batch } => {
-                loss::sampled_softmax(&hidden, table, &targets, n_uniform, in_batch)
+                loss::sampled_softmax(hidden, out_table, targets, n_uniform, in_batch)
             }
-        })
+        }
     }
 
     /// Keeps the last `max_len` positions (batches may be built with a longer window).
@@ -162,6 +193,23 @@ mod tests {
         let cfg = SeqRecConfig { d_model: 16, n_heads: 2, n_layers: 2, max_len: 8, dropout: 0.0, ..Default::default() };
         let m = SeqRec::init(&(vs.root() / "model"), &cfg, n_items).unwrap();
         (vs, m)
+    }
+
+    #[test]
+    fn items_outside_the_training_catalog_get_no_gradient() {
+        let (_vs, m) = model(6);
+        let batch = SeqBatch::for_training(&[&[0, 1, 2, 3], &[1, 2, 0]], 8, 6).unwrap();
+        let table = m.item_embeddings().detach().copy().set_requires_grad(true);
+        let all = Tensor::arange(6, (Kind::Int64, Device::Cpu));
+        let a = m.loss_with(&batch, &table, Device::Cpu, Mode::Eval).unwrap().double_value(&[]);
+        let b = m.loss_over(&batch, &table, &all, Device::Cpu, Mode::Eval).unwrap().double_value(&[]);
+        assert!((a - b).abs() < 1e-6, "the whole catalog: same loss ({a} vs {b})");
+        // Items 4 and 5 are held out: never inputs or targets, and now not negatives either.
+        let warm = Tensor::from_slice(&[0i64, 1, 2, 3]);
+        m.loss_over(&batch, &table, &warm, Device::Cpu, Mode::Eval).unwrap().backward();
+        let g = table.grad();
+        assert_eq!(g.narrow(0, 4, 2).abs().sum(Kind::Float).double_value(&[]), 0.0);
+        assert!(g.narrow(0, 0, 4).abs().sum(Kind::Float).double_value(&[]) > 0.0);
     }
 
     #[test]

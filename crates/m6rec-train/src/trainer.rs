@@ -215,9 +215,10 @@ impl Trainer {
         Ok(())
     }
 
-    /// The item table for one training step (item tower and/or domain embeddings), or `None` for the plain id model.
-    fn step_table(&mut self, batch: &SeqBatch) -> Result<Option<Tensor>> {
-        if self.items.is_none() && self.domains.is_none() {
+    /// The item table for one training step (item tower and/or domain embeddings), or `None` for the plain id model
+    /// (`always`: the id model's own table too).
+    fn step_table(&mut self, batch: &SeqBatch, always: bool) -> Result<Option<Tensor>> {
+        if self.items.is_none() && self.domains.is_none() && !always {
             return Ok(None);
         }
         let table = match &mut self.items {
@@ -289,6 +290,12 @@ impl Trainer {
                 }
             }
         }
+        // Cold-start runs: held-out items do not exist during training (they arrive later), so they are not softmax
+        // candidates either; otherwise every step would push them down as negatives.
+        let warm = (split.n_cold() > 0).then(|| {
+            let idx: Vec<i64> = (0..n_items as u32).filter(|&i| !split.is_cold(i)).map(i64::from).collect();
+            Tensor::from_slice(&idx).to_device(self.device)
+        });
         let n_batches = spans.len().div_ceil(t.batch_size);
         let total_steps = (t.epochs * n_batches) as u64;
         let schedule = Schedule::WarmupCosine { warmup: t.warmup_steps, total: total_steps };
@@ -314,9 +321,12 @@ impl Trainer {
             let (mut loss_sum, mut n_seen, mut n_steps) = (0.0, 0usize, 0usize);
             for batch in batches {
                 let batch = batch?;
-                let loss = match self.step_table(&batch)? {
-                    Some(table) => self.model.loss_with(&batch, &table, self.device, Mode::Train)?,
-                    None => self.model.loss(&batch, self.device, Mode::Train)?,
+                let loss = match (self.step_table(&batch, warm.is_some())?, &warm) {
+                    (Some(table), Some(warm)) => {
+                        self.model.loss_over(&batch, &table, warm, self.device, Mode::Train)?
+                    }
+                    (Some(table), None) => self.model.loss_with(&batch, &table, self.device, Mode::Train)?,
+                    (None, _) => self.model.loss(&batch, self.device, Mode::Train)?,
                 };
                 self.opt.zero_grad();
                 loss.backward();

@@ -11,6 +11,9 @@ use super::{read_text, Builder, Imported};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 
+/// `(history, target)` rows of one user.
+type Rows = Vec<(Vec<u32>, u32)>;
+
 fn file(src: &Path, name: &str, ext: &str) -> PathBuf {
     src.join(format!("{name}.{ext}"))
 }
@@ -83,7 +86,7 @@ pub fn import_unisrec(src: &Path) -> Result<Imported> {
 
     // (history, target) rows per user index, per file.
     let n_items = asins.len();
-    let mut rows: [Vec<Vec<(Vec<u32>, u32)>>; 3] = Default::default();
+    let mut rows: [Vec<Rows>; 3] = Default::default();
     for (k, part) in ["train", "valid", "test"].iter().enumerate() {
         let path = file(src, &name, &format!("{part}.inter"));
         rows[k] = vec![Vec::new(); users.len()];
