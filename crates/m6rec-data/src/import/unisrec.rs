@@ -14,6 +14,24 @@ use std::path::{Path, PathBuf};
 /// `(history, target)` rows of one user.
 type Rows = Vec<(Vec<u32>, u32)>;
 
+/// An `id<TAB>index` file (no header) as `ids[index]`; bad lines are skipped and reported.
+fn read_index(b: &mut Builder, path: &Path, what: &str) -> Result<Vec<Option<String>>> {
+    let mut ids: Vec<Option<String>> = Vec::new();
+    for (n, line) in read_text(path)?.lines().enumerate() {
+        let mut f = line.split('\t');
+        match (f.next(), f.next().and_then(|x| x.trim().parse::<usize>().ok())) {
+            (Some(id), Some(idx)) if !id.is_empty() => {
+                if ids.len() <= idx {
+                    ids.resize(idx + 1, None);
+                }
+                ids[idx] = Some(id.to_string());
+            }
+            _ => b.skip(path, n + 1, format!("expected `{what}<TAB>index`")),
+        }
+    }
+    Ok(ids)
+}
+
 fn file(src: &Path, name: &str, ext: &str) -> PathBuf {
     src.join(format!("{name}.{ext}"))
 }
@@ -34,19 +52,7 @@ pub fn import_unisrec(src: &Path) -> Result<Imported> {
 
     // Items in index order, so dense item i = UniSRec index i.
     let path = file(src, &name, "item2index");
-    let mut asins: Vec<Option<String>> = Vec::new();
-    for (n, line) in read_text(&path)?.lines().enumerate() {
-        let mut f = line.split('\t');
-        match (f.next(), f.next().and_then(|x| x.trim().parse::<usize>().ok())) {
-            (Some(asin), Some(idx)) if !asin.is_empty() => {
-                if asins.len() <= idx {
-                    asins.resize(idx + 1, None);
-                }
-                asins[idx] = Some(asin.to_string());
-            }
-            _ => b.skip(&path, n + 1, "expected `ASIN<TAB>index`"),
-        }
-    }
+    let asins = read_index(&mut b, &path, "ASIN")?;
     for (idx, asin) in asins.iter().enumerate() {
         let Some(asin) = asin else {
             return Err(Error::BadFormat { path, reason: format!("no item has index {idx} (indices must be 0..n)") });
@@ -69,20 +75,7 @@ pub fn import_unisrec(src: &Path) -> Result<Imported> {
         item.text = Some(text.to_string());
     }
 
-    let path = file(src, &name, "user2index");
-    let mut users: Vec<Option<String>> = Vec::new();
-    for (n, line) in read_text(&path)?.lines().enumerate() {
-        let mut f = line.split('\t');
-        match (f.next(), f.next().and_then(|x| x.trim().parse::<usize>().ok())) {
-            (Some(id), Some(idx)) if !id.is_empty() => {
-                if users.len() <= idx {
-                    users.resize(idx + 1, None);
-                }
-                users[idx] = Some(id.to_string());
-            }
-            _ => b.skip(&path, n + 1, "expected `user_id<TAB>index`"),
-        }
-    }
+    let users = read_index(&mut b, &file(src, &name, "user2index"), "user_id")?;
 
     // (history, target) rows per user index, per file.
     let n_items = asins.len();
