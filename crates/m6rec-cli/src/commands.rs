@@ -195,7 +195,10 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         cfg.clone().filter(|c| c.item_tower.is_some())
     };
     let content = match &tower_run {
-        Some(run) => Some(item_content(&a.data, a.features.as_deref(), &ds, run)?),
+        Some(run) => Some(
+            m6rec_train::open::item_content(&a.data, a.features.as_deref(), &ds, run)
+                .context("reading the item content for [item_tower]")?,
+        ),
         None => None,
     };
     let mut trainer = if a.resume {
@@ -317,64 +320,6 @@ pub struct EvalArgs {
     zero_shot: bool,
 }
 
-/// The item tower's input, modality by modality as the run's `[content]` table names them, from the feature cache.
-fn item_content(
-    data: &Path,
-    features: Option<&Path>,
-    ds: &Dataset,
-    run: &RunConfig,
-) -> Result<m6rec_train::content::ItemContent> {
-    use m6rec_train::content::{ItemContent, Modality, ModalityName};
-    let cache = features.map(Path::to_path_buf).unwrap_or_else(|| m6rec_features::default_cache_dir(data));
-    let feats = m6rec_features::Features::load(&cache, ds)
-        .with_context(|| format!("loading the feature cache {} (the run has [item_tower])", cache.display()))?;
-    let all: Vec<u32> = (0..u32::try_from(ds.n_items())?).collect();
-    let mut modalities = Vec::new();
-    let mut columns = Vec::new();
-    for name in run.content().modalities {
-        let missing = |what: &str, flag: &str| {
-            anyhow!(
-                "{} has no {what}, and [content] modalities names {:?}: run `m6rec features {} {flag}` (or drop it from the list)",
-                cache.display(),
-                name.as_str(),
-                data.display()
-            )
-        };
-        match name {
-            ModalityName::Text => {
-                if feats.config.text.is_none() {
-                    return Err(missing("text embeddings", "--text-model .m6rec/models/all-MiniLM-L6-v2"));
-                }
-                modalities.push(Modality::Vectors(feats.texts(&all)?));
-                columns.push(m6rec_features::TEXT);
-            }
-            ModalityName::Image => {
-                if feats.image_row.iter().all(|&r| r < 0) {
-                    return Err(missing("decoded images", "(after `m6rec import ... --images DIR`)"));
-                }
-                let c = &feats.config.image;
-                modalities.push(Modality::Images {
-                    pixels: feats.pixels.shallow_clone(),
-                    row_of: feats.image_row.clone(),
-                    mean: c.mean.map(f64::from),
-                    std: c.std.map(f64::from),
-                });
-                columns.push(m6rec_features::IMAGE);
-            }
-            ModalityName::Audio => {
-                if feats.audio_row.iter().all(|&r| r < 0) {
-                    return Err(missing("decoded audio", "(after `m6rec import ... --audio DIR`)"));
-                }
-                modalities
-                    .push(Modality::Audio { log_mel: feats.log_mel.shallow_clone(), row_of: feats.audio_row.clone() });
-                columns.push(m6rec_features::AUDIO);
-            }
-        }
-    }
-    let present = feats.present.index_select(1, &tch::Tensor::from_slice(&columns));
-    Ok(ItemContent::from_modalities(modalities, present, ds.n_items())?)
-}
-
 /// The device, the dataset and a checkpoint trained on it (refusing a checkpoint of another catalog).
 fn open_model(
     device: &str,
@@ -383,16 +328,8 @@ fn open_model(
     features: Option<&Path>,
 ) -> Result<(tch::Device, Dataset, checkpoint::LoadedModel)> {
     let device = m6rec_tensor::device::parse(device)?;
-    let ds = load_dataset(data)?;
-    let run = checkpoint::load_config(ckpt).with_context(|| format!("loading checkpoint {}", ckpt.display()))?.run;
-    let content = match run.item_tower {
-        Some(_) => Some(item_content(data, features, &ds, &run)?),
-        None => None,
-    };
-    let mut loaded = checkpoint::load_model_with_content(ckpt, device, content.as_ref())
-        .with_context(|| format!("loading checkpoint {}", ckpt.display()))?;
-    loaded.set_item_domains(&ds.items.iter().map(|it| it.domain.as_str()).collect::<Vec<_>>());
-    loaded.config.dataset.check(&DatasetFingerprint::of(&ds), ckpt)?;
+    let (ds, loaded) = m6rec_train::open::open_model(device, data, ckpt, features)
+        .with_context(|| format!("loading checkpoint {} for dataset {}", ckpt.display(), data.display()))?;
     Ok((device, ds, loaded))
 }
 
@@ -404,16 +341,13 @@ fn open_zero_shot(
     features: Option<&Path>,
 ) -> Result<(tch::Device, Dataset, checkpoint::LoadedModel)> {
     let device = m6rec_tensor::device::parse(device)?;
-    let ds = load_dataset(data)?;
-    let config = checkpoint::load_config(ckpt).with_context(|| format!("loading checkpoint {}", ckpt.display()))?;
-    let content = item_content(data, features, &ds, &config.run)?;
-    let mut loaded = checkpoint::load_model_zero_shot(ckpt, device, &content)
-        .with_context(|| format!("loading checkpoint {} for zero-shot transfer", ckpt.display()))?;
-    loaded.set_item_domains(&ds.items.iter().map(|it| it.domain.as_str()).collect::<Vec<_>>());
+    let (ds, loaded) = m6rec_train::open::open_zero_shot(device, data, ckpt, features).with_context(|| {
+        format!("loading checkpoint {} for zero-shot transfer to {}", ckpt.display(), data.display())
+    })?;
     println!(
         "zero-shot: a model trained on {} ({} items) scores {} ({} items) from content alone, with no training on it",
-        config.dataset.name,
-        config.dataset.n_items,
+        loaded.config.dataset.name,
+        loaded.config.dataset.n_items,
         ds.name,
         ds.n_items()
     );

@@ -113,10 +113,17 @@ impl SeqRec {
     /// # Shapes
     /// - `table`: `[n_rows, d_model]`; returns `[b_sz, n_rows]`
     pub fn score_next_with(&self, batch: &SeqBatch, table: &Tensor, device: Device) -> Result<Tensor> {
+        Ok(self.user_state_with(batch, table, device)?.matmul(&table.transpose(0, 1)))
+    }
+
+    /// Each row's state after its last item (evaluation mode): the vector whose dot product with an item's row of
+    /// `table` is that item's score. Serving caches it per user.
+    ///
+    /// # Shapes
+    /// - `table`: `[n_rows, d_model]`; returns `[b_sz, d_model]`
+    pub fn user_state_with(&self, batch: &SeqBatch, table: &Tensor, device: Device) -> Result<Tensor> {
         let tokens = self.fit_len(batch.tokens_tensor(device)?);
-        let hidden = self.forward_with(&tokens, table, Mode::Eval);
-        let last = hidden.select(1, -1); // [b, d]
-        Ok(last.matmul(&table.transpose(0, 1)))
+        Ok(self.forward_with(&tokens, table, Mode::Eval).select(1, -1))
     }
 
     /// Training loss of a batch under the configured objective (mean over non-padding positions).

@@ -165,6 +165,42 @@ impl LoadedModel {
         crate::scorer::scorer_for(&self.model, self.items.as_ref(), self.domains.as_ref(), self.vs.device())
     }
 
+    /// The item table `[n_items, d_model]` the model scores against (item tower output or id embeddings, plus
+    /// domain embeddings), without gradients.
+    pub fn item_table(&self) -> Result<Tensor> {
+        tch::no_grad(|| {
+            let table = match &self.items {
+                Some(items) => items.table_eval()?,
+                None => self.model.item_embeddings().detach(),
+            };
+            match &self.domains {
+                Some(d) => d.add(&table),
+                None => Ok(table),
+            }
+        })
+    }
+
+    /// Embeddings `[n, d_model]` of items added after training (see [`crate::content::ContentItems::embed_new`]), in
+    /// domains `domains` (one name per item). An error for a model without an item tower: ids alone cannot
+    /// represent a new item.
+    pub fn embed_new_items(
+        &self,
+        content: &crate::content::ItemContent,
+        ids: &[i64],
+        domains: &[&str],
+    ) -> Result<Tensor> {
+        let Some(items) = &self.items else {
+            return Err(Error::NoData(
+                "this model has no item tower (id embeddings only): it cannot embed new items; train with [item_tower] mode = \"content_only\" or \"hybrid\"".into(),
+            ));
+        };
+        let rows = items.embed_new(content, ids)?;
+        Ok(match (&self.domains, &self.config.run.domains) {
+            (Some(d), Some(cfg)) => tch::no_grad(|| d.add_indexed(&rows, &cfg.index(domains))),
+            _ => rows,
+        })
+    }
+
     /// Gives each catalog item's domain name; domains the model was not trained on share the "unknown" embedding.
     pub fn set_item_domains(&mut self, names: &[&str]) {
         if let (Some(d), Some(cfg)) = (&mut self.domains, &self.config.run.domains) {

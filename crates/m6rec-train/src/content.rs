@@ -55,6 +55,11 @@ pub struct ContentConfig {
     /// Steps between full recomputations of the cached image and audio embeddings. Default 50.
     #[serde(default = "dc::refresh_every")]
     pub refresh_every: u64,
+    /// Text vectors are centred on their catalog's mean and scaled to unit length before the tower (see
+    /// [`center_rows`]), so a model trained on one catalog reads another's text in the same frame: sentence
+    /// embeddings of one domain share a large common direction that differs between domains. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub center_text: bool,
 }
 
 mod dc {
@@ -76,6 +81,7 @@ impl Default for ContentConfig {
             encoder: ConvNetConfig::default(),
             grad_items: dc::grad_items(),
             refresh_every: dc::refresh_every(),
+            center_text: false,
         }
     }
 }
@@ -132,6 +138,21 @@ impl Modality {
             Modality::Audio { .. } => "audio",
         }
     }
+}
+
+/// Rows of `x` (`[n, dim]`) minus the mean of the rows where `present` (`[n]` bool) is true, each then scaled to
+/// unit length; absent rows become zero.
+pub fn center_rows(x: &Tensor, present: &Tensor) -> Tensor {
+    let x = x.to_kind(Kind::Float);
+    let mask = present.to_kind(Kind::Float).unsqueeze(-1); // [n, 1]
+    let count = mask.sum(Kind::Float).double_value(&[]);
+    if count < 1.0 {
+        return x.zeros_like();
+    }
+    let mean = (&x * &mask).sum_dim_intlist(0, true, Kind::Float) / count;
+    let centred = (x - mean) * &mask;
+    let norm = centred.norm_scalaropt_dim(2.0, [-1], true).clamp_min(1e-8);
+    centred / norm
 }
 
 /// Content of every catalog item, row `i` = item `i`: one [`Modality`] each and a `[n_items, M]` presence mask.
@@ -219,6 +240,20 @@ struct Encoded {
     cache: Tensor,
 }
 
+impl Encoder {
+    /// Rows `rows` (`-1`: none, a zero output) of `data` through the encoder.
+    fn run(&self, data: &Tensor, rows: &[i64]) -> Tensor {
+        let rows = Tensor::from_slice(rows).to_device(data.device());
+        let has = rows.ge(0).unsqueeze(-1).to_kind(Kind::Float);
+        let x = data.index_select(0, &rows.clamp_min(0)).to_kind(Kind::Float);
+        let out = match self {
+            Encoder::Image(enc, mean, std) => enc.forward(&((x / 255.0 - mean) / std)),
+            Encoder::Audio(enc) => enc.forward(&x),
+        };
+        out * has
+    }
+}
+
 impl Encoded {
     /// Encodes `items` (`[k]` int64), with gradients when enabled; rows of items without the modality are 0.
     fn encode(&self, items: &Tensor) -> Tensor {
@@ -227,14 +262,7 @@ impl Encoded {
             .iter()
             .map(|&i| usize::try_from(i).ok().and_then(|i| self.row_of.get(i)).copied().unwrap_or(-1))
             .collect();
-        let rows = Tensor::from_slice(&rows).to_device(self.data.device());
-        let has = rows.ge(0).unsqueeze(-1).to_kind(Kind::Float);
-        let x = self.data.index_select(0, &rows.clamp_min(0)).to_kind(Kind::Float);
-        let out = match &self.encoder {
-            Encoder::Image(enc, mean, std) => enc.forward(&((x / 255.0 - mean) / std)),
-            Encoder::Audio(enc) => enc.forward(&x),
-        };
-        out * has
+        self.encoder.run(&self.data, &rows)
     }
 
     /// Every item's embedding, in batches, without gradients.
@@ -426,6 +454,51 @@ impl ContentItems {
             .map_err(|e| Error::NoData(format!("item tower: {e}")))
     }
 
+    /// Embeddings `[n, d_model]` of items outside the table (added after training, for serving): `content` holds
+    /// their modalities in this tower's order (vectors for text, pixels or log-mels with row indices for images and
+    /// audio); `ids[i]` is the item's row in the training catalog when it has one (an update of a known item keeps
+    /// its id embedding in hybrid mode), or `-1`.
+    pub fn embed_new(&self, content: &ItemContent, ids: &[i64]) -> Result<Tensor> {
+        let n = content.n_items();
+        if content.len() != self.slots.len() || usize::try_from(n).ok() != Some(ids.len()) {
+            return Err(Error::NoData(format!(
+                "new items: {} modalities for {} ids, the tower reads {} modalities",
+                content.len(),
+                ids.len(),
+                self.slots.len()
+            )));
+        }
+        let device = self.present.device();
+        tch::no_grad(|| {
+            let mut inputs = Vec::with_capacity(self.slots.len());
+            for (i, (slot, m)) in self.slots.iter().zip(&content.modalities).enumerate() {
+                inputs.push(match (slot, m) {
+                    (Slot::Fixed(_), Modality::Vectors(x)) => x.to_device(device),
+                    (Slot::Encoded(e), Modality::Images { pixels, row_of, .. })
+                        if matches!(e.encoder, Encoder::Image(..)) =>
+                    {
+                        e.encoder.run(&pixels.to_device(device), row_of)
+                    }
+                    (Slot::Encoded(e), Modality::Audio { log_mel, row_of })
+                        if matches!(e.encoder, Encoder::Audio(..)) =>
+                    {
+                        e.encoder.run(&log_mel.to_device(device), row_of)
+                    }
+                    (_, m) => {
+                        return Err(Error::NoData(format!(
+                            "new items: modality {i} is {}, not what the tower reads there",
+                            m.name()
+                        )))
+                    }
+                });
+            }
+            let items = Tensor::from_slice(ids).to_device(device);
+            self.tower
+                .embed_all(&items, &inputs, &content.present.to_device(device), ENCODE_BATCH)
+                .map_err(|e| Error::NoData(format!("item tower: {e}")))
+        })
+    }
+
     /// The item table without gradients, every encoder run fresh over the catalog (evaluation and serving).
     pub fn table_eval(&self) -> Result<Tensor> {
         let items = Tensor::arange(self.n_items(), (Kind::Int64, self.present.device()));
@@ -440,5 +513,42 @@ impl ContentItems {
         self.tower
             .embed_all(&items, &inputs, &self.present, 4096)
             .map_err(|e| Error::NoData(format!("item tower: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Centring makes a catalog's text independent of a shift shared by all its items (what differs between
+        /// domains), gives present rows unit length and zeroes absent rows.
+        #[test]
+        fn centred_rows_ignore_a_shared_shift(
+            values in proptest::collection::vec(-3.0f32..3.0, 24),
+            shift in proptest::collection::vec(-5.0f32..5.0, 4),
+            present in proptest::collection::vec(any::<bool>(), 6),
+        ) {
+            let x = Tensor::from_slice(&values).view([6, 4]);
+            let mask = Tensor::from_slice(&present.iter().map(|&p| i64::from(p)).collect::<Vec<_>>()).gt(0);
+            // A row (almost) at the mean has no direction to keep: float error decides it.
+            let m = mask.to_kind(Kind::Float).unsqueeze(-1);
+            let mean = (&x * &m).sum_dim_intlist(0, true, Kind::Float) / m.sum(Kind::Float).clamp_min(1.0);
+            let dist: Tensor = ((&x - mean) * &m).norm_scalaropt_dim(2.0, [-1], false) + (m.squeeze_dim(-1) * -1.0 + 1.0);
+            prop_assume!(dist.min().double_value(&[]) > 0.05);
+            let shifted = &x + Tensor::from_slice(&shift).view([1, 4]);
+            let a = center_rows(&x, &mask);
+            let b = center_rows(&shifted, &mask);
+            prop_assert!(a.allclose(&b, 1e-4, 1e-4, false));
+            let norms = Vec::<f32>::try_from(a.norm_scalaropt_dim(2.0, [-1], false)).unwrap_or_default();
+            for (norm, &p) in norms.iter().zip(&present) {
+                if !p {
+                    prop_assert!(norm.abs() < 1e-6);
+                } else {
+                    prop_assert!((norm - 1.0).abs() < 1e-4);
+                }
+            }
+        }
     }
 }

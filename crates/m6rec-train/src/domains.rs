@@ -78,6 +78,12 @@ impl DomainEmbedding {
         self.item_domain = Some(Tensor::from_slice(idx).to_device(device));
     }
 
+    /// `rows + domain embedding of domain index idx[i]` for rows outside the catalog (items added while serving).
+    pub fn add_indexed(&self, rows: &Tensor, idx: &[i64]) -> Tensor {
+        let idx = Tensor::from_slice(idx).to_device(rows.device());
+        rows + self.emb.forward(&idx).to_kind(Kind::Float)
+    }
+
     /// `table + domain embedding of each row's item` (`table`: `[n_items, d]`).
     pub fn add(&self, table: &Tensor) -> Result<Tensor> {
         let idx = self.item_domain.as_ref().ok_or_else(|| {

@@ -41,6 +41,9 @@ pub enum Error {
     /// Error from the optimizer layer.
     #[error(transparent)]
     Optim(#[from] m6rec_optim::Error),
+    /// Error from the feature cache.
+    #[error(transparent)]
+    Features(#[from] m6rec_features::Error),
     /// Error from the tensor layer.
     #[error(transparent)]
     Tensor(#[from] m6rec_tensor::Error),

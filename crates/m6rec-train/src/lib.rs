@@ -7,6 +7,7 @@
 //! - [`eval::evaluate`]: full ranking over the whole catalog (HR/NDCG/MRR@5/10/20/50, [`metrics`]) for any
 //!   [`Scorer`]: the model ([`ModelScorer`]) or the [`Popularity`] baseline, through the same code.
 //! - [`recommend::recommend`]: top-k for a history.
+//! - [`open`]: a checkpoint with the dataset and feature cache it reads, ready to score (eval, recommend, serve).
 //!
 //! ```no_run
 //! use m6rec_train::{checkpoint::DatasetFingerprint, RunConfig, Silent, Trainer};
@@ -25,6 +26,7 @@ pub mod domains;
 mod error;
 pub mod eval;
 pub mod metrics;
+pub mod open;
 mod plot;
 pub mod recommend;
 mod scorer;

@@ -72,6 +72,7 @@ fn config(epochs: usize) -> RunConfig {
         encoder: m6rec_tensor::cnn::ConvNetConfig { width: 8, depth: 3, out_dim: 32 },
         grad_items: 96,
         refresh_every: 10,
+        center_text: false,
     });
     cfg
 }
