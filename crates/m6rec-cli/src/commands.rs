@@ -188,7 +188,8 @@ pub fn train(a: &TrainArgs) -> Result<()> {
     };
     let ds = load_dataset(&a.data)?;
     let out = a.out.clone().unwrap_or_else(|| m6rec_train::default_run_dir(&ds.name));
-    let fp = DatasetFingerprint::of(&ds);
+    let mut fp = DatasetFingerprint::of(&ds);
+    fp.path = std::fs::canonicalize(&a.data).ok();
     let tower_run = if a.resume {
         checkpoint::load_config(&out).ok().map(|c| c.run).filter(|r| r.item_tower.is_some())
     } else {

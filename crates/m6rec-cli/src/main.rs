@@ -4,6 +4,7 @@
 
 mod commands;
 mod progress;
+mod serve;
 mod table;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +34,8 @@ enum Command {
     Eval(commands::EvalArgs),
     /// Top-k recommendations for a known user or for a new user's history.
     Recommend(commands::RecommendArgs),
+    /// Serve recommendations over HTTP (JSON; OpenAPI at /openapi.json); items and events posted live are persisted.
+    Serve(serve::ServeArgs),
     /// Write the generated demo dataset (RecBole atomic files) that `fixtures/demo` holds.
     Synth {
         /// Output folder.
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Command::Train(a) => commands::train(&a),
         Command::Eval(a) => commands::eval(&a),
         Command::Recommend(a) => commands::recommend(&a),
+        Command::Serve(a) => serve::serve(&a),
         Command::Synth { out, media, media_only } => commands::synth(&out, media, media_only),
         Command::Doctor => commands::doctor(threads),
     };

@@ -278,7 +278,7 @@ fn report_of(out: &[Option<Outcome>], dataset: &Dataset) -> ModalityReport {
 }
 
 /// The text an item is embedded from: its title, then its free text.
-pub(crate) fn item_text(item: &m6rec_data::Item) -> String {
+pub fn item_text(item: &m6rec_data::Item) -> String {
     match item.text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
         Some(t) if !item.title.trim().is_empty() => format!("{}. {t}", item.title.trim()),
         Some(t) => t.to_string(),

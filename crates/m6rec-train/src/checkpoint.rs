@@ -31,6 +31,9 @@ pub struct DatasetFingerprint {
     pub n_items: usize,
     /// FNV-1a hash of the item ids in index order, hex.
     pub items_hash: String,
+    /// Where the dataset was when the model was trained (absolute), so `m6rec serve` can find it without `--data`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<std::path::PathBuf>,
 }
 
 impl DatasetFingerprint {
@@ -43,7 +46,7 @@ impl DatasetFingerprint {
                 h = h.wrapping_mul(0x0100_0000_01b3);
             }
         }
-        DatasetFingerprint { name: ds.name.clone(), n_items: ds.n_items(), items_hash: format!("{h:016x}") }
+        DatasetFingerprint { name: ds.name.clone(), n_items: ds.n_items(), items_hash: format!("{h:016x}"), path: None }
     }
 
     /// Errors unless `other` is the same catalog.

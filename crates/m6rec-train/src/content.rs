@@ -143,14 +143,20 @@ impl Modality {
 /// Rows of `x` (`[n, dim]`) minus the mean of the rows where `present` (`[n]` bool) is true, each then scaled to
 /// unit length; absent rows become zero.
 pub fn center_rows(x: &Tensor, present: &Tensor) -> Tensor {
-    let x = x.to_kind(Kind::Float);
+    center_with(x, present, &text_mean(x, present))
+}
+
+/// The mean `[1, dim]` of the rows of `x` where `present` is true (zeros when none is).
+pub fn text_mean(x: &Tensor, present: &Tensor) -> Tensor {
     let mask = present.to_kind(Kind::Float).unsqueeze(-1); // [n, 1]
-    let count = mask.sum(Kind::Float).double_value(&[]);
-    if count < 1.0 {
-        return x.zeros_like();
-    }
-    let mean = (&x * &mask).sum_dim_intlist(0, true, Kind::Float) / count;
-    let centred = (x - mean) * &mask;
+    let count = mask.sum(Kind::Float).clamp_min(1.0);
+    (x.to_kind(Kind::Float) * &mask).sum_dim_intlist(0, true, Kind::Float) / count
+}
+
+/// [`center_rows`] with a given mean (items added to a catalog are centred on the catalog's mean).
+pub fn center_with(x: &Tensor, present: &Tensor, mean: &Tensor) -> Tensor {
+    let mask = present.to_kind(Kind::Float).unsqueeze(-1);
+    let centred = (x.to_kind(Kind::Float) - mean) * &mask;
     let norm = centred.norm_scalaropt_dim(2.0, [-1], true).clamp_min(1e-8);
     centred / norm
 }

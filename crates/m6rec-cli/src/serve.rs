@@ -1,0 +1,138 @@
+//! `m6rec serve`: the HTTP service (m6rec-serve) with signals: SIGTERM or Ctrl-C stop it gracefully, SIGHUP reloads
+//! the checkpoint.
+
+use anyhow::{anyhow, Context, Result};
+use clap::Args;
+use m6rec_serve::{Limits, ModelSource, ServeConfig, Service};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Checkpoint directory (reloaded in place on SIGHUP or POST /v1/admin/reload).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: String,
+    /// Dataset the checkpoint was trained on (default: the path recorded in the checkpoint).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Feature cache for checkpoints with an item tower (default `<data>.features`).
+    #[arg(long)]
+    features: Option<PathBuf>,
+    /// Journal and media of items and events posted while serving (default `<checkpoint>.serve-state`).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Folder that `image_path` / `audio_path` of POST /v1/items are relative to (default: paths refused).
+    #[arg(long)]
+    media_root: Option<PathBuf>,
+    /// Text encoder for new items' text (default: the one the feature cache was built with).
+    #[arg(long)]
+    text_model: Option<PathBuf>,
+    /// auto, cpu or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Most recommendation requests per forward pass.
+    #[arg(long, default_value_t = 64)]
+    max_batch: usize,
+    /// Microseconds the model thread waits for more requests to join a batch.
+    #[arg(long, default_value_t = 1000)]
+    max_wait_us: u64,
+    /// Largest k.
+    #[arg(long, default_value_t = 1000)]
+    max_k: usize,
+    /// Longest explicit history accepted.
+    #[arg(long, default_value_t = 10_000)]
+    max_history: usize,
+    /// Largest request body, in MiB.
+    #[arg(long, default_value_t = 16)]
+    max_body_mib: usize,
+    /// Seconds a request (its body included) may take.
+    #[arg(long, default_value_t = 30)]
+    timeout_s: u64,
+}
+
+pub fn serve(a: &ServeArgs) -> Result<()> {
+    let device = m6rec_tensor::device::parse(&a.device)?;
+    let data = match &a.data {
+        Some(d) => d.clone(),
+        None => m6rec_train::checkpoint::load_config(&a.checkpoint)
+            .with_context(|| format!("loading checkpoint {}", a.checkpoint.display()))?
+            .dataset
+            .path
+            .ok_or_else(|| {
+                anyhow!("checkpoint {} does not record its dataset's path; give --data DIR", a.checkpoint.display())
+            })?,
+    };
+    let state = a.state.clone().unwrap_or_else(|| {
+        let mut s = a.checkpoint.clone().into_os_string();
+        s.push(".serve-state");
+        PathBuf::from(s)
+    });
+    let source = ModelSource {
+        checkpoint: a.checkpoint.clone(),
+        data: data.clone(),
+        features: a.features.clone(),
+        text_model: a.text_model.clone(),
+        device,
+    };
+    let limits = Limits {
+        max_k: a.max_k,
+        max_history: a.max_history,
+        max_body: a.max_body_mib << 20,
+        request_timeout: Duration::from_secs(a.timeout_s),
+        max_batch: a.max_batch,
+        max_wait: Duration::from_micros(a.max_wait_us),
+        ..Limits::default()
+    };
+    let cfg = ServeConfig { source, state_dir: state.clone(), media_root: a.media_root.clone(), limits };
+    let svc = Service::open(cfg).with_context(|| {
+        format!("starting the service for checkpoint {} and dataset {}", a.checkpoint.display(), data.display())
+    })?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&a.addr)
+            .await
+            .with_context(|| format!("listening on {} (is the port taken? pick another with --addr)", a.addr))?;
+        eprintln!(
+            "serving {} on http://{} (state {}); API: GET /openapi.json",
+            a.checkpoint.display(),
+            listener.local_addr().map(|x| x.to_string()).unwrap_or_else(|_| a.addr.clone()),
+            state.display()
+        );
+        let reloader = svc.clone();
+        tokio::spawn(async move {
+            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+            while hup.recv().await.is_some() {
+                match reloader.reload(None).await {
+                    Ok(r) => eprintln!("SIGHUP: now serving generation {} from {}", r.model_generation, r.checkpoint),
+                    Err(e) => eprintln!("SIGHUP: reload failed, still serving the previous model: {}", e.message),
+                }
+            }
+        });
+        svc.serve(listener, shutdown_signal()).await.context("serving")?;
+        eprintln!("stopped; everything acknowledged is in the journal");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+    eprintln!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,226 @@
+//! m6rec's HTTP recommendation service.
+//!
+//! # Brief overview
+//! - [`Service::open`] loads a checkpoint with its dataset and feature cache, replays the state directory's
+//!   [`journal`] (items and events acknowledged before a restart) and starts the model thread.
+//! - [`Service::router`] is the axum router: `POST /v1/recommend`, `POST /v1/items`, `POST /v1/events`,
+//!   `POST /v1/admin/reload`, `GET /healthz`, `GET /metrics`, `GET /openapi.json` (the [`api`] bodies).
+//! - [`Service::serve`] runs it on a listener until a shutdown future resolves, then lets in-flight requests finish.
+//!
+//! One thread owns the model, the catalog and every history; handlers send it jobs over a bounded channel, and
+//! recommendation requests that arrive together share one forward pass (dynamic batching, [`Limits::max_wait`]).
+//! Every change is fsynced to the journal before it is acknowledged.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use m6rec_serve::{ModelSource, ServeConfig, Service};
+//! let source = ModelSource {
+//!     checkpoint: "runs/demo".into(),
+//!     data: "data/demo".into(),
+//!     features: None,
+//!     text_model: None,
+//!     device: tch::Device::Cpu,
+//! };
+//! let svc = Service::open(ServeConfig::new(source, "runs/demo-serve".into()))?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! svc.serve(listener, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+pub mod api;
+mod engine;
+mod error;
+mod http;
+pub mod journal;
+mod metrics;
+mod model;
+mod prepare;
+
+pub use error::{ApiError, Error, Result};
+pub use metrics::Metrics;
+pub use model::{ModelSource, Prepared};
+
+use crate::engine::{Engine, Job};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Bounds on what one request may ask and how the service batches.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest `k`. Default 1000.
+    pub max_k: usize,
+    /// Longest explicit `history` (and most events per request). Default 10,000.
+    pub max_history: usize,
+    /// Most items per `POST /v1/items`. Default 1000.
+    pub max_items: usize,
+    /// Largest request body in bytes. Default 16 MiB.
+    pub max_body: usize,
+    /// A request (body included) must finish within this. Default 30 s.
+    pub request_timeout: Duration,
+    /// Most recommendation requests per forward pass. Default 64.
+    pub max_batch: usize,
+    /// How long the model thread waits for more requests to join a batch. Default 1 ms.
+    pub max_wait: Duration,
+    /// Jobs queued for the model thread before requests get 503. Default 4096.
+    pub queue: usize,
+    /// Cached user states (the cache is emptied when full). Default 100,000.
+    pub user_cache: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_k: 1000,
+            max_history: 10_000,
+            max_items: 1000,
+            max_body: 16 << 20,
+            request_timeout: Duration::from_secs(30),
+            max_batch: 64,
+            max_wait: Duration::from_millis(1),
+            queue: 4096,
+            user_cache: 100_000,
+        }
+    }
+}
+
+/// What [`Service::open`] needs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The model.
+    pub source: ModelSource,
+    /// Journal and media of items and events added while serving (created if missing).
+    pub state_dir: PathBuf,
+    /// Folder that `image_path` / `audio_path` in `POST /v1/items` are relative to; none: paths are refused.
+    pub media_root: Option<PathBuf>,
+    /// Request bounds and batching.
+    pub limits: Limits,
+}
+
+impl ServeConfig {
+    /// Default limits, no media root.
+    pub fn new(source: ModelSource, state_dir: PathBuf) -> ServeConfig {
+        ServeConfig { source, state_dir, media_root: None, limits: Limits::default() }
+    }
+}
+
+/// A running service: the model thread and what the handlers share.
+pub struct Service {
+    tx: crossbeam_channel::Sender<Job>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    cfg: ServeConfig,
+    metrics: Arc<Metrics>,
+    decoders: prepare::Decoders,
+    default_domain: String,
+    generation: AtomicU64,
+    reload_lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service").field("cfg", &self.cfg).finish()
+    }
+}
+
+impl Service {
+    /// Loads the model, replays the journal in `cfg.state_dir` and starts the model thread.
+    pub fn open(cfg: ServeConfig) -> Result<Arc<Service>> {
+        if cfg.limits.max_batch == 0 || cfg.limits.max_k == 0 || cfg.limits.queue == 0 {
+            return Err(Error::Config("limits: max_batch, max_k and queue must be at least 1".into()));
+        }
+        let (model, ds) = model::Model::load(&cfg.source, 1)?;
+        let decoders = prepare::Decoders::new(model.features.as_ref());
+        let default_domain = ds.items.first().map(|it| it.domain.clone()).unwrap_or_default();
+        let (journal, records) = journal::Journal::open(&cfg.state_dir)?;
+        let media_dir = cfg.state_dir.join("media");
+        let metrics = Arc::new(Metrics::new());
+        metrics.generation.set(1);
+        let mut engine = Engine::new(model, &ds, journal, cfg.limits.clone(), metrics.clone());
+        let n = records.len();
+        let applied = engine.replay(records, |s| decoders.stored_item(s, |name| media_dir.join(name)));
+        if n > 0 {
+            eprintln!("state {}: replayed {applied} of {n} journal records", cfg.state_dir.display());
+        }
+        let (tx, rx) = crossbeam_channel::bounded(cfg.limits.queue);
+        let thread = std::thread::Builder::new()
+            .name("m6rec-model".into())
+            .spawn(move || engine.run(rx))
+            .map_err(|e| Error::Config(format!("starting the model thread: {e}")))?;
+        Ok(Arc::new(Service {
+            tx,
+            thread: Mutex::new(Some(thread)),
+            cfg,
+            metrics,
+            decoders,
+            default_domain,
+            generation: AtomicU64::new(1),
+            reload_lock: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// The metrics this service records.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The HTTP API.
+    pub fn router(self: &Arc<Self>) -> axum::Router {
+        http::router(self.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then stops accepting, lets in-flight requests finish and stops
+    /// the model thread. Everything acknowledged is already on disk.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let app = self.router();
+        axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+        self.stop();
+        Ok(())
+    }
+
+    /// Asks the model thread to stop after the jobs already queued and waits for it (when no other handle to the
+    /// service remains; otherwise it stops when the last one is dropped).
+    fn stop(self: Arc<Self>) {
+        if let Ok(svc) = Arc::try_unwrap(self) {
+            let thread = svc.thread.lock().ok().and_then(|mut t| t.take());
+            drop(svc.tx);
+            if let Some(t) = thread {
+                let _ = t.join();
+            }
+        }
+    }
+
+    /// Loads `checkpoint` (default: the one served, re-read) beside the current model, then swaps it in: requests
+    /// queued before the swap finish on the old model. The checkpoint must be trained on the same catalog.
+    pub async fn reload(&self, checkpoint: Option<PathBuf>) -> std::result::Result<api::ReloadResponse, ApiError> {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        let generation = self.generation.load(Ordering::SeqCst) + 1;
+        let mut source = self.cfg.source.clone();
+        if let Some(c) = checkpoint {
+            source.checkpoint = c;
+        }
+        let loaded = tokio::task::spawn_blocking(move || model::Model::load(&source, generation))
+            .await
+            .map_err(|e| ApiError::internal(format!("loading the checkpoint: {e}")))?
+            .map_err(|e| ApiError::invalid("bad_checkpoint", format!("{e}; still serving the previous model")))?;
+        let answer = self.ask(|reply| Job::Swap(Box::new(loaded.0), reply)).await?;
+        self.generation.store(generation, Ordering::SeqCst);
+        Ok(answer)
+    }
+
+    async fn ask<T>(&self, job: impl FnOnce(engine::Reply<T>) -> Job) -> std::result::Result<T, ApiError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx.try_send(job(tx)).map_err(|e| match e {
+            crossbeam_channel::TrySendError::Full(_) => {
+                ApiError::unavailable("the model queue is full; retry with backoff")
+            }
+            crossbeam_channel::TrySendError::Disconnected(_) => ApiError::unavailable("the model thread has stopped"),
+        })?;
+        rx.await.map_err(|_| ApiError::internal("the model thread dropped the request"))?
+    }
+}

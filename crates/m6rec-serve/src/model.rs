@@ -1,0 +1,235 @@
+//! A loaded checkpoint as the service uses it: the item table (catalog plus items added since), the frozen text
+//! encoder for new items' text, and the per-user state cache.
+
+use crate::error::{ApiError, Result};
+use m6rec_train::checkpoint::LoadedModel;
+use m6rec_train::content::{ItemContent, Modality, ModalityName};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use tch::{Device, Kind, Tensor};
+
+/// An item decoded and ready to embed (media already preprocessed, off the model thread).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// `title. text`, as the feature cache embeds it.
+    pub text: String,
+    /// Preprocessed image.
+    pub pixels: Option<m6rec_image::Pixels>,
+    /// Log-mel spectrogram.
+    pub mel: Option<m6rec_audio::LogMel>,
+    /// Domain name.
+    pub domain: String,
+}
+
+/// Where a model comes from.
+#[derive(Debug, Clone)]
+pub struct ModelSource {
+    /// Checkpoint directory.
+    pub checkpoint: PathBuf,
+    /// Dataset directory it was trained on.
+    pub data: PathBuf,
+    /// Feature cache (default: beside the dataset).
+    pub features: Option<PathBuf>,
+    /// Text encoder folder for new items' text (default: the one the feature cache was built with).
+    pub text_model: Option<PathBuf>,
+    /// Device.
+    pub device: Device,
+}
+
+/// The model side of the service.
+pub struct Model {
+    /// The checkpoint.
+    pub loaded: LoadedModel,
+    /// `[rows, d_model]`: the training catalog, then items added since (in catalog order).
+    pub table: Tensor,
+    /// Load counter.
+    pub generation: u64,
+    /// Its checkpoint directory.
+    pub checkpoint: PathBuf,
+    text: Option<(tch::nn::VarStore, m6rec_text::TextEncoder)>,
+    text_mean: Option<Tensor>,
+    /// How the feature cache was built (models with an item tower): how new items' media are preprocessed.
+    pub features: Option<m6rec_features::FeatureConfig>,
+    /// Cached user states by user id: (history version, `[d_model]`).
+    pub cache: HashMap<String, (u64, Tensor)>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("generation", &self.generation).field("checkpoint", &self.checkpoint).finish()
+    }
+}
+
+impl Model {
+    /// Loads the checkpoint with its dataset and feature cache, and the text encoder when the model reads text.
+    pub fn load(src: &ModelSource, generation: u64) -> Result<(Model, m6rec_data::Dataset)> {
+        let (ds, loaded) =
+            m6rec_train::open::open_model(src.device, &src.data, &src.checkpoint, src.features.as_deref())?;
+        let table = loaded.item_table()?;
+        let mut model = Model {
+            loaded,
+            table,
+            generation,
+            checkpoint: src.checkpoint.clone(),
+            text: None,
+            text_mean: None,
+            features: None,
+            cache: HashMap::new(),
+        };
+        let run = &model.loaded.config.run;
+        if run.item_tower.is_none() {
+            return Ok((model, ds));
+        }
+        let cache = src.features.clone().unwrap_or_else(|| m6rec_features::default_cache_dir(&src.data));
+        let feats = m6rec_features::Features::load(&cache, &ds).map_err(m6rec_train::Error::from)?;
+        model.features = Some(feats.config.clone());
+        if run.content().modalities.contains(&ModalityName::Text) {
+            let tcfg = feats.config.text.clone();
+            let dir = src.text_model.clone().or_else(|| tcfg.as_ref().map(|t| t.model.clone()));
+            if let Some(dir) = dir {
+                let max_len = tcfg.map_or(256, |t| t.max_len);
+                let vs = tch::nn::VarStore::new(src.device);
+                let enc = m6rec_text::TextEncoder::pretrained(&vs.root(), &dir, max_len, true).map_err(|e| {
+                    crate::Error::Config(format!(
+                        "text encoder {} (for new items' text): {e}; give --text-model DIR",
+                        dir.display()
+                    ))
+                })?;
+                model.text = Some((vs, enc));
+            }
+            if run.content().center_text {
+                let all: Vec<u32> = (0..u32::try_from(ds.n_items()).unwrap_or(u32::MAX)).collect();
+                let x = feats.texts(&all).map_err(m6rec_train::Error::from)?;
+                let present = feats.present.select(1, m6rec_features::TEXT);
+                model.text_mean = Some(m6rec_train::content::text_mean(&x, &present));
+            }
+        }
+        Ok((model, ds))
+    }
+
+    /// Longest history the model reads.
+    pub fn max_len(&self) -> usize {
+        usize::try_from(self.loaded.config.run.model.max_len).unwrap_or(1)
+    }
+
+    /// Rows of the item table.
+    pub fn rows(&self) -> usize {
+        usize::try_from(self.table.size()[0]).unwrap_or(0)
+    }
+
+    /// Checks that this model can embed new items (it has an item tower); what `POST /v1/items` needs.
+    pub fn can_embed(&self) -> std::result::Result<(), ApiError> {
+        if self.loaded.items.is_none() {
+            return Err(ApiError::invalid(
+                "no_item_tower",
+                "this model represents items by id only and cannot embed new items; serve a checkpoint trained with [item_tower] mode = \"content_only\" or \"hybrid\"",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Embeddings `[n, d_model]` of `items`; `ids[i]` is the item's training-catalog row, or -1.
+    pub fn embed(&self, items: &[Prepared], ids: &[i64]) -> std::result::Result<Tensor, ApiError> {
+        self.can_embed()?;
+        let n = i64::try_from(items.len()).map_err(|e| ApiError::internal(e.to_string()))?;
+        let run = &self.loaded.config.run;
+        let mut modalities = Vec::new();
+        let mut present: Vec<Vec<bool>> = Vec::new();
+        for name in run.content().modalities {
+            match name {
+                ModalityName::Text => {
+                    let has: Vec<bool> = items.iter().map(|p| !p.text.trim().is_empty()).collect();
+                    let x = match &self.text {
+                        Some((_, enc)) => {
+                            let texts: Vec<&str> = items.iter().map(|p| p.text.as_str()).collect();
+                            enc.encode(&texts, self.loaded.vs.device(), m6rec_tensor::Mode::Eval)
+                                .map_err(|e| ApiError::internal(format!("text encoder: {e}")))?
+                                .to_kind(Kind::Float)
+                        }
+                        None if has.iter().any(|&h| h) => {
+                            return Err(ApiError::invalid(
+                                "no_text_encoder",
+                                "the model reads text but no text encoder is loaded; restart with --text-model DIR",
+                            ))
+                        }
+                        None => Tensor::zeros([n, 1], (Kind::Float, Device::Cpu)),
+                    };
+                    let x = match &self.text_mean {
+                        Some(mean) => {
+                            let mask = Tensor::from_slice(&has.iter().map(|&h| i64::from(h)).collect::<Vec<_>>())
+                                .gt(0)
+                                .to_device(x.device());
+                            m6rec_train::content::center_with(&x, &mask, &mean.to_device(x.device()))
+                        }
+                        None => x,
+                    };
+                    modalities.push(Modality::Vectors(x));
+                    present.push(has);
+                }
+                ModalityName::Image => {
+                    let (rows, row_of) = stack_rows(items.iter().map(|p| p.pixels.as_ref()));
+                    let pixels = if rows.is_empty() {
+                        // No item has an image: one blank row keeps the encoder's input shape; every row_of is -1.
+                        let side = self.features.as_ref().map_or(1, |f| i64::from(f.image.size));
+                        Tensor::zeros([1, 3, side, side], (Kind::Uint8, Device::Cpu))
+                    } else {
+                        let size = i64::from(rows[0].size);
+                        let mut flat = Vec::new();
+                        for p in &rows {
+                            if p.size != rows[0].size {
+                                return Err(ApiError::internal("images of different sizes after preprocessing"));
+                            }
+                            flat.extend_from_slice(&p.chw);
+                        }
+                        Tensor::from_slice(&flat).view([-1, 3, size, size])
+                    };
+                    present.push(row_of.iter().map(|&r| r >= 0).collect());
+                    let (mean, std) = self.image_norm();
+                    modalities.push(Modality::Images { pixels, row_of, mean, std });
+                }
+                ModalityName::Audio => {
+                    let (rows, row_of) = stack_rows(items.iter().map(|p| p.mel.as_ref()));
+                    let log_mel = if rows.is_empty() {
+                        let (mels, frames) = self.features.as_ref().map_or((1, 1), |f| {
+                            (i64::try_from(f.audio.n_mels).unwrap_or(1), i64::try_from(f.audio.n_frames()).unwrap_or(1))
+                        });
+                        Tensor::zeros([1, 1, mels, frames], (Kind::Float, Device::Cpu))
+                    } else {
+                        m6rec_audio::batch(&rows).map_err(|e| ApiError::internal(format!("audio: {e}")))?
+                    };
+                    present.push(row_of.iter().map(|&r| r >= 0).collect());
+                    modalities.push(Modality::Audio { log_mel, row_of });
+                }
+            }
+        }
+        let m = i64::try_from(present.len()).map_err(|e| ApiError::internal(e.to_string()))?;
+        let flags: Vec<i64> = (0..items.len()).flat_map(|i| present.iter().map(move |col| i64::from(col[i]))).collect();
+        let present = Tensor::from_slice(&flags).view([n, m]).gt(0);
+        let content = ItemContent::from_modalities(modalities, present, items.len())
+            .map_err(|e| ApiError::internal(format!("new items: {e}")))?;
+        let domains: Vec<&str> = items.iter().map(|p| p.domain.as_str()).collect();
+        self.loaded.embed_new_items(&content, ids, &domains).map_err(|e| ApiError::internal(e.to_string()))
+    }
+
+    fn image_norm(&self) -> ([f64; 3], [f64; 3]) {
+        match &self.features {
+            Some(f) => (f.image.mean.map(f64::from), f.image.std.map(f64::from)),
+            None => (m6rec_image::IMAGENET_MEAN.map(f64::from), m6rec_image::IMAGENET_STD.map(f64::from)),
+        }
+    }
+}
+
+fn stack_rows<'a, T>(items: impl Iterator<Item = Option<&'a T>>) -> (Vec<&'a T>, Vec<i64>) {
+    let mut rows = Vec::new();
+    let mut row_of = Vec::new();
+    for it in items {
+        match it {
+            Some(x) => {
+                row_of.push(i64::try_from(rows.len()).unwrap_or(-1));
+                rows.push(x);
+            }
+            None => row_of.push(-1),
+        }
+    }
+    (rows, row_of)
+}

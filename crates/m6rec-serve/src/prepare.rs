@@ -1,0 +1,130 @@
+//! New items' media, from a request (base64 bytes or a path under `--media-root`) or from the journal, decoded and
+//! preprocessed off the model thread with the feature cache's settings.
+
+use crate::api::ItemIn;
+use crate::engine::NewItem;
+use crate::error::ApiError;
+use crate::journal::StoredItem;
+use crate::model::Prepared;
+use base64::Engine as _;
+use m6rec_features::FeatureConfig;
+use std::path::{Component, Path};
+
+/// Decoders for one feature configuration.
+#[derive(Debug)]
+pub struct Decoders {
+    image: Option<m6rec_image::Preprocessor>,
+    mel: Option<m6rec_audio::MelSpectrogram>,
+}
+
+impl Decoders {
+    /// From the feature cache's configuration (none: the model has no item tower; media are refused).
+    pub fn new(cfg: Option<&FeatureConfig>) -> Decoders {
+        Decoders {
+            image: cfg.and_then(|c| m6rec_image::Preprocessor::new(&c.image).ok()),
+            mel: cfg.and_then(|c| m6rec_audio::MelSpectrogram::new(&c.audio).ok()),
+        }
+    }
+
+    /// Decodes one request item (`at` names it in errors).
+    pub fn request_item(
+        &self,
+        it: ItemIn,
+        at: &str,
+        media_root: Option<&Path>,
+        default_domain: &str,
+    ) -> Result<NewItem, ApiError> {
+        if it.id.trim().is_empty() {
+            return Err(ApiError::invalid("bad_item", format!("{at}: id is empty")));
+        }
+        let bytes = |b64: &Option<String>,
+                     path: &Option<String>,
+                     what: &str|
+         -> Result<Option<(Vec<u8>, String)>, ApiError> {
+            match (b64, path) {
+                (Some(_), Some(_)) => {
+                    Err(ApiError::invalid("bad_item", format!("{at}: give {what}_base64 or {what}_path, not both")))
+                }
+                (Some(b), None) => {
+                    let raw = base64::engine::general_purpose::STANDARD.decode(b.trim()).map_err(|e| {
+                        ApiError::invalid("bad_media", format!("{at}: {what}_base64 is not valid base64 ({e})"))
+                    })?;
+                    Ok(Some((raw, "bin".to_string())))
+                }
+                (None, Some(p)) => {
+                    let root = media_root.ok_or_else(|| {
+                        ApiError::invalid(
+                            "media_path_disabled",
+                            format!("{at}: {what}_path needs the server started with --media-root DIR; send {what}_base64 instead"),
+                        )
+                    })?;
+                    let rel = Path::new(p);
+                    if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+                        return Err(ApiError::invalid(
+                            "bad_media",
+                            format!("{at}: {what}_path {p:?} must be relative to the media root, without `..`"),
+                        ));
+                    }
+                    let full = root.join(rel);
+                    let raw = std::fs::read(&full)
+                        .map_err(|e| ApiError::invalid("bad_media", format!("{at}: {what}_path {p:?}: {e}")))?;
+                    let ext = rel.extension().and_then(|e| e.to_str()).unwrap_or("bin").to_ascii_lowercase();
+                    Ok(Some((raw, ext)))
+                }
+                (None, None) => Ok(None),
+            }
+        };
+        let image = bytes(&it.image_base64, &it.image_path, "image")?;
+        let audio = bytes(&it.audio_base64, &it.audio_path, "audio")?;
+        let pixels = match &image {
+            None => None,
+            Some((raw, _)) => Some(self.image(raw).map_err(|m| ApiError::invalid("bad_media", format!("{at}: {m}")))?),
+        };
+        let mel = match &audio {
+            None => None,
+            Some((raw, ext)) => {
+                Some(self.audio(raw, ext).map_err(|m| ApiError::invalid("bad_media", format!("{at}: {m}")))?)
+            }
+        };
+        let domain = it.domain.clone().filter(|d| !d.trim().is_empty()).unwrap_or_else(|| default_domain.to_string());
+        let prepared = Prepared { text: text_of(&it.title, it.text.as_deref()), pixels, mel, domain };
+        Ok(NewItem { meta: it, prepared, image, audio })
+    }
+
+    /// An item from the journal; media that no longer decode are left out (with a message on stderr).
+    pub fn stored_item(&self, s: &StoredItem, media: impl Fn(&str) -> std::path::PathBuf) -> Prepared {
+        let read =
+            |name: &Option<String>| name.as_ref().and_then(|n| std::fs::read(media(n)).ok().map(|b| (b, n.clone())));
+        let pixels = read(&s.image)
+            .and_then(|(b, n)| self.image(&b).map_err(|m| eprintln!("journal: item {}: image {n}: {m}", s.id)).ok());
+        let mel = read(&s.audio).and_then(|(b, n)| {
+            let ext = Path::new(&n).extension().and_then(|e| e.to_str()).unwrap_or("bin").to_string();
+            self.audio(&b, &ext).map_err(|m| eprintln!("journal: item {}: audio {n}: {m}", s.id)).ok()
+        });
+        Prepared { text: text_of(&s.title, s.text.as_deref()), pixels, mel, domain: s.domain.clone() }
+    }
+
+    fn image(&self, raw: &[u8]) -> Result<m6rec_image::Pixels, String> {
+        let p = self.image.as_ref().ok_or("this model reads no images")?;
+        p.bytes(raw).map_err(|e| format!("image does not decode: {e}"))
+    }
+
+    fn audio(&self, raw: &[u8], ext: &str) -> Result<m6rec_audio::LogMel, String> {
+        let m = self.mel.as_ref().ok_or("this model reads no audio")?;
+        let hint = (ext != "bin").then_some(ext);
+        m.bytes(raw.to_vec(), hint).map_err(|e| format!("audio does not decode: {e}"))
+    }
+}
+
+/// The text the feature cache embeds for an item: `title. text`.
+fn text_of(title: &str, text: Option<&str>) -> String {
+    let item = m6rec_data::Item {
+        id: String::new(),
+        domain: String::new(),
+        title: title.to_string(),
+        text: text.map(str::to_string),
+        image: None,
+        audio: None,
+    };
+    m6rec_features::item_text(&item)
+}

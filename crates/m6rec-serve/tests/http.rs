@@ -1,0 +1,523 @@
+//! The service over real sockets on 127.0.0.1: every endpoint, persistence across a restart, hot reload, and each
+//! kind of bad input answered with a JSON error while the server keeps serving.
+//!
+//! The fixture: the embedded demo dataset, MiniLM text features, and a small content-only model trained for a few
+//! epochs (built once per test binary).
+
+use m6rec_fusion::{FusionConfig, ItemTowerConfig, TowerMode};
+use m6rec_serve::api::*;
+use m6rec_serve::{Limits, ModelSource, ServeConfig, Service};
+use m6rec_train::checkpoint::DatasetFingerprint;
+use m6rec_train::{RunConfig, Silent, Trainer};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    ckpt: PathBuf,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let _rng = m6rec_testkit::torch_rng();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("demo");
+        let ds = m6rec_data::import::import(m6rec_data::import::Format::RecBole, &m6rec_testkit::fixture("demo"))
+            .expect("import the demo fixture")
+            .dataset;
+        ds.save(&data).expect("save dataset");
+        let fcfg = m6rec_features::FeatureConfig {
+            text: Some(m6rec_features::TextFeatureConfig {
+                model: m6rec_testkit::text_model(),
+                max_len: 64,
+                batch_size: 64,
+            }),
+            ..Default::default()
+        };
+        m6rec_features::build(&data, &ds, &m6rec_features::default_cache_dir(&data), &fcfg, &())
+            .expect("feature cache");
+        let mut cfg = RunConfig::default();
+        cfg.model.d_model = 32;
+        cfg.model.n_layers = 1;
+        cfg.model.max_len = 20;
+        cfg.train.epochs = 4;
+        cfg.train.batch_size = 128;
+        cfg.train.warmup_steps = 5;
+        cfg.item_tower =
+            Some(ItemTowerConfig { mode: TowerMode::ContentOnly, fusion: FusionConfig::Mean, id_dropout: 0.0 });
+        cfg.content = Some(m6rec_train::content::ContentConfig::default());
+        let content = m6rec_train::open::item_content(&data, None, &ds, &cfg).expect("content");
+        let mut t = Trainer::with_content(cfg.clone(), DatasetFingerprint::of(&ds), Some(&content), tch::Device::Cpu)
+            .expect("trainer");
+        let split = cfg.split(&ds.interactions, ds.n_users(), ds.n_items());
+        let ckpt = dir.path().join("ckpt");
+        t.fit(&split, Some(&ckpt), &mut Silent).expect("train");
+        Fixture { _dir: dir, data, ckpt }
+    })
+}
+
+/// A running server and the runtime it runs on.
+struct Server {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: Option<std::sync::mpsc::Receiver<()>>,
+    _rt: tokio::runtime::Runtime,
+    svc: Arc<Service>,
+}
+
+impl Server {
+    fn start(state: &Path, limits: Limits) -> Server {
+        let f = fixture();
+        let source = ModelSource {
+            checkpoint: f.ckpt.clone(),
+            data: f.data.clone(),
+            features: None,
+            text_model: Some(m6rec_testkit::text_model()),
+            device: tch::Device::Cpu,
+        };
+        let cfg = ServeConfig { source, state_dir: state.to_path_buf(), media_root: None, limits };
+        let svc = Service::open(cfg).expect("service opens");
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        std_listener.set_nonblocking(true).expect("nonblocking");
+        let addr = std_listener.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let s = svc.clone();
+        rt.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
+            let _ = s
+                .serve(listener, async move {
+                    let _ = stopped.await;
+                })
+                .await;
+            let _ = done_tx.send(());
+        });
+        Server { addr, stop: Some(stop), done: Some(done), _rt: rt, svc }
+    }
+
+    /// Graceful shutdown; returns once the server future finished.
+    fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(d) = self.done.take() {
+            d.recv_timeout(Duration::from_secs(20)).expect("server stops within 20 s");
+        }
+    }
+
+    fn raw(&self, request: &[u8]) -> (u16, String) {
+        let mut s = TcpStream::connect(self.addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+        s.write_all(request).expect("write");
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (status, body)
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        let body = body.unwrap_or("");
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let (status, text) = self.raw(req.as_bytes());
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    fn post<T: serde::Serialize>(&self, path: &str, body: &T) -> (u16, Value) {
+        self.call("POST", path, Some(&serde_json::to_string(body).expect("json")))
+    }
+}
+
+fn error_code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("<no error code>")
+}
+
+fn item_ids(v: &Value) -> Vec<String> {
+    v["items"]
+        .as_array()
+        .map_or(Vec::new(), |a| a.iter().filter_map(|x| x["item_id"].as_str().map(String::from)).collect())
+}
+
+fn limits() -> Limits {
+    Limits { max_body: 256 << 10, request_timeout: Duration::from_secs(2), ..Limits::default() }
+}
+
+fn demo() -> m6rec_data::Dataset {
+    m6rec_data::Dataset::load(&fixture().data).expect("dataset")
+}
+
+#[test]
+fn recommends_for_known_and_new_users_with_filters() {
+    let state = tempfile::tempdir().expect("tmp");
+    let srv = Server::start(state.path(), limits());
+    let ds = demo();
+    let user = ds.users[0].clone();
+    let split = m6rec_data::Split::leave_one_out(&ds.interactions, ds.n_users());
+    let seen: Vec<String> = split.sequence(0).iter().map(|&i| ds.items[i as usize].id.clone()).collect();
+
+    let (st, v) = srv.post(
+        "/v1/recommend",
+        &RecommendRequest { user_id: Some(user.clone()), k: 20, exclude_seen: true, ..Default::default() },
+    );
+    assert_eq!(st, 200, "{v}");
+    let ids = item_ids(&v);
+    assert_eq!(ids.len(), 20);
+    assert!(ids.iter().all(|i| !seen.contains(i)), "a seen item came back: {ids:?}");
+    let scores: Vec<f64> = v["items"].as_array().expect("items").iter().filter_map(|x| x["score"].as_f64()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "scores not descending: {scores:?}");
+    assert_eq!(v["history_len"].as_u64(), Some(seen.len() as u64));
+
+    // A new user by history, one domain, with a blocklist.
+    let history: Vec<String> = seen.iter().take(5).cloned().collect();
+    let domain = ds.items[0].domain.clone();
+    let (st, v) = srv.post(
+        "/v1/recommend",
+        &RecommendRequest {
+            history: Some(history.clone()),
+            k: 10,
+            exclude_seen: true,
+            domain: Some(domain.clone()),
+            ..Default::default()
+        },
+    );
+    assert_eq!(st, 200, "{v}");
+    let first = item_ids(&v);
+    assert!(v["items"].as_array().expect("items").iter().all(|x| x["domain"] == domain.as_str()), "{v}");
+    let (st, v) = srv.post(
+        "/v1/recommend",
+        &RecommendRequest {
+            history: Some(history.clone()),
+            k: 10,
+            exclude_seen: true,
+            domain: Some(domain.clone()),
+            blocklist: vec![first[0].clone()],
+            ..Default::default()
+        },
+    );
+    assert_eq!(st, 200);
+    assert!(!item_ids(&v).contains(&first[0]), "the blocked item came back");
+
+    // exclude_seen off lets history items back in: over the whole catalog they must appear.
+    let (st, v) = srv.post(
+        "/v1/recommend",
+        &RecommendRequest {
+            history: Some(history.clone()),
+            k: ds.n_items(),
+            exclude_seen: false,
+            ..Default::default()
+        },
+    );
+    assert_eq!(st, 200);
+    assert!(history.iter().all(|h| item_ids(&v).contains(h)));
+
+    // An empty history falls back to popularity: the most interacted item first.
+    let (st, v) =
+        srv.post("/v1/recommend", &RecommendRequest { history: Some(Vec::new()), k: 1, ..Default::default() });
+    assert_eq!(st, 200, "{v}");
+    let mut counts = vec![0usize; ds.n_items()];
+    for &i in &ds.interactions.item {
+        counts[i as usize] += 1;
+    }
+    let top = (0..ds.n_items()).max_by_key(|&i| (counts[i], std::cmp::Reverse(i))).unwrap_or(0);
+    assert_eq!(counts[ds.item_index()[item_ids(&v)[0].as_str()] as usize], counts[top]);
+    srv.shutdown();
+}
+
+#[test]
+fn bad_requests_get_json_errors_and_the_server_keeps_serving() {
+    let state = tempfile::tempdir().expect("tmp");
+    let srv = Server::start(state.path(), limits());
+    let ds = demo();
+    let good = RecommendRequest {
+        history: Some(vec![ds.items[0].id.clone()]),
+        k: 5,
+        exclude_seen: true,
+        ..Default::default()
+    };
+    let cases: Vec<(&str, (u16, Value), u16, &str)> = vec![
+        ("malformed json", srv.call("POST", "/v1/recommend", Some("{\"k\": 3")), 400, "bad_json"),
+        ("wrong field type", srv.call("POST", "/v1/recommend", Some("{\"k\": \"ten\"}")), 422, "bad_fields"),
+        ("unknown field", srv.call("POST", "/v1/recommend", Some("{\"usr\": \"1\"}")), 422, "bad_fields"),
+        (
+            "unknown item",
+            srv.post(
+                "/v1/recommend",
+                &RecommendRequest { history: Some(vec!["no-such-item".into()]), k: 5, ..Default::default() },
+            ),
+            422,
+            "unknown_item",
+        ),
+        (
+            "unknown user",
+            srv.post(
+                "/v1/recommend",
+                &RecommendRequest { user_id: Some("no-such-user".into()), k: 5, ..Default::default() },
+            ),
+            404,
+            "unknown_user",
+        ),
+        ("k of 0", srv.post("/v1/recommend", &RecommendRequest { k: 0, ..good.clone() }), 422, "bad_k"),
+        ("k of a million", srv.post("/v1/recommend", &RecommendRequest { k: 1_000_000, ..good.clone() }), 422, "bad_k"),
+        (
+            "both user and history",
+            srv.post("/v1/recommend", &RecommendRequest { user_id: Some(ds.users[0].clone()), ..good.clone() }),
+            422,
+            "bad_request",
+        ),
+        (
+            "unknown domain",
+            srv.post("/v1/recommend", &RecommendRequest { domain: Some("nowhere".into()), ..good.clone() }),
+            422,
+            "unknown_domain",
+        ),
+        (
+            "history of 100,000 items",
+            srv.post(
+                "/v1/recommend",
+                &RecommendRequest { history: Some(vec![ds.items[0].id.clone(); 20_000]), ..good.clone() },
+            ),
+            422,
+            "history_too_long",
+        ),
+        (
+            "huge body",
+            srv.call(
+                "POST",
+                "/v1/recommend",
+                Some(&format!("{{\"history\": [{}]}}", vec!["\"i0\""; 100_000].join(","))),
+            ),
+            413,
+            "body_too_large",
+        ),
+        (
+            "undecodable image",
+            srv.post(
+                "/v1/items",
+                &ItemsRequest {
+                    items: vec![ItemIn {
+                        id: "x".into(),
+                        title: "t".into(),
+                        image_base64: Some("aGVsbG8=".into()),
+                        ..Default::default()
+                    }],
+                },
+            ),
+            422,
+            "bad_media",
+        ),
+        (
+            "invalid base64",
+            srv.post(
+                "/v1/items",
+                &ItemsRequest {
+                    items: vec![ItemIn { id: "x".into(), audio_base64: Some("%%%".into()), ..Default::default() }],
+                },
+            ),
+            422,
+            "bad_media",
+        ),
+        (
+            "media path without a media root",
+            srv.post(
+                "/v1/items",
+                &ItemsRequest {
+                    items: vec![ItemIn {
+                        id: "x".into(),
+                        image_path: Some("../etc/passwd".into()),
+                        ..Default::default()
+                    }],
+                },
+            ),
+            422,
+            "media_path_disabled",
+        ),
+        ("no items", srv.post("/v1/items", &ItemsRequest { items: vec![] }), 422, "bad_items"),
+        (
+            "events for unknown items",
+            srv.post("/v1/events", &EventsRequest { user_id: "u".into(), items: vec!["nope".into()] }),
+            422,
+            "unknown_item",
+        ),
+        ("no route", srv.call("GET", "/v2/nothing", None), 404, "no_route"),
+        ("wrong method", srv.call("GET", "/v1/recommend", None), 405, "method_not_allowed"),
+    ];
+    for (what, (status, body), want_status, want_code) in &cases {
+        assert_eq!(status, want_status, "{what}: {body}");
+        assert_eq!(error_code(body), *want_code, "{what}: {body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| m.len() > 10), "{what}: no message: {body}");
+    }
+    // Not JSON at all.
+    let (st, body) =
+        srv.raw(b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}");
+    assert_eq!(st, 415, "{body}");
+
+    // A slow client (headers, then half its body) times out with 408 while others are served.
+    let mut slow = TcpStream::connect(srv.addr).expect("connect");
+    slow.write_all(b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"k\":").expect("write");
+    let (st, v) = srv.post("/v1/recommend", &good);
+    assert_eq!(st, 200, "served while a slow client waits: {v}");
+    slow.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut buf = [0u8; 512];
+    let n = slow.read(&mut buf).unwrap_or(0);
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "slow client got: {text}");
+
+    // After all of that, the server still answers.
+    let (st, v) = srv.post("/v1/recommend", &good);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(item_ids(&v).len(), 5);
+    srv.shutdown();
+}
+
+#[test]
+fn new_items_and_events_apply_at_once_and_survive_a_restart() {
+    let state = tempfile::tempdir().expect("tmp");
+    let ds = demo();
+    let srv = Server::start(state.path(), limits());
+    let n = ds.n_items();
+    let new_item = ItemIn {
+        id: "fresh-1".into(),
+        title: format!("{} (new edition)", ds.items[3].title),
+        domain: Some(ds.items[3].domain.clone()),
+        text: ds.items[3].text.clone(),
+        ..Default::default()
+    };
+    let (st, v) = srv.post("/v1/items", &ItemsRequest { items: vec![new_item.clone()] });
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["added"].as_u64(), Some(1));
+    assert_eq!(v["catalog_size"].as_u64(), Some(n as u64 + 1));
+    // Recommendable at once: it is ranked among the whole catalog, and usable in a history.
+    let all = RecommendRequest {
+        history: Some(vec![ds.items[2].id.clone()]),
+        k: n + 1,
+        exclude_seen: false,
+        ..Default::default()
+    };
+    let (st, v) = srv.post("/v1/recommend", &all);
+    assert_eq!(st, 200, "{v}");
+    assert!(item_ids(&v).contains(&"fresh-1".to_string()));
+    let (st, _) = srv
+        .post("/v1/recommend", &RecommendRequest { history: Some(vec!["fresh-1".into()]), k: 3, ..Default::default() });
+    assert_eq!(st, 200);
+    // An item with the same text as item 3 lands near it: its score for a user follows item 3's closely.
+    let scores: std::collections::HashMap<String, f64> = v["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|x| Some((x["item_id"].as_str()?.to_string(), x["score"].as_f64()?)))
+        .collect();
+    let (a, b) = (scores["fresh-1"], scores[&ds.items[3].id]);
+    let spread = scores.values().fold(f64::MIN, |m, &s| m.max(s)) - scores.values().fold(f64::MAX, |m, &s| m.min(s));
+    assert!((a - b).abs() < 0.25 * spread, "new item {a} vs its twin {b} (catalog spread {spread})");
+
+    // Events change what a known user gets, and create new users.
+    let user = ds.users[1].clone();
+    let ask = RecommendRequest { user_id: Some(user.clone()), k: 10, exclude_seen: true, ..Default::default() };
+    let (_, before) = srv.post("/v1/recommend", &ask);
+    let before_len = before["history_len"].as_u64().unwrap_or(0);
+    let new_events: Vec<String> = ds.items.iter().rev().take(3).map(|it| it.id.clone()).collect();
+    let (st, v) = srv.post("/v1/events", &EventsRequest { user_id: user.clone(), items: new_events.clone() });
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["history_len"].as_u64(), Some(before_len + 3));
+    let (_, after) = srv.post("/v1/recommend", &ask);
+    assert_eq!(after["history_len"].as_u64(), Some(before_len + 3));
+    assert_ne!(before["items"], after["items"], "the recommendation ignored the new events");
+    assert!(item_ids(&after).iter().all(|i| !new_events.contains(i)), "just-seen items recommended");
+    let (st, _) = srv.post(
+        "/v1/events",
+        &EventsRequest { user_id: "brand-new".into(), items: vec!["fresh-1".into(), ds.items[0].id.clone()] },
+    );
+    assert_eq!(st, 200);
+    let (_, v) = srv.call("GET", "/metrics", None);
+    let metrics = v.as_str().unwrap_or_default().to_string();
+    assert!(metrics.contains(&format!("m6rec_catalog_items {}", n + 1)), "{metrics}");
+    assert!(metrics.contains("m6rec_requests_total{route=\"/v1/recommend\",status=\"200\"}"), "{metrics}");
+    assert!(metrics.contains("m6rec_request_duration_seconds_bucket{route=\"/v1/events\""), "{metrics}");
+    srv.shutdown();
+
+    // Restart on the same state: everything acknowledged is back.
+    let srv = Server::start(state.path(), limits());
+    let (st, v) =
+        srv.post("/v1/recommend", &RecommendRequest { user_id: Some("brand-new".into()), k: 3, ..Default::default() });
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["history_len"].as_u64(), Some(2));
+    let (_, v) = srv.post("/v1/recommend", &ask);
+    assert_eq!(v["history_len"].as_u64(), Some(before_len + 3));
+    assert_eq!(v["items"], after["items"], "same model, same history, same answer after a restart");
+    let (_, h) = srv.call("GET", "/healthz", None);
+    assert_eq!(h["catalog_items"].as_u64(), Some(n as u64 + 1), "{h}");
+    srv.shutdown();
+}
+
+#[test]
+fn hot_reload_swaps_models_and_a_bad_checkpoint_keeps_the_old_one() {
+    let state = tempfile::tempdir().expect("tmp");
+    let ds = demo();
+    let srv = Server::start(state.path(), limits());
+    let (st, _) = srv.post(
+        "/v1/items",
+        &ItemsRequest {
+            items: vec![ItemIn { id: "added-before-reload".into(), title: "A new thing".into(), ..Default::default() }],
+        },
+    );
+    assert_eq!(st, 200);
+    let ask = RecommendRequest {
+        history: Some(vec![ds.items[0].id.clone(), "added-before-reload".into()]),
+        k: 5,
+        ..Default::default()
+    };
+    let (_, before) = srv.post("/v1/recommend", &ask);
+    assert_eq!(before["model_generation"].as_u64(), Some(1));
+    let (st, v) = srv.post("/v1/admin/reload", &ReloadRequest { checkpoint: Some("/no/such/checkpoint".into()) });
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(error_code(&v), "bad_checkpoint");
+    let (st, v) = srv.call("POST", "/v1/admin/reload", None);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["model_generation"].as_u64(), Some(2));
+    let (st, after) = srv.post("/v1/recommend", &ask);
+    assert_eq!(st, 200, "{after}");
+    assert_eq!(after["model_generation"].as_u64(), Some(2));
+    // The same weights re-read give the same answer, the added item included.
+    assert_eq!(before["items"], after["items"]);
+    assert!(Arc::strong_count(&srv.svc) >= 1);
+    srv.shutdown();
+}
+
+#[test]
+fn the_openapi_document_lists_every_route() {
+    let state = tempfile::tempdir().expect("tmp");
+    let srv = Server::start(state.path(), limits());
+    let (st, doc) = srv.call("GET", "/openapi.json", None);
+    assert_eq!(st, 200);
+    let committed: Value = serde_json::from_str(
+        &std::fs::read_to_string(m6rec_testkit::workspace_root().join("docs/openapi.json")).expect("docs/openapi.json"),
+    )
+    .expect("valid JSON");
+    assert_eq!(doc, committed, "served and committed documents differ");
+    for (method, path) in [
+        ("post", "/v1/recommend"),
+        ("post", "/v1/items"),
+        ("post", "/v1/events"),
+        ("post", "/v1/admin/reload"),
+        ("get", "/healthz"),
+        ("get", "/metrics"),
+        ("get", "/openapi.json"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} missing from the OpenAPI document");
+        // And the route exists: anything but the fallback's no_route.
+        let (_, v) = srv.call(&method.to_uppercase(), path, if method == "post" { Some("{}") } else { None });
+        assert_ne!(error_code(&v), "no_route", "{path}");
+    }
+    srv.shutdown();
+}
