@@ -59,7 +59,7 @@ fn main() -> Result<()> {
     for n in sizes.split(',').map(|s| s.trim().parse::<usize>()) {
         let n = n.context("--sizes takes comma-separated item counts")?;
         let split = Split::from_sequences(sequences(n, users, 7));
-        let fp = DatasetFingerprint { name: format!("gen-{n}"), n_items: n, items_hash: String::new() };
+        let fp = DatasetFingerprint { name: format!("gen-{n}"), n_items: n, items_hash: String::new(), path: None };
         let emb = Tensor::randn([n as i64, 384], (Kind::Float, Device::Cpu));
         let emb = &emb / emb.norm_scalaropt_dim(2, [1i64].as_slice(), true);
         let content = ItemContent::new(vec![emb], Tensor::ones([n as i64, 1], (Kind::Bool, Device::Cpu)), n)?;
