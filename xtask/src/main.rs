@@ -61,10 +61,10 @@ enum Cmd {
         mirror: Option<String>,
     },
     /// Measurements: `quality` (model vs popularity on a dataset), `criterion` (micro-benchmarks), `catalog`
-    /// (training throughput against catalog size, content tower vs id table) or `encoders`
-    /// (image/audio/text throughput against the Python pipelines).
+    /// (training throughput against catalog size, content tower vs id table), `encoders`
+    /// (image/audio/text throughput against the Python pipelines) or `serve` (HTTP latency under load from wrk).
     Bench {
-        /// quality, criterion or encoders.
+        /// quality, criterion, encoders, catalog or serve.
         what: String,
         /// Dataset for `quality` (folder to import); for `encoders`, the shared data folder (default ../shared/data).
         #[arg(long)]
@@ -78,6 +78,10 @@ enum Cmd {
         /// Also write the figures as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Passed to the `catalog` and `serve` programs after `--`, for example
+        /// `cargo xtask bench serve -- --sizes 10000,100000 --rate 200 --seconds 120`.
+        #[arg(last = true)]
+        extra: Vec<String>,
     },
 }
 
@@ -111,7 +115,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{} ready in {}", archive.name, dir.display());
             Ok(())
         }
-        Cmd::Bench { what, data, config, json, threads } => match what.as_str() {
+        Cmd::Bench { what, data, config, json, threads, extra } => match what.as_str() {
             "quality" => {
                 let Some(data) = data else {
                     bail!("`bench quality` needs --data DIR (for example ../shared/data/ml-100k)")
@@ -127,19 +131,26 @@ fn run(cli: Cli) -> Result<()> {
                 setup::ensure(&root)?;
                 bench::encoders(&root, data.as_deref(), threads, json.as_deref())
             }
-            "catalog" => {
+            "catalog" | "serve" => {
                 setup::ensure(&root)?;
-                run_cmd(cargo(&root).args(["build", "--quiet", "-p", "m6rec-benches", "--bin", "bench-catalog"]))?;
+                if what == "serve" {
+                    bench::ensure_wrk()?;
+                }
+                let bin = format!("bench-{what}");
+                run_cmd(cargo(&root).args(["build", "--quiet", "-p", "m6rec-benches", "--bin", &bin]))?;
                 let target =
                     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-                let mut cmd = std::process::Command::new(target.join("debug/bench-catalog"));
-                cmd.args(["--threads", &threads.to_string()]);
+                let mut cmd = std::process::Command::new(target.join("debug").join(&bin));
+                if what == "catalog" {
+                    cmd.args(["--threads", &threads.to_string()]);
+                }
                 if let Some(j) = &json {
                     cmd.arg("--json").arg(j);
                 }
+                cmd.args(&extra);
                 run_cmd(&mut cmd)
             }
-            other => bail!("unknown bench `{other}`: expected quality, criterion, encoders or catalog"),
+            other => bail!("unknown bench `{other}`: expected quality, criterion, encoders, catalog or serve"),
         },
     }
 }

@@ -3,6 +3,7 @@
 
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
+use m6rec_serve::index::{HnswParams, IndexKind};
 use m6rec_serve::{Limits, ModelSource, ServeConfig, Service};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,6 +34,16 @@ pub struct ServeArgs {
     /// auto, cpu or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Top-k index: exact (score every item), hnsw (approximate graph, re-ranked exactly) or auto (hnsw from
+    /// --hnsw-min-items items).
+    #[arg(long, default_value = "auto")]
+    index: String,
+    /// Catalog size from which `--index auto` builds the HNSW graph.
+    #[arg(long, default_value_t = 500_000)]
+    hnsw_min_items: usize,
+    /// HNSW search breadth (higher: better recall, slower).
+    #[arg(long, default_value_t = 96)]
+    ef_search: usize,
     /// Most recommendation requests per forward pass.
     #[arg(long, default_value_t = 64)]
     max_batch: usize,
@@ -70,12 +81,19 @@ pub fn serve(a: &ServeArgs) -> Result<()> {
         s.push(".serve-state");
         PathBuf::from(s)
     });
+    let hnsw = HnswParams { ef_search: a.ef_search, ..HnswParams::default() };
     let source = ModelSource {
         checkpoint: a.checkpoint.clone(),
         data: data.clone(),
         features: a.features.clone(),
         text_model: a.text_model.clone(),
         device,
+        index: match a.index.as_str() {
+            "exact" => IndexKind::Exact,
+            "hnsw" => IndexKind::Hnsw(hnsw),
+            "auto" => IndexKind::Auto { min_items: a.hnsw_min_items, params: hnsw },
+            other => anyhow::bail!("--index {other}: expected exact, hnsw or auto"),
+        },
     };
     let limits = Limits {
         max_k: a.max_k,

@@ -40,6 +40,8 @@ pub enum Job {
     Events(EventsRequest, Reply<EventsResponse>),
     /// `POST /v1/items`.
     Items(Vec<NewItem>, Reply<ItemsResponse>),
+    /// Recall@k of the top-k index against exact ranking, over the states of the first `n` known users.
+    Recall(usize, usize, Reply<f64>),
     /// Swap in a new model (loaded on another thread; the items added while serving are embedded with it here).
     Swap(Box<Model>, Reply<ReloadResponse>),
 }
@@ -246,6 +248,9 @@ impl Engine {
             Job::Items(items, reply) => {
                 let _ = reply.send(self.items(items));
             }
+            Job::Recall(n, k, reply) => {
+                let _ = reply.send(self.recall(n, k));
+            }
             Job::Swap(model, reply) => {
                 let _ = reply.send(self.swap(*model));
             }
@@ -340,6 +345,7 @@ impl Engine {
     fn insert(&mut self, prepared: Vec<(StoredItem, Prepared)>, rows: &Tensor) -> Result<ItemsResponse, ApiError> {
         let (mut added, mut updated) = (0, 0);
         let mut new_rows = Vec::new();
+        let mut touched = Vec::new();
         for (k, (stored, p)) in prepared.into_iter().enumerate() {
             let k = i64::try_from(k).map_err(|e| ApiError::internal(e.to_string()))?;
             let row = rows.get(k);
@@ -351,6 +357,7 @@ impl Engine {
                     self.catalog.domain_of[iu] = domain;
                     let mut t = self.model.table.get(i64::from(i));
                     tch::no_grad(|| t.copy_(&row));
+                    touched.push(iu);
                     updated += 1;
                 }
                 None => {
@@ -361,6 +368,7 @@ impl Engine {
                     self.catalog.domain_of.push(domain);
                     self.catalog.counts.push(0.0);
                     self.catalog.index.insert(stored.id.clone(), i);
+                    touched.push(i as usize);
                     new_rows.push(row);
                     added += 1;
                 }
@@ -371,12 +379,39 @@ impl Engine {
             let new = Tensor::stack(&new_rows, 0);
             self.model.table = Tensor::cat(&[&self.model.table, &new], 0);
         }
+        self.reindex(touched);
         if updated > 0 {
             // An item in someone's history may have changed.
             self.model.cache.clear();
         }
         self.sync_tensors();
         Ok(ItemsResponse { added, updated, catalog_size: self.catalog.ids.len() })
+    }
+
+    fn recall(&self, n: usize, k: usize) -> Result<f64, ApiError> {
+        let hist: Vec<&[u32]> =
+            self.users.values().map(|u| u.history.as_slice()).filter(|h| !h.is_empty()).take(n.max(1)).collect();
+        if hist.is_empty() {
+            return Err(ApiError::invalid("no_users", "no user has a history to measure recall with"));
+        }
+        let batch = m6rec_data::SeqBatch::for_prediction(&hist, self.model.max_len(), self.model.rows())
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let device = self.model.loaded.vs.device();
+        let states = tch::no_grad(|| self.model.loaded.model.user_state_with(&batch, &self.model.table, device))
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        Ok(self.model.index.recall_at_k(&states.to_device(tch::Device::Cpu), k))
+    }
+
+    /// Brings the top-k index up to date with table rows `touched` (any order, repeats allowed).
+    fn reindex(&mut self, mut touched: Vec<usize>) {
+        touched.sort_unstable();
+        touched.dedup();
+        if touched.is_empty() {
+            return;
+        }
+        let idx = Tensor::from_slice(&touched.iter().map(|&i| i as i64).collect::<Vec<_>>());
+        let rows = tch::no_grad(|| self.model.table.index_select(0, &idx.to_device(self.model.table.device())));
+        self.model.index.set(&touched, &rows.to_device(tch::Device::Cpu));
     }
 
     fn swap(&mut self, model: Model) -> Result<ReloadResponse, ApiError> {
@@ -413,6 +448,9 @@ impl Engine {
             }
             table = table.detach();
             self.model.table = table;
+            let touched: Vec<usize> =
+                self.added.iter().filter_map(|(s, _)| self.catalog.index.get(&s.id).map(|&i| i as usize)).collect();
+            self.reindex(touched);
             Ok(())
         })();
         if let Err(e) = rebuilt {
@@ -536,7 +574,6 @@ impl Engine {
     /// Top-k `(item, score)` lists, one per query, from one forward pass over the histories not in the cache.
     fn rank(&mut self, queries: &[Query]) -> Result<Vec<Vec<(usize, f32)>>, ApiError> {
         let device = self.model.loaded.vs.device();
-        let d = self.model.loaded.config.run.model.d_model;
         let rows = self.model.rows();
         let max_len = self.model.max_len();
         // States: cached, computed now, or none (an empty history falls back to popularity).
@@ -559,44 +596,75 @@ impl Engine {
             let batch = m6rec_data::SeqBatch::for_prediction(&hist, max_len, rows)
                 .map_err(|e| ApiError::internal(e.to_string()))?;
             let computed = tch::no_grad(|| self.model.loaded.model.user_state_with(&batch, &self.model.table, device))
-                .map_err(|e| ApiError::internal(e.to_string()))?;
+                .map_err(|e| ApiError::internal(e.to_string()))?
+                .to_device(tch::Device::Cpu);
             for (j, &qi) in missing.iter().enumerate() {
-                let s = computed.get(i64::try_from(j).unwrap_or(0));
+                let st = computed.get(i64::try_from(j).unwrap_or(0));
                 if let Some((u, v)) = &queries[qi].key {
                     if self.model.cache.len() >= self.limits.user_cache {
                         self.model.cache.clear();
                     }
-                    self.model.cache.insert(u.clone(), (*v, s.shallow_clone()));
+                    self.model.cache.insert(u.clone(), (*v, st.shallow_clone()));
                 }
-                states[qi] = Some(s);
+                states[qi] = Some(st);
             }
         }
-        let zero = Tensor::zeros([d], (Kind::Float, device));
+        let mut out: Vec<Vec<(usize, f32)>> = vec![Vec::new(); queries.len()];
+        let mut exact = Vec::new();
+        for (qi, q) in queries.iter().enumerate() {
+            match (&states[qi], self.model.index.is_approximate()) {
+                (Some(st), true) => {
+                    // The graph's candidates (history, blocklist and other domains filtered out), re-ranked exactly.
+                    let excluded: std::collections::HashSet<u32> = q.exclude.iter().copied().collect();
+                    let domain_of = &self.catalog.domain_of;
+                    let allow = |i: usize| {
+                        !excluded.contains(&(i as u32)) && q.domain.is_none_or(|d| domain_of.get(i) == Some(&d))
+                    };
+                    let v = Vec::<f32>::try_from(st).map_err(|e| ApiError::internal(e.to_string()))?;
+                    let cand = self.model.index.candidates(&v, q.k, &allow).unwrap_or_default();
+                    out[qi] = self.model.index.rerank(st, &cand, q.k);
+                }
+                _ => exact.push(qi),
+            }
+        }
+        if !exact.is_empty() {
+            let lists =
+                self.rank_exact(&exact.iter().map(|&qi| (&queries[qi], states[qi].as_ref())).collect::<Vec<_>>())?;
+            for (qi, list) in exact.into_iter().zip(lists) {
+                out[qi] = list;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Exact top-k: every item scored (or popularity counts for queries without a state), filters applied as masks.
+    fn rank_exact(&self, queries: &[(&Query, Option<&Tensor>)]) -> Result<Vec<Vec<(usize, f32)>>, ApiError> {
+        let rows = self.model.rows();
+        let d = self.model.loaded.config.run.model.d_model;
+        let zero = Tensor::zeros([d], (Kind::Float, tch::Device::Cpu));
         let stacked: Vec<Tensor> =
-            states.iter().map(|s| s.as_ref().map_or_else(|| zero.shallow_clone(), Tensor::shallow_clone)).collect();
-        let mut scores = tch::no_grad(|| Tensor::stack(&stacked, 0).matmul(&self.model.table.transpose(0, 1)))
-            .to_device(tch::Device::Cpu);
+            queries.iter().map(|(_, s)| s.map_or_else(|| zero.shallow_clone(), Tensor::shallow_clone)).collect();
+        let mut scores = self.model.index.scores(&Tensor::stack(&stacked, 0)).to_device(tch::Device::Cpu);
         let mut rows_x = Vec::new();
         let mut cols_x = Vec::new();
-        for (qi, q) in queries.iter().enumerate() {
-            if states[qi].is_none() {
-                let mut row = scores.get(i64::try_from(qi).unwrap_or(0));
-                row.copy_(&self.counts_tensor);
+        for (qi, (q, state)) in queries.iter().enumerate() {
+            let r = i64::try_from(qi).unwrap_or(0);
+            if state.is_none() {
+                scores.get(r).copy_(&self.counts_tensor);
             }
             for &i in &q.exclude {
-                rows_x.push(i64::try_from(qi).unwrap_or(0));
+                rows_x.push(r);
                 cols_x.push(i64::from(i));
             }
             if let Some(dom) = q.domain {
-                let mut row = scores.get(i64::try_from(qi).unwrap_or(0));
-                let _ = row.masked_fill_(&self.domain_tensor.ne(dom), f64::NEG_INFINITY);
+                let _ = scores.get(r).masked_fill_(&self.domain_tensor.ne(dom), f64::NEG_INFINITY);
             }
         }
         if !rows_x.is_empty() {
             let idx = [Some(Tensor::from_slice(&rows_x)), Some(Tensor::from_slice(&cols_x))];
             let _ = scores.index_put_(&idx, &Tensor::from(f32::NEG_INFINITY), false);
         }
-        let kmax = queries.iter().map(|q| q.k).max().unwrap_or(1).min(rows).max(1);
+        let kmax = queries.iter().map(|(q, _)| q.k).max().unwrap_or(1).min(rows).max(1);
         let (values, indices) = scores.topk(i64::try_from(kmax).unwrap_or(1), -1, true, true);
         let values =
             Vec::<f32>::try_from(values.contiguous().view([-1])).map_err(|e| ApiError::internal(e.to_string()))?;
@@ -605,8 +673,8 @@ impl Engine {
         Ok(queries
             .iter()
             .enumerate()
-            .map(|(qi, q)| {
-                (0..q.k)
+            .map(|(qi, (q, _))| {
+                (0..q.k.min(kmax))
                     .map(|j| qi * kmax + j)
                     .filter(|&p| values[p].is_finite())
                     .map(|p| (usize::try_from(indices[p]).unwrap_or(0), values[p]))

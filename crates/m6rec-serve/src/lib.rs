@@ -20,6 +20,7 @@
 //!     features: None,
 //!     text_model: None,
 //!     device: tch::Device::Cpu,
+//!     index: m6rec_serve::index::IndexKind::default(),
 //! };
 //! let svc = Service::open(ServeConfig::new(source, "runs/demo-serve".into()))?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
@@ -32,6 +33,7 @@ pub mod api;
 mod engine;
 mod error;
 mod http;
+pub mod index;
 pub mod journal;
 mod metrics;
 mod model;
@@ -211,6 +213,12 @@ impl Service {
         let answer = self.ask(|reply| Job::Swap(Box::new(loaded.0), reply)).await?;
         self.generation.store(generation, Ordering::SeqCst);
         Ok(answer)
+    }
+
+    /// Recall@`k` of the served top-k index against exact ranking, over the states of up to `users` known users
+    /// (1.0 for the exact index): what an approximate index gives up.
+    pub async fn index_recall(&self, users: usize, k: usize) -> std::result::Result<f64, ApiError> {
+        self.ask(|reply| Job::Recall(users, k, reply)).await
     }
 
     async fn ask<T>(&self, job: impl FnOnce(engine::Reply<T>) -> Job) -> std::result::Result<T, ApiError> {

@@ -34,6 +34,8 @@ pub struct ModelSource {
     pub text_model: Option<PathBuf>,
     /// Device.
     pub device: Device,
+    /// Top-k index over the item table.
+    pub index: crate::index::IndexKind,
 }
 
 /// The model side of the service.
@@ -50,6 +52,8 @@ pub struct Model {
     text_mean: Option<Tensor>,
     /// How the feature cache was built (models with an item tower): how new items' media are preprocessed.
     pub features: Option<m6rec_features::FeatureConfig>,
+    /// Top-k over `table` (exact or HNSW).
+    pub index: crate::index::ItemIndex,
     /// Cached user states by user id: (history version, `[d_model]`).
     pub cache: HashMap<String, (u64, Tensor)>,
 }
@@ -66,9 +70,11 @@ impl Model {
         let (ds, loaded) =
             m6rec_train::open::open_model(src.device, &src.data, &src.checkpoint, src.features.as_deref())?;
         let table = loaded.item_table()?;
+        let index = crate::index::ItemIndex::build(&table.to_device(Device::Cpu), src.index);
         let mut model = Model {
             loaded,
             table,
+            index,
             generation,
             checkpoint: src.checkpoint.clone(),
             text: None,

@@ -73,6 +73,10 @@ struct Server {
 
 impl Server {
     fn start(state: &Path, limits: Limits) -> Server {
+        Server::start_with(state, limits, m6rec_serve::index::IndexKind::Exact)
+    }
+
+    fn start_with(state: &Path, limits: Limits, index: m6rec_serve::index::IndexKind) -> Server {
         let f = fixture();
         let source = ModelSource {
             checkpoint: f.ckpt.clone(),
@@ -80,6 +84,7 @@ impl Server {
             features: None,
             text_model: Some(m6rec_testkit::text_model()),
             device: tch::Device::Cpu,
+            index,
         };
         let cfg = ServeConfig { source, state_dir: state.to_path_buf(), media_root: None, limits };
         let svc = Service::open(cfg).expect("service opens");

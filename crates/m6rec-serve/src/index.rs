@@ -1,0 +1,270 @@
+//! Top-k over the item table: exact (one matrix product per batch, the table kept transposed so a batch streams it
+//! once) or approximate (an HNSW graph from `hnsw_rs`, re-ranked exactly) for large catalogs.
+//!
+//! Scores are inner products, which HNSW does not search directly; items are lifted to `[x, sqrt(M² - |x|²)]` and
+//! queries to `[q, 0]` (M the largest item norm), so the nearest item in L2 is the one with the largest inner
+//! product (Bachrach et al., 2014). Items added later with a norm above M get a 0 lift (a small approximation the
+//! exact re-ranking absorbs).
+
+use anndists::dist::DistL2;
+use hnsw_rs::hnsw::Hnsw;
+use tch::{Kind, Tensor};
+
+/// Which index answers top-k.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum IndexKind {
+    /// Score every item (exact).
+    Exact,
+    /// HNSW graph, candidates re-ranked exactly.
+    Hnsw(HnswParams),
+    /// HNSW from `min_items` items up, exact below.
+    Auto {
+        /// Catalog size from which HNSW is used.
+        min_items: usize,
+        /// Its parameters.
+        params: HnswParams,
+    },
+}
+
+impl Default for IndexKind {
+    fn default() -> Self {
+        IndexKind::Auto { min_items: 500_000, params: HnswParams::default() }
+    }
+}
+
+/// HNSW parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HnswParams {
+    /// Links per node. Default 16.
+    pub m: usize,
+    /// Candidate list while building. Default 100.
+    pub ef_construction: usize,
+    /// Candidate list while searching (at least the number of results asked). Default 96.
+    pub ef_search: usize,
+}
+
+impl Default for HnswParams {
+    fn default() -> Self {
+        HnswParams { m: 16, ef_construction: 100, ef_search: 96 }
+    }
+}
+
+struct Graph {
+    hnsw: Hnsw<'static, f32, DistL2>,
+    max_norm: f32,
+    params: HnswParams,
+    /// Items whose norm exceeds `max_norm` (added after the build): scored exactly with every query.
+    overflow: Vec<usize>,
+}
+
+/// The searchable form of an item table `[n, d]`.
+pub struct ItemIndex {
+    /// `[d, n]`, contiguous.
+    table_t: Tensor,
+    graph: Option<Graph>,
+}
+
+impl std::fmt::Debug for ItemIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ItemIndex").field("items", &self.len()).field("approximate", &self.is_approximate()).finish()
+    }
+}
+
+fn rows_of(table: &Tensor) -> Vec<Vec<f32>> {
+    let t = table.to_device(tch::Device::Cpu).to_kind(Kind::Float).contiguous();
+    let (n, d) = t.size2().unwrap_or((0, 0));
+    let flat = Vec::<f32>::try_from(t.view([-1])).unwrap_or_default();
+    let d = usize::try_from(d).unwrap_or(0);
+    (0..usize::try_from(n).unwrap_or(0)).map(|i| flat[i * d..(i + 1) * d].to_vec()).collect()
+}
+
+fn lift(x: &[f32], max_norm: f32) -> Vec<f32> {
+    let sq: f32 = x.iter().map(|v| v * v).sum();
+    let mut v = x.to_vec();
+    v.push((max_norm * max_norm - sq).max(0.0).sqrt());
+    v
+}
+
+impl ItemIndex {
+    /// Indexes `table` (`[n, d]`).
+    pub fn build(table: &Tensor, kind: IndexKind) -> ItemIndex {
+        let table_t = tch::no_grad(|| table.detach().transpose(0, 1).contiguous());
+        let n = usize::try_from(table.size()[0]).unwrap_or(0);
+        let params = match kind {
+            IndexKind::Exact => None,
+            IndexKind::Hnsw(p) => Some(p),
+            IndexKind::Auto { min_items, params } => (n >= min_items).then_some(params),
+        };
+        let graph = params.map(|p| {
+            let rows = rows_of(table);
+            let max_norm = rows.iter().map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt()).fold(0.0f32, f32::max);
+            let lifted: Vec<Vec<f32>> = rows.iter().map(|r| lift(r, max_norm)).collect();
+            let layers = 16.min(((n.max(2)) as f32).ln().ceil() as usize);
+            let hnsw = Hnsw::new(p.m, n.max(1), layers, p.ef_construction, DistL2 {});
+            let data: Vec<(&[f32], usize)> = lifted.iter().enumerate().map(|(i, v)| (v.as_slice(), i)).collect();
+            hnsw.parallel_insert_slice(&data);
+            Graph { hnsw, max_norm, params: p, overflow: Vec::new() }
+        });
+        ItemIndex { table_t, graph }
+    }
+
+    /// Items indexed.
+    pub fn len(&self) -> usize {
+        usize::try_from(self.table_t.size()[1]).unwrap_or(0)
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether top-k is approximate (an HNSW graph).
+    pub fn is_approximate(&self) -> bool {
+        self.graph.is_some()
+    }
+
+    /// Exact scores `[b, n]` of every item for `states` (`[b, d]`).
+    pub fn scores(&self, states: &Tensor) -> Tensor {
+        tch::no_grad(|| states.to_kind(Kind::Float).mm(&self.table_t))
+    }
+
+    /// Sets rows `first..first + rows.size()[0]` to `rows` (`[m, d]`): rows past the end are appended, others
+    /// replaced. In the graph, a replaced item is inserted again (the stale node remains; exact re-ranking makes it
+    /// harmless).
+    pub fn set(&mut self, idx: &[usize], rows: &Tensor) {
+        let rows = rows.detach().to_kind(Kind::Float);
+        let mut append = Vec::new();
+        for (k, &i) in idx.iter().enumerate() {
+            let row = rows.get(k as i64);
+            if i < self.len() {
+                let mut col = self.table_t.select(1, i as i64);
+                tch::no_grad(|| col.copy_(&row));
+            } else {
+                append.push(row);
+            }
+        }
+        if !append.is_empty() {
+            let new = Tensor::stack(&append, 1); // [d, m]
+            self.table_t = Tensor::cat(&[&self.table_t, &new], 1).contiguous();
+        }
+        if let Some(g) = &mut self.graph {
+            for (r, &i) in rows_of(&rows).iter().zip(idx) {
+                let norm = r.iter().map(|v| v * v).sum::<f32>().sqrt();
+                if norm > g.max_norm {
+                    if !g.overflow.contains(&i) {
+                        g.overflow.push(i);
+                    }
+                } else {
+                    g.hnsw.insert_slice((&lift(r, g.max_norm), i));
+                }
+            }
+        }
+    }
+
+    /// Candidates for one state (`[d]` values) from the graph: up to `n` item indices for which `allow` holds, best
+    /// first by the graph's distance (re-rank them with [`ItemIndex::scores`] rows). `None` for an exact index.
+    pub fn candidates(&self, state: &[f32], n: usize, allow: &dyn Fn(usize) -> bool) -> Option<Vec<usize>> {
+        let g = self.graph.as_ref()?;
+        let mut q = state.to_vec();
+        q.push(0.0);
+        let filter = |id: &usize| allow(*id);
+        let found = g.hnsw.search_filter(&q, n, g.params.ef_search.max(n), Some(&filter));
+        let mut seen = std::collections::HashSet::new();
+        let extra = g.overflow.iter().copied().filter(|&i| allow(i));
+        Some(found.into_iter().map(|nb| nb.d_id).chain(extra).filter(|&i| i < self.len() && seen.insert(i)).collect())
+    }
+
+    /// Top-`k` item indices for each row of `states` (`[b, d]`), through the graph when there is one (candidates
+    /// re-ranked exactly), else exactly.
+    pub fn top_k(&self, states: &Tensor, k: usize) -> Vec<Vec<usize>> {
+        let b = states.size()[0];
+        if self.graph.is_none() {
+            let kk = k.min(self.len()) as i64;
+            let (_, idx) = self.scores(states).topk(kk, -1, true, true);
+            return (0..b)
+                .map(|r| Vec::<i64>::try_from(idx.get(r)).unwrap_or_default().into_iter().map(|i| i as usize).collect())
+                .collect();
+        }
+        let rows = rows_of(states);
+        rows.iter()
+            .enumerate()
+            .map(|(r, s)| {
+                let cand = self.candidates(s, k, &|_| true).unwrap_or_default();
+                self.rerank(&states.get(r as i64), &cand, k).into_iter().map(|(i, _)| i).collect()
+            })
+            .collect()
+    }
+
+    /// Exact scores of `cand` for one state, best first, at most `k`.
+    pub fn rerank(&self, state: &Tensor, cand: &[usize], k: usize) -> Vec<(usize, f32)> {
+        if cand.is_empty() {
+            return Vec::new();
+        }
+        let idx = Tensor::from_slice(&cand.iter().map(|&i| i as i64).collect::<Vec<_>>());
+        let s = tch::no_grad(|| state.to_kind(Kind::Float).unsqueeze(0).mm(&self.table_t.index_select(1, &idx)));
+        let s = Vec::<f32>::try_from(s.view([-1])).unwrap_or_default();
+        let mut pairs: Vec<(usize, f32)> = cand.iter().copied().zip(s).collect();
+        pairs.sort_by(|a, b| b.1.total_cmp(&a.1));
+        pairs.truncate(k);
+        pairs
+    }
+
+    /// Recall@k of this index against exact top-k over `states` (`[b, d]`): the mean fraction of the exact top-k
+    /// that it returns (1 for an exact index).
+    pub fn recall_at_k(&self, states: &Tensor, k: usize) -> f64 {
+        let exact = ItemIndex { table_t: self.table_t.shallow_clone(), graph: None }.top_k(states, k);
+        let approx = self.top_k(states, k);
+        let b = exact.len().max(1);
+        exact
+            .iter()
+            .zip(&approx)
+            .map(|(e, a)| e.iter().filter(|i| a.contains(i)).count() as f64 / e.len().max(1) as f64)
+            .sum::<f64>()
+            / b as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(n: i64, d: i64) -> Tensor {
+        tch::manual_seed(3);
+        Tensor::randn([n, d], (Kind::Float, tch::Device::Cpu))
+    }
+
+    #[test]
+    fn exact_top_k_is_the_argsort_of_the_scores() {
+        let t = table(500, 8);
+        let idx = ItemIndex::build(&t, IndexKind::Exact);
+        let q = table(3, 8);
+        let top = idx.top_k(&q, 5);
+        let scores = q.mm(&t.transpose(0, 1));
+        for (r, row) in top.iter().enumerate() {
+            let s = Vec::<f32>::try_from(scores.get(r as i64)).unwrap_or_default();
+            let mut order: Vec<usize> = (0..500).collect();
+            order.sort_by(|&a, &b| s[b].total_cmp(&s[a]));
+            assert_eq!(row, &order[..5].to_vec());
+        }
+        assert!((idx.recall_at_k(&q, 10) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn hnsw_finds_most_of_the_exact_top_10_and_takes_new_items() {
+        let t = table(5000, 16);
+        let mut idx = ItemIndex::build(&t, IndexKind::Hnsw(HnswParams::default()));
+        assert!(idx.is_approximate());
+        let q = table(50, 16) * 2.0;
+        let recall = idx.recall_at_k(&q, 10);
+        assert!(recall >= 0.9, "recall@10 {recall}");
+        // A new item aligned with a query becomes its top result.
+        let q0 = q.get(0);
+        let new = (&q0 * 10.0).unsqueeze(0);
+        idx.set(&[5000], &new);
+        assert_eq!(idx.len(), 5001);
+        assert_eq!(idx.top_k(&q0.unsqueeze(0), 1)[0][0], 5000);
+        // Replacing it with its opposite removes it from the top.
+        idx.set(&[5000], &(-new));
+        assert_ne!(idx.top_k(&q0.unsqueeze(0), 10)[0].first(), Some(&5000));
+    }
+}
