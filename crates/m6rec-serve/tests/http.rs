@@ -526,3 +526,56 @@ fn the_openapi_document_lists_every_route() {
     }
     srv.shutdown();
 }
+
+#[test]
+fn the_hnsw_index_serves_the_same_api_with_filters_and_new_items() {
+    let state = tempfile::tempdir().expect("tmp");
+    let params = m6rec_serve::index::HnswParams::default();
+    let srv = Server::start_with(state.path(), limits(), m6rec_serve::index::IndexKind::Hnsw(params));
+    let ds = demo();
+    let split = m6rec_data::Split::leave_one_out(&ds.interactions, ds.n_users());
+    let seen: Vec<String> = split.sequence(0).iter().map(|&i| ds.items[i as usize].id.clone()).collect();
+    let recall = srv._rt.block_on(srv.svc.index_recall(200, 10)).expect("recall");
+    assert!(recall >= 0.9, "HNSW recall@10 on the demo catalog: {recall}");
+    let domain = ds.items[0].domain.clone();
+    let ask = RecommendRequest {
+        user_id: Some(ds.users[0].clone()),
+        k: 10,
+        exclude_seen: true,
+        domain: Some(domain.clone()),
+        ..Default::default()
+    };
+    let (st, v) = srv.post("/v1/recommend", &ask);
+    assert_eq!(st, 200, "{v}");
+    let ids = item_ids(&v);
+    assert_eq!(ids.len(), 10);
+    assert!(ids.iter().all(|i| !seen.contains(i)), "a seen item came back: {ids:?}");
+    assert!(v["items"].as_array().expect("items").iter().all(|x| x["domain"] == domain.as_str()), "{v}");
+    let scores: Vec<f64> = v["items"].as_array().expect("items").iter().filter_map(|x| x["score"].as_f64()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    // A new item enters the graph and can be recommended.
+    let (st, _) = srv.post(
+        "/v1/items",
+        &ItemsRequest {
+            items: vec![ItemIn {
+                id: "graph-new".into(),
+                title: ds.items[1].title.clone(),
+                text: ds.items[1].text.clone(),
+                domain: Some(ds.items[1].domain.clone()),
+                ..Default::default()
+            }],
+        },
+    );
+    assert_eq!(st, 200);
+    let all = RecommendRequest {
+        history: Some(vec![ds.items[0].id.clone()]),
+        k: 50,
+        exclude_seen: false,
+        ..Default::default()
+    };
+    let (_, v) = srv.post("/v1/recommend", &all);
+    let twin_rank = item_ids(&v).iter().position(|i| *i == ds.items[1].id);
+    let new_rank = item_ids(&v).iter().position(|i| i == "graph-new");
+    assert!(twin_rank.is_none() || new_rank.is_some(), "its twin is in the top 50 but the new item is not: {v}");
+    srv.shutdown();
+}
