@@ -9,7 +9,8 @@
 //! over 500 users' states.
 //!
 //! Usage: bench-serve [--sizes 10000,100000,1000000] [--rate 200] [--seconds 30] [--connections 10]
-//!        [--users 5000] [--mode user|history] [--index auto|exact|hnsw] [--ef-search 96] [--threads 1]
+//!        [--users 5000] [--mode user|history] [--index auto|exact|hnsw] [--ef-search 96] [--hnsw-m 12]
+//!        [--ef-construction 48] [--threads 1]
 //!        [--json PATH]
 
 use anyhow::{bail, Context, Result};
@@ -115,7 +116,12 @@ fn main() -> Result<()> {
     let json_out: String = arg(&args, "--json", String::new());
     let index_arg: String = arg(&args, "--index", "auto".to_string());
     let ef_search: usize = arg(&args, "--ef-search", 96);
-    let params = m6rec_serve::index::HnswParams { ef_search, ..Default::default() };
+    let d = m6rec_serve::index::HnswParams::default();
+    let params = m6rec_serve::index::HnswParams {
+        ef_search,
+        m: arg(&args, "--hnsw-m", d.m),
+        ef_construction: arg(&args, "--ef-construction", d.ef_construction),
+    };
     let index = match index_arg.as_str() {
         "exact" => m6rec_serve::index::IndexKind::Exact,
         "hnsw" => m6rec_serve::index::IndexKind::Hnsw(params),
