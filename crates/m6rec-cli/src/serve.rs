@@ -34,9 +34,9 @@ pub struct ServeArgs {
     /// auto, cpu or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Top-k index: exact (score every item), hnsw (approximate graph, re-ranked exactly) or auto (hnsw from
-    /// --hnsw-min-items items).
-    #[arg(long, default_value = "auto")]
+    /// Top-k index: exact (score every item), hnsw (approximate graph, re-ranked exactly; measure its recall with
+    /// `cargo xtask bench serve` first) or auto (hnsw from --hnsw-min-items items).
+    #[arg(long, default_value = "exact")]
     index: String,
     /// Catalog size from which `--index auto` builds the HNSW graph.
     #[arg(long, default_value_t = 500_000)]

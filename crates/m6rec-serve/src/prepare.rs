@@ -10,6 +10,9 @@ use base64::Engine as _;
 use m6rec_features::FeatureConfig;
 use std::path::{Component, Path};
 
+/// Largest side of a posted image, in pixels.
+pub const MAX_POSTED_SIDE: u32 = 4096;
+
 /// Decoders for one feature configuration.
 #[derive(Debug)]
 pub struct Decoders {
@@ -20,8 +23,11 @@ pub struct Decoders {
 impl Decoders {
     /// From the feature cache's configuration (none: the model has no item tower; media are refused).
     pub fn new(cfg: Option<&FeatureConfig>) -> Decoders {
+        // Posted images are bounded tighter than the cache's (a 16k x 16k PNG is 1 GiB decoded).
+        let image = cfg
+            .map(|c| m6rec_image::ImageConfig { max_side: c.image.max_side.min(MAX_POSTED_SIDE), ..c.image.clone() });
         Decoders {
-            image: cfg.and_then(|c| m6rec_image::Preprocessor::new(&c.image).ok()),
+            image: image.and_then(|c| m6rec_image::Preprocessor::new(&c).ok()),
             mel: cfg.and_then(|c| m6rec_audio::MelSpectrogram::new(&c.audio).ok()),
         }
     }
