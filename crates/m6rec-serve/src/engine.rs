@@ -336,10 +336,7 @@ impl Engine {
             })
             .collect();
         let items: Vec<Prepared> = prepared.iter().map(|(_, p)| p.clone()).collect();
-        catch_unwind(AssertUnwindSafe(|| self.model.embed(&items, &ids))).unwrap_or_else(|_| {
-            self.metrics.panics.inc();
-            Err(ApiError::internal("the item tower panicked on these items"))
-        })
+        caught(&self.metrics, "the item tower panicked on these items", || self.model.embed(&items, &ids))
     }
 
     fn insert(&mut self, prepared: Vec<(StoredItem, Prepared)>, rows: &Tensor) -> Result<ItemsResponse, ApiError> {
@@ -535,14 +532,9 @@ impl Engine {
             return;
         }
         self.metrics.batch_size.observe(queries.len() as f64);
-        let result = catch_unwind(AssertUnwindSafe(|| self.rank(&queries)));
-        let result = match result {
-            Ok(r) => r,
-            Err(_) => {
-                self.metrics.panics.inc();
-                Err(ApiError::internal("the model panicked on this batch; the server keeps running"))
-            }
-        };
+        let metrics = self.metrics.clone();
+        let result =
+            caught(&metrics, "the model panicked on this batch; the server keeps running", || self.rank(&queries));
         match result {
             Ok(lists) => {
                 for ((q, reply), items) in queries.iter().zip(replies).zip(lists) {
@@ -681,5 +673,36 @@ impl Engine {
                     .collect()
             })
             .collect())
+    }
+}
+
+/// Runs model code that may panic (libtorch errors surface as panics in tch): a panic becomes a 500 for this work
+/// only, counted in `m6rec_model_panics_total`, and the model thread carries on.
+fn caught<T>(metrics: &Metrics, what: &str, f: impl FnOnce() -> Result<T, ApiError>) -> Result<T, ApiError> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        metrics.panics.inc();
+        Err(ApiError::internal(what))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_in_model_code_is_a_500_and_is_counted() {
+        let metrics = Metrics::new();
+        let r: Result<u32, ApiError> = caught(&metrics, "the model panicked", || {
+            // What tch does on a libtorch error: index_select on an empty tensor.
+            let empty = Tensor::zeros([0, 3], (Kind::Float, tch::Device::Cpu));
+            let _ = empty.index_select(0, &Tensor::from_slice(&[0i64]));
+            Ok(1)
+        });
+        let err = r.err().expect("the panic became an error");
+        assert_eq!(err.status.as_u16(), 500);
+        assert_eq!(metrics.panics.get(), 1);
+        let ok: Result<u32, ApiError> = caught(&metrics, "unused", || Ok(7));
+        assert_eq!(ok.ok(), Some(7));
+        assert_eq!(metrics.panics.get(), 1);
     }
 }
