@@ -698,7 +698,7 @@ mod tests {
             let _ = empty.index_select(0, &Tensor::from_slice(&[0i64]));
             Ok(1)
         });
-        let err = r.err().expect("the panic became an error");
+        let err = r.expect_err("the panic became an error");
         assert_eq!(err.status.as_u16(), 500);
         assert_eq!(metrics.panics.get(), 1);
         let ok: Result<u32, ApiError> = caught(&metrics, "unused", || Ok(7));
