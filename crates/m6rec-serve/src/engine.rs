@@ -106,8 +106,8 @@ pub struct Engine {
     journal: Journal,
     model: Model,
     added: Vec<(StoredItem, Prepared)>,
+    /// `catalog.domain_of` as a tensor (domain filters in exact ranking); rebuilt when items change.
     domain_tensor: Tensor,
-    counts_tensor: Tensor,
     limits: Limits,
     metrics: Arc<Metrics>,
 }
@@ -167,11 +167,10 @@ impl Engine {
             model,
             added: Vec::new(),
             domain_tensor: Tensor::zeros([0], (Kind::Int64, tch::Device::Cpu)),
-            counts_tensor: Tensor::zeros([0], (Kind::Float, tch::Device::Cpu)),
             limits,
             metrics,
         };
-        e.sync_tensors();
+        e.sync_catalog();
         e
     }
 
@@ -179,7 +178,7 @@ impl Engine {
     /// that no longer apply (an item the model cannot embed) are skipped with a message on stderr.
     pub fn replay(&mut self, records: Vec<Record>, prepare: impl Fn(&StoredItem) -> Prepared) -> usize {
         let applied = self.replay_records(records, prepare);
-        self.sync_tensors();
+        self.sync_catalog();
         applied
     }
 
@@ -257,10 +256,14 @@ impl Engine {
         }
     }
 
-    fn sync_tensors(&mut self) {
+    /// After items changed: the domain tensor and the gauges.
+    fn sync_catalog(&mut self) {
         self.domain_tensor = Tensor::from_slice(&self.catalog.domain_of);
-        self.counts_tensor = Tensor::from_slice(&self.catalog.counts);
         self.metrics.catalog_items.set(i64::try_from(self.catalog.ids.len()).unwrap_or(i64::MAX));
+        self.sync_users();
+    }
+
+    fn sync_users(&self) {
         self.metrics.users.set(i64::try_from(self.users.len()).unwrap_or(i64::MAX));
     }
 
@@ -291,7 +294,7 @@ impl Engine {
             .append(&[Record::Events { user_id: req.user_id.clone(), items: req.items }])
             .map_err(|e| ApiError::internal(format!("persisting the events: {e}")))?;
         let history_len = self.append_events(&req.user_id, &idx);
-        self.sync_tensors();
+        self.sync_users();
         Ok(EventsResponse { user_id: req.user_id, history_len })
     }
 
@@ -381,7 +384,7 @@ impl Engine {
             // An item in someone's history may have changed.
             self.model.cache.clear();
         }
-        self.sync_tensors();
+        self.sync_catalog();
         Ok(ItemsResponse { added, updated, catalog_size: self.catalog.ids.len() })
     }
 
@@ -637,12 +640,14 @@ impl Engine {
         let stacked: Vec<Tensor> =
             queries.iter().map(|(_, s)| s.map_or_else(|| zero.shallow_clone(), Tensor::shallow_clone)).collect();
         let mut scores = self.model.index.scores(&Tensor::stack(&stacked, 0)).to_device(tch::Device::Cpu);
+        // Popularity (for empty histories) is read from the counts only when a query needs it.
+        let counts = queries.iter().any(|(_, s)| s.is_none()).then(|| Tensor::from_slice(&self.catalog.counts));
         let mut rows_x = Vec::new();
         let mut cols_x = Vec::new();
         for (qi, (q, state)) in queries.iter().enumerate() {
             let r = i64::try_from(qi).unwrap_or(0);
-            if state.is_none() {
-                scores.get(r).copy_(&self.counts_tensor);
+            if let (None, Some(c)) = (state, &counts) {
+                scores.get(r).copy_(c);
             }
             for &i in &q.exclude {
                 rows_x.push(r);
