@@ -10,29 +10,11 @@ use m6rec_fusion::{FusionConfig, ItemTowerConfig, TowerMode};
 use m6rec_train::checkpoint::DatasetFingerprint;
 use m6rec_train::content::ItemContent;
 use m6rec_train::{RunConfig, Silent, Trainer};
-use rand::{Rng, SeedableRng};
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// Users whose sequences walk through item "neighbourhoods", so training is not pure noise.
-fn sequences(n_items: usize, n_users: usize, seed: u64) -> Vec<Vec<u32>> {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    (0..n_users)
-        .map(|_| {
-            let len = rng.random_range(20..=60);
-            let mut cur = rng.random_range(0..n_items);
-            (0..len)
-                .map(|_| {
-                    cur = if rng.random::<f64>() < 0.7 { (cur + 1) % n_items } else { rng.random_range(0..n_items) };
-                    cur as u32
-                })
-                .collect()
-        })
-        .collect()
 }
 
 fn config(tower: bool) -> RunConfig {
@@ -58,7 +40,7 @@ fn main() -> Result<()> {
     println!("{:>9} {:>16} {:>16} {:>7}", "items", "tower seq/s", "id-table seq/s", "ratio");
     for n in sizes.split(',').map(|s| s.trim().parse::<usize>()) {
         let n = n.context("--sizes takes comma-separated item counts")?;
-        let split = Split::from_sequences(sequences(n, users, 7));
+        let split = Split::from_sequences(m6rec_benches::walk_sequences(n, users, 7));
         let fp = DatasetFingerprint { name: format!("gen-{n}"), n_items: n, items_hash: String::new(), path: None };
         let emb = Tensor::randn([n as i64, 384], (Kind::Float, Device::Cpu));
         let emb = &emb / emb.norm_scalaropt_dim(2, [1i64].as_slice(), true);

@@ -19,7 +19,6 @@ use m6rec_data::{Dataset, Interactions, Item};
 use m6rec_serve::{Limits, ModelSource, ServeConfig, Service};
 use m6rec_train::checkpoint::DatasetFingerprint;
 use m6rec_train::{RunConfig, Trainer};
-use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
@@ -31,15 +30,11 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
 
 /// A catalog of `n` items and `users` users with 20-60 events each, walking through neighbouring items.
 fn dataset(n: usize, users: usize) -> Dataset {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
     let mut inter = Interactions::default();
-    for u in 0..users {
-        let len = rng.random_range(20..=60);
-        let mut cur = rng.random_range(0..n);
-        for t in 0..len {
-            cur = if rng.random::<f64>() < 0.7 { (cur + 1) % n } else { rng.random_range(0..n) };
+    for (u, seq) in m6rec_benches::walk_sequences(n, users, 11).into_iter().enumerate() {
+        for (t, item) in seq.into_iter().enumerate() {
             inter.user.push(u as u32);
-            inter.item.push(cur as u32);
+            inter.item.push(item);
             inter.timestamp.push(t as i64);
             inter.event.push(None);
         }
