@@ -2,13 +2,14 @@
 //!
 //! - `setup [--cuda]`: installs libtorch 2.13.0 from PyPI (idempotent) and links it where `.cargo/config.toml` expects it
 //! - `doctor`: prints what was found
-//! - `test [-- ARGS]`: setup, then `cargo test --workspace`
+//! - `test [-- ARGS]`: setup, then `cargo test --workspace` (without ARGS, stale build artifacts are pruned first)
 //! - `demo [--data DIR]`: setup, then import, train, evaluate and recommend on the embedded demo data (or DIR)
 //! - `download ml-100k|ml-1m`: fetches the official MovieLens archives, checksummed
 //! - `bench quality --data DIR [--json PATH]`, `bench criterion` and `bench encoders [--json PATH]`: measurements
 
 mod bench;
 mod download;
+mod prune;
 mod setup;
 mod tidy;
 
@@ -104,6 +105,21 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Doctor => setup::doctor(&root),
         Cmd::Test { args } => {
             setup::ensure(&root)?;
+            if args.is_empty() {
+                // The whole workspace: build first, listing what the tree uses, and drop what it no longer uses.
+                let (keep, dirs) = prune::build_and_list(cargo(&root).args(["test", "--workspace", "--no-run"]))?;
+                for deps in dirs {
+                    let pruned = prune::prune_deps(&deps, &keep)?;
+                    if pruned.files > 0 {
+                        eprintln!(
+                            "pruned {} stale build artifacts ({:.1} GB) from {}",
+                            pruned.files,
+                            pruned.bytes as f64 / 1e9,
+                            deps.display()
+                        );
+                    }
+                }
+            }
             let mut cmd = cargo(&root);
             cmd.args(["test", "--workspace", "--no-fail-fast"]).args(args);
             run_cmd(&mut cmd)

@@ -157,9 +157,13 @@ pub struct TrainArgs {
     /// the catalog start fresh). Its run configuration is used unless --config is given.
     #[arg(long, conflicts_with = "resume")]
     init_from: Option<PathBuf>,
-    /// Write a JSON summary (seconds, peak memory, epochs, best validation NDCG@10).
+    /// Write a JSON summary (seconds, peak memory, epochs, best validation NDCG@10, whether the run ended).
     #[arg(long)]
     summary_json: Option<PathBuf>,
+    /// Return after this epoch even if the run is not over (the learning-rate schedule still spans train.epochs);
+    /// `--resume` continues exactly from there. `m6rec tune` trains its trials rung by rung this way.
+    #[arg(long)]
+    until_epoch: Option<usize>,
     /// Feature cache for runs with `[item_tower]` (default `<data>.features`, from `m6rec features --text-model`).
     #[arg(long)]
     features: Option<PathBuf>,
@@ -260,13 +264,13 @@ pub fn train(a: &TrainArgs) -> Result<()> {
     );
     let mut progress = TrainProgress::new(cfg.train.epochs, trainer.state().epoch);
     let started = Instant::now();
-    let res = trainer.fit(&split, Some(&out), &mut progress);
+    let res = trainer.fit_until(&split, Some(&out), &mut progress, a.until_epoch.unwrap_or(usize::MAX));
     progress.finish();
     let state = res.with_context(|| format!("training into {}", out.display()))?;
     println!(
         "done in {:.1}s ({}): best validation NDCG@10 {:.4} at epoch {}",
         started.elapsed().as_secs_f64(),
-        state.stop_reason.as_deref().unwrap_or("stopped"),
+        state.stop_reason.as_deref().unwrap_or("paused at --until-epoch; --resume continues"),
         state.best_ndcg10,
         state.best_epoch
     );
@@ -279,6 +283,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
             "best_epoch": state.best_epoch,
             "best_valid_ndcg@10": state.best_ndcg10,
             "stop_reason": state.stop_reason,
+            "finished": state.finished,
         });
         m6rec_tensor::atomic::write_bytes(p, serde_json::to_string_pretty(&summary)?.as_bytes())
             .with_context(|| format!("writing {}", p.display()))?;

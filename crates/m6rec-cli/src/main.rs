@@ -6,6 +6,7 @@ mod commands;
 mod progress;
 mod serve;
 mod table;
+mod tune;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -34,6 +35,9 @@ enum Command {
     Eval(commands::EvalArgs),
     /// Top-k recommendations for a known user or for a new user's history.
     Recommend(commands::RecommendArgs),
+    /// Search training strategies: trials of `m6rec train` over a search space (random or TPE; ASHA), within a time
+    /// budget, resumable; writes a results table, a plot and the best config.
+    Tune(tune::TuneArgs),
     /// Serve recommendations over HTTP (JSON; OpenAPI at /openapi.json); items and events posted live are persisted.
     Serve(serve::ServeArgs),
     /// Write the generated demo dataset (RecBole atomic files) that `fixtures/demo` holds.
@@ -82,6 +86,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => commands::eval(&a),
         Command::Recommend(a) => commands::recommend(&a),
         Command::Serve(a) => serve::serve(&a),
+        Command::Tune(a) => tune::tune(&a, threads),
         Command::Synth { out, media, media_only } => commands::synth(&out, media, media_only),
         Command::Doctor => commands::doctor(threads),
     };

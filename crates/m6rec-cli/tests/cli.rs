@@ -145,3 +145,100 @@ fn item_tower_runs_read_the_feature_cache() {
     let out = ok(&m6rec(&["recommend", "--checkpoint", p(&ck), "--data", p(&ds), "--history", "i1,i2", "-k", "3"]));
     assert!(out.lines().filter(|l| l.trim_start().starts_with(['1', '2', '3'])).count() >= 3, "{out}");
 }
+
+/// A small demo dataset (a quarter of the users) in `dir/ds`.
+fn small_demo(dir: &Path) -> std::path::PathBuf {
+    let (src, ds) = (dir.join("src"), dir.join("ds"));
+    std::fs::create_dir(&src).unwrap();
+    let inter = std::fs::read_to_string(m6rec_testkit::fixture("demo/demo.inter")).unwrap();
+    let keep: String = inter.lines().take(8000).map(|l| format!("{l}\n")).collect();
+    std::fs::write(src.join("demo.inter"), keep).unwrap();
+    std::fs::copy(m6rec_testkit::fixture("demo/demo.item"), src.join("demo.item")).unwrap();
+    ok(&m6rec(&["import", "recbole", p(&src), "--out", p(&ds)]));
+    ds
+}
+
+fn read_study(dir: &Path) -> Option<serde_json::Value> {
+    serde_json::from_slice(&std::fs::read(dir.join("study.json")).ok()?).ok()
+}
+
+#[test]
+fn tune_survives_a_kill_records_failures_and_writes_its_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = small_demo(dir.path());
+    let base = dir.path().join("base.toml");
+    std::fs::write(&base, "[model]\nd_model = 16\nmax_len = 20\n[train]\npatience = 100\n").unwrap();
+    // n_heads 3 does not divide d_model 16: those trials fail and are recorded, the study goes on.
+    let space = dir.path().join("space.toml");
+    std::fs::write(
+        &space,
+        "[study]\nmax_trials = 6\nconcurrency = 2\nmin_epochs = 1\nmax_epochs = 3\neta = 3\nbudget_minutes = 20\n\
+         [space]\n\"optim.lr\" = { log_uniform = [1e-4, 1e-2] }\n\"model.n_heads\" = { choice = [1, 2, 3] }\n",
+    )
+    .unwrap();
+    let study = dir.path().join("study");
+    let args =
+        ["tune", "--space", p(&space), "--config", p(&base), "--data", p(&ds), "--out", p(&study), "--device", "cpu"];
+    // First run: killed (SIGKILL, no chance to clean up) as soon as one trial has a result.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_m6rec"))
+        .args(args)
+        .args(["--threads", "2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        let has_result = read_study(&study).is_some_and(|s| {
+            s["trials"].as_array().is_some_and(|t| t.iter().any(|t| !t["results"].as_array().unwrap().is_empty()))
+        });
+        if has_result {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "tune ended before any trial finished");
+        assert!(std::time::Instant::now() < deadline, "no trial finished in 300 s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = read_study(&study).unwrap();
+    let n_before = before["trials"].as_array().unwrap().len();
+
+    // Second run: continues the same study to the end.
+    let out = ok(&m6rec(&args));
+    assert!(out.contains("continuing the study"), "{out}");
+    let s = read_study(&study).unwrap();
+    let trials = s["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 6, "max_trials is the total over both runs (first run had {n_before})");
+    let states: Vec<&str> = trials.iter().map(|t| t["status"]["state"].as_str().unwrap()).collect();
+    assert!(!states.contains(&"running"), "{states:?}");
+    for t in trials {
+        let heads = t["params"]["model.n_heads"].as_i64().unwrap();
+        if heads == 3 {
+            assert_eq!(t["status"]["state"], "failed");
+            assert!(t["error"].as_str().unwrap().contains("n_heads"), "{t}");
+        } else {
+            assert!(!t["results"].as_array().unwrap().is_empty(), "{t}");
+        }
+    }
+    // Trial ids are unique and the earlier trials kept their sampled values.
+    for (i, t) in before["trials"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(trials[i]["params"], t["params"]);
+    }
+    // Results: table, plot, best config (ready to train), test metrics of the best trial.
+    let file = std::fs::File::open(study.join("trials.parquet")).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+    let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(rows, 6);
+    let svg = std::fs::read_to_string(study.join("study.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("validation NDCG@10"), "{}", &svg[..200]);
+    let best = m6rec_train::RunConfig::load(&study.join("best.toml")).unwrap();
+    assert_eq!(best.train.epochs, 3);
+    assert_ne!(best.model.n_heads, 3);
+    assert!(out.contains("test metrics of the best trial") && out.contains("NDCG"), "{out}");
+    let test: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(study.join("best-test.json")).unwrap()).unwrap();
+    assert!(test["model"]["ndcg@10"].as_f64().unwrap() > 0.0);
+    let err = fails(&m6rec(&["tune", "--space", p(&base), "--data", p(&ds), "--out", p(&dir.path().join("x"))]));
+    assert!(err.contains("base.toml") && err.contains("space"), "{err}");
+}

@@ -6,6 +6,7 @@
 //!   checkpoint saves them and a resumed run continues exactly.
 //! - [`Schedule`]: constant, linear warm-up then constant, linear warm-up then cosine decay.
 //! - [`clip_grad_norm`]: clipping by global norm.
+//! - [`search`]: automated strategy search (search spaces, random and TPE samplers, ASHA, a resumable study).
 //!
 //! ```
 //! use m6rec_optim::{AdamW, AdamWConfig, Schedule};
@@ -19,6 +20,8 @@
 //! opt.step(Schedule::WarmupCosine { warmup: 10, total: 100 }.lr(1e-3, 0));
 //! ```
 #![deny(missing_docs)]
+
+pub mod search;
 
 use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;

@@ -34,6 +34,6 @@ mod trainer;
 
 pub use config::{RunConfig, TrainConfig};
 pub use error::{Error, Result};
-pub use plot::{metrics_chart, training_curves};
+pub use plot::{metrics_chart, search_progress, training_curves, TrialPoint};
 pub use scorer::{ModelScorer, Popularity, Scorer};
 pub use trainer::{default_run_dir, EpochRecord, Observer, Silent, TrainState, Trainer};

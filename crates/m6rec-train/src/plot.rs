@@ -96,3 +96,61 @@ pub fn metrics_chart(path: &Path, title: &str, rows: &[(&str, &crate::metrics::M
     root.present().map_err(|e| err(e.to_string()))?;
     Ok(())
 }
+
+/// One trial of a search, for [`search_progress`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrialPoint {
+    /// Trial number.
+    pub trial: usize,
+    /// Minutes into the study when its result came in.
+    pub minutes: f64,
+    /// Its validation metric.
+    pub valid: f64,
+    /// Epochs it trained (the marker grows with them).
+    pub epochs: usize,
+}
+
+/// Writes `path` (SVG): validation metric against trial number and against study time, with the best so far as a
+/// line; larger markers for trials that trained longer.
+pub fn search_progress(path: &Path, metric: &str, points: &[TrialPoint]) -> Result<()> {
+    let err = |e: String| Error::Io { path: path.to_path_buf(), source: std::io::Error::other(e) };
+    let root = SVGBackend::new(path, (900, 360)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let (left, right) = root.split_horizontally(450);
+    let lo = points.iter().map(|p| p.valid).fold(f64::INFINITY, f64::min);
+    let hi = points.iter().map(|p| p.valid).fold(f64::NEG_INFINITY, f64::max);
+    let (lo, hi) = if lo.is_finite() && hi > lo { (lo, hi) } else { (0.0, hi.max(1e-3)) };
+    let pad = (hi - lo) * 0.05;
+    let max_epochs = points.iter().map(|p| p.epochs).max().unwrap_or(1).max(1) as f64;
+    let axes: [(&str, fn(&TrialPoint) -> f64); 2] = [("trial", |p| p.trial as f64), ("minutes", |p| p.minutes)];
+    for ((x_desc, x_of), area) in axes.into_iter().zip([left, right]) {
+        let x_max = points.iter().map(x_of).fold(1.0, f64::max) * 1.05;
+        let mut chart = ChartBuilder::on(&area)
+            .caption(format!("validation {metric} by {x_desc}"), ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0f64..x_max, (lo - pad)..(hi + pad))
+            .map_err(|e| err(e.to_string()))?;
+        chart.configure_mesh().x_desc(x_desc).draw().map_err(|e| err(e.to_string()))?;
+        chart
+            .draw_series(points.iter().map(|p| {
+                let r = 2.0 + 4.0 * (p.epochs as f64 / max_epochs);
+                Circle::new((x_of(p), p.valid), r as i32, BLUE.mix(0.6).filled())
+            }))
+            .map_err(|e| err(e.to_string()))?;
+        let mut sorted: Vec<&TrialPoint> = points.iter().collect();
+        sorted.sort_by(|a, b| x_of(a).total_cmp(&x_of(b)));
+        let mut best = f64::NEG_INFINITY;
+        let line: Vec<(f64, f64)> = sorted
+            .iter()
+            .map(|p| {
+                best = best.max(p.valid);
+                (x_of(p), best)
+            })
+            .collect();
+        chart.draw_series(LineSeries::new(line, &RED)).map_err(|e| err(e.to_string()))?;
+    }
+    root.present().map_err(|e| err(e.to_string()))?;
+    Ok(())
+}
