@@ -2,11 +2,13 @@
 //!
 //! Errors print their whole chain (`error: <what>: <where>: <cause>`) and exit with code 2.
 
+mod adapt;
 mod commands;
 mod progress;
 mod serve;
 mod table;
 mod tune;
+mod update;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -38,6 +40,12 @@ enum Command {
     /// Search training strategies: trials of `m6rec train` over a search space (random or TPE; ASHA), within a time
     /// budget, resumable; writes a results table, a plot and the best config.
     Tune(tune::TuneArgs),
+    /// Adapt a pretrained model to a new domain: soft prompts on the frozen model (parameter-efficient), full
+    /// fine-tuning, or from scratch, for comparison.
+    Adapt(adapt::AdaptArgs),
+    /// Fine-tune a checkpoint on new interactions (a CSV, or the journal of `m6rec serve`) with replay of older data;
+    /// writes a new checkpoint and dataset beside the old ones.
+    Update(update::UpdateArgs),
     /// Serve recommendations over HTTP (JSON; OpenAPI at /openapi.json); items and events posted live are persisted.
     Serve(serve::ServeArgs),
     /// Write the generated demo dataset (RecBole atomic files) that `fixtures/demo` holds.
@@ -87,6 +95,8 @@ fn main() -> ExitCode {
         Command::Recommend(a) => commands::recommend(&a),
         Command::Serve(a) => serve::serve(&a),
         Command::Tune(a) => tune::tune(&a, threads),
+        Command::Update(a) => update::update(&a),
+        Command::Adapt(a) => adapt::adapt(&a),
         Command::Synth { out, media, media_only } => commands::synth(&out, media, media_only),
         Command::Doctor => commands::doctor(threads),
     };

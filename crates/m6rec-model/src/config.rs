@@ -26,6 +26,14 @@ pub struct SeqRecConfig {
     /// Training objective.
     #[serde(default)]
     pub loss: LossConfig,
+    /// Soft prompts: this many learned vectors read before every sequence (M6-Rec's option tuning; `m6rec adapt`
+    /// trains only them on a frozen model). Default 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prompts: i64,
+}
+
+fn is_zero(x: &i64) -> bool {
+    *x == 0
 }
 
 /// The generative next-item objective.
@@ -82,6 +90,7 @@ impl Default for SeqRecConfig {
             max_len: d::max_len(),
             dropout: d::dropout(),
             loss: LossConfig::default(),
+            prompts: 0,
         }
     }
 }
@@ -110,6 +119,9 @@ impl SeqRecConfig {
         }
         if self.max_len < 1 {
             return bad("max_len", format!("is {}, must be at least 1", self.max_len));
+        }
+        if self.prompts < 0 {
+            return bad("prompts", format!("is {}, must not be negative", self.prompts));
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad("dropout", format!("is {}, must be in [0, 1)", self.dropout));

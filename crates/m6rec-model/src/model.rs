@@ -19,6 +19,8 @@ pub struct SeqRec {
     pos_emb: nn::Embedding,
     blocks: Vec<Block>,
     ln_out: nn::LayerNorm,
+    /// `[prompts, d]` soft prompts read before every sequence (absent when `prompts` is 0).
+    prompt: Option<Tensor>,
     n_items: i64,
     cfg: SeqRecConfig,
 }
@@ -44,6 +46,7 @@ impl SeqRec {
             pos_emb: nn::embedding(vs / "pos_emb", cfg.max_len, d, emb),
             blocks,
             ln_out: nn::layer_norm(vs / "ln_out", vec![d], Default::default()),
+            prompt: (cfg.prompts > 0).then(|| vs.randn("prompt", &[cfg.prompts, d], 0.0, (d as f64).powf(-0.5))),
             n_items,
             cfg: cfg.clone(),
         })
@@ -88,11 +91,22 @@ impl SeqRec {
         let pos = Tensor::arange_start(self.cfg.max_len - seq_len, self.cfg.max_len, (Kind::Int64, device));
         let xs = items * (d as f64).sqrt() + self.pos_emb.forward(&pos).unsqueeze(0);
         let mut xs = (xs * valid.unsqueeze(-1).to_kind(Kind::Float)).dropout(self.cfg.dropout, mode.is_train()); // [b, L, d]
-        let allowed = mask::causal_with_padding(&valid); // [b, 1, L, L]
+                                                                                                                 // Soft prompts go first: every item attends to them (causally they precede it); their outputs are dropped.
+        let (xs0, valid) = match &self.prompt {
+            Some(p) => {
+                let n = p.size()[0];
+                let xs = Tensor::cat(&[p.unsqueeze(0).expand([b_sz, n, d], false), xs], 1);
+                (xs, Tensor::cat(&[Tensor::ones([b_sz, n], (Kind::Bool, device)), valid], 1))
+            }
+            None => (xs, valid),
+        };
+        xs = xs0;
+        let allowed = mask::causal_with_padding(&valid); // [b, 1, P + L, P + L]
         for block in &self.blocks {
             xs = block.forward(&xs, &allowed, mode);
         }
-        self.ln_out.forward(&xs)
+        let n_prompts = self.prompt.as_ref().map_or(0, |p| p.size()[0]);
+        self.ln_out.forward(&xs.narrow(1, n_prompts, seq_len))
     }
 
     /// Output embeddings of all items, `[n_items, d_model]` (the item embedding table without the padding row).
@@ -241,6 +255,35 @@ mod tests {
         // Positions are right-aligned and padded keys are masked, so padding changes nothing.
         let diff = (a - b).abs().max().double_value(&[]);
         assert!(diff < 1e-5, "padding changed the last state by {diff}");
+    }
+
+    #[test]
+    fn soft_prompts_change_the_state_keep_causality_and_get_gradients() {
+        m6rec_tensor::seed(1);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let cfg = SeqRecConfig {
+            d_model: 16,
+            n_heads: 2,
+            n_layers: 2,
+            max_len: 8,
+            dropout: 0.0,
+            prompts: 3,
+            ..Default::default()
+        };
+        let m = SeqRec::init(&(vs.root() / "model"), &cfg, 20).unwrap();
+        let a = Tensor::from_slice(&[0i64, 3, 4, 5, 6]).view([1, 5]);
+        let b = Tensor::from_slice(&[0i64, 3, 4, 9, 1]).view([1, 5]);
+        let (ha, hb) = (m.forward(&a, Mode::Eval), m.forward(&b, Mode::Eval));
+        assert_eq!(ha.size(), vec![1, 5, 16], "prompt positions are not in the output");
+        let diff_prefix = (ha.narrow(1, 0, 3) - hb.narrow(1, 0, 3)).abs().max().double_value(&[]);
+        assert!(diff_prefix < 1e-6, "prefix changed by {diff_prefix}");
+        let prompt = vs.variables()["model.prompt"].shallow_clone();
+        let before = ha.select(1, -1);
+        let _ = tch::no_grad(|| prompt.shallow_clone().g_add_(&prompt.randn_like())); // not a constant: LayerNorm removes those
+        let after = m.forward(&a, Mode::Eval).select(1, -1);
+        assert!((before - after).abs().max().double_value(&[]) > 1e-3, "the prompts must be read");
+        m.forward(&a, Mode::Train).sum(Kind::Float).backward();
+        assert!(prompt.grad().abs().sum(Kind::Float).double_value(&[]) > 0.0);
     }
 
     #[test]

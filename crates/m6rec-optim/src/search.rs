@@ -425,7 +425,11 @@ impl Study {
         let scored: Vec<(&Trial, f64)> =
             self.trials.iter().filter_map(|t| t.last().map(|o| (t, o.valid))).filter(|(_, v)| v.is_finite()).collect();
         if self.spec.study.sampler == Sampler::Tpe && scored.len() >= self.spec.study.startup.max(2) {
-            return tpe(&self.spec.space, &scored, &mut rng);
+            let params = tpe(&self.spec.space, &scored, &mut rng);
+            // A configuration already tried teaches nothing new (TPE's argmax can repeat itself): draw at random.
+            if !self.trials.iter().any(|t| t.params == params) {
+                return params;
+            }
         }
         self.spec.space.iter().map(|(k, d)| (k.clone(), d.sample(&mut rng))).collect()
     }
@@ -537,10 +541,20 @@ fn tpe(space: &BTreeMap<String, Dist>, scored: &[(&Trial, f64)], rng: &mut ChaCh
                     let x = if g.is_empty() || rng.random::<f64>() < 1.0 / (g.len() as f64 + 1.0) {
                         lo + rng.random::<f64>() * width
                     } else {
+                        // A draw from one good trial's kernel, truncated to the range by redrawing (clamping would
+                        // pile candidates onto the bounds, where the density ratio is often largest).
                         let m = g[rng.random_range(0..g.len())];
-                        let u: f64 = rng.random::<f64>().max(1e-12);
-                        let z = (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * rng.random::<f64>()).cos();
-                        (m + z * bw(g.len())).clamp(lo, hi)
+                        let mut x = lo + rng.random::<f64>() * width;
+                        for _ in 0..16 {
+                            let u: f64 = rng.random::<f64>().max(1e-12);
+                            let z = (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * rng.random::<f64>()).cos();
+                            let y = m + z * bw(g.len());
+                            if (lo..=hi).contains(&y) {
+                                x = y;
+                                break;
+                            }
+                        }
+                        x
                     };
                     let ratio = density(&g, x) / density(&b, x);
                     if ratio > best.0 {
@@ -694,6 +708,15 @@ mod tests {
         s.study.sampler = Sampler::Random;
         let mut random = Study::new(s).unwrap();
         drive(&mut random);
+        for (i, a) in tpe.trials.iter().enumerate() {
+            assert!(tpe.trials[..i].iter().all(|b| b.params != a.params), "trial {i} repeats an earlier one");
+        }
+        let at_bound = tpe
+            .trials
+            .iter()
+            .filter(|t| matches!(t.params["optim.lr"].as_float(), Some(x) if x == 1e-5 || x == 1e-1))
+            .count();
+        assert_eq!(at_bound, 0, "continuous values are not piled onto the bounds");
         let late_mean = |st: &Study| st.trials[20..].iter().map(|t| t.results[0].valid).sum::<f64>() / 20.0;
         assert!(late_mean(&tpe) > late_mean(&random), "{} vs {}", late_mean(&tpe), late_mean(&random));
     }

@@ -5,7 +5,7 @@
 //! | `config.json` | `format_version`, the [`RunConfig`], and the [`DatasetFingerprint`] it was trained on |
 //! | `model.safetensors` | best weights so far (by validation NDCG@10): what `eval` and `recommend` load |
 //! | `last.safetensors` | weights after the last finished epoch (for `--resume`) |
-//! | `optim.safetensors` | AdamW moments and step (for `--resume`) |
+//! | `optim.safetensors` | optimizer state (moments, weight average) and step (for `--resume`) |
 //! | `state.json` | [`TrainState`]: epoch, step, early-stopping counters, per-epoch history |
 //! | `curves.svg` | training loss and validation NDCG@10 per epoch |
 

@@ -2,7 +2,7 @@
 
 use crate::{Error, Result};
 use m6rec_model::SeqRecConfig;
-use m6rec_optim::AdamWConfig;
+use m6rec_optim::OptimConfig;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -15,7 +15,7 @@ pub struct RunConfig {
     pub model: SeqRecConfig,
     /// The optimizer.
     #[serde(default)]
-    pub optim: AdamWConfig,
+    pub optim: OptimConfig,
     /// The loop.
     #[serde(default)]
     pub train: TrainConfig,
@@ -192,8 +192,8 @@ impl RunConfig {
         if !(0.0..1.0).contains(&t.cold_items) {
             return bad(format!("train.cold_items is {}, must be in [0, 1)", t.cold_items));
         }
-        if !(self.optim.lr > 0.0 && self.optim.lr.is_finite()) {
-            return bad(format!("optim.lr is {}, must be positive", self.optim.lr));
+        if let Err(e) = self.optim.validate() {
+            return bad(e);
         }
         Ok(())
     }

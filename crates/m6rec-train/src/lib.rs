@@ -36,4 +36,4 @@ pub use config::{RunConfig, TrainConfig};
 pub use error::{Error, Result};
 pub use plot::{metrics_chart, search_progress, training_curves, TrialPoint};
 pub use scorer::{ModelScorer, Popularity, Scorer};
-pub use trainer::{default_run_dir, EpochRecord, Observer, Silent, TrainState, Trainer};
+pub use trainer::{default_run_dir, training_spans, EpochRecord, Observer, Silent, Span, TrainState, Trainer};

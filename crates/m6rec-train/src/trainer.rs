@@ -1,4 +1,5 @@
-//! The training loop: shuffled epochs over users, AdamW with warm-up and clipping, validation NDCG@10 after each
+//! The training loop: shuffled epochs over users, the configured optimizer and schedule with warm-up, clipping and
+//! optional gradient accumulation and weight averaging, validation NDCG@10 after each
 //! epoch, early stopping, best-weights tracking, and an atomic checkpoint per epoch that `--resume` continues from.
 //!
 //! Reproducibility: libtorch is re-seeded with `seed + epoch` at the start of every epoch and the user order is a
@@ -14,7 +15,7 @@ use crate::scorer::ModelScorer;
 use crate::{Error, Result};
 use m6rec_data::{loader, SeqBatch, Split};
 use m6rec_model::SeqRec;
-use m6rec_optim::{AdamW, Schedule};
+use m6rec_optim::{Optimizer, Plateau, Schedule, ScheduleConfig};
 use m6rec_tensor::Mode;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -63,6 +64,9 @@ pub struct TrainState {
     pub elapsed: f64,
     /// Per-epoch records.
     pub history: Vec<EpochRecord>,
+    /// Reduce-on-plateau state (`[optim] schedule = { type = "plateau" }`).
+    #[serde(default)]
+    pub plateau: Plateau,
 }
 
 /// Hooks for progress display; every method has a no-op default.
@@ -90,7 +94,7 @@ pub struct Trainer {
     domains: Option<DomainEmbedding>,
     /// Sampling weight of each item's domain (empty: all 1).
     item_weight: Vec<f64>,
-    opt: AdamW,
+    opt: Optimizer,
     state: TrainState,
     best: Vec<(String, Tensor)>,
     device: Device,
@@ -146,7 +150,7 @@ impl Trainer {
             }
             _ => None,
         };
-        let opt = AdamW::new(&vs, &cfg.optim);
+        let opt = Optimizer::new(&vs, &cfg.optim);
         let best = copy_vars(&vs);
         Ok(Trainer {
             cfg,
@@ -196,6 +200,23 @@ impl Trainer {
         let out = checkpoint::init_from(&self.vs, dir)?;
         self.best = copy_vars(&self.vs);
         Ok(out)
+    }
+
+    /// Parameter-efficient training: only the variables for which `train` is true keep their gradients; every other
+    /// variable is frozen (the optimizer is rebuilt over what is left). Returns `(trainable, total)` elements.
+    pub fn freeze_except(&mut self, train: impl Fn(&str) -> bool) -> (i64, i64) {
+        let (mut trainable, mut total) = (0, 0);
+        for (name, var) in self.vs.variables() {
+            let n = var.numel() as i64;
+            total += n;
+            if train(&name) && var.requires_grad() {
+                trainable += n;
+            } else if var.requires_grad() {
+                let _ = var.shallow_clone().set_requires_grad(false);
+            }
+        }
+        self.opt = Optimizer::new(&self.vs, &self.cfg.optim);
+        (trainable, total)
     }
 
     /// Gives each catalog item's domain name (runs with `[domains]`: embeddings and sampling weights need them).
@@ -297,8 +318,10 @@ impl Trainer {
             Tensor::from_slice(&idx).to_device(self.device)
         });
         let n_batches = spans.len().div_ceil(t.batch_size);
-        let total_steps = (t.epochs * n_batches) as u64;
-        let schedule = Schedule::WarmupCosine { warmup: t.warmup_steps, total: total_steps };
+        let accumulate = self.cfg.optim.accumulate.max(1);
+        let steps_per_epoch = n_batches.div_ceil(accumulate) as u64;
+        let total_steps = t.epochs as u64 * steps_per_epoch;
+        let schedule = Schedule::from_config(&self.cfg.optim.schedule, t.warmup_steps, total_steps, steps_per_epoch);
         let eval_opts =
             EvalOptions { filter_history: t.filter_history, batch_size: t.eval_batch_size, ..Default::default() };
         let started = Instant::now();
@@ -319,8 +342,11 @@ impl Trainer {
             obs.epoch_start(epoch, n_batches);
             let epoch_start = Instant::now();
             let (mut loss_sum, mut n_seen, mut n_steps) = (0.0, 0usize, 0usize);
-            for batch in batches {
+            for (i, batch) in batches.enumerate() {
                 let batch = batch?;
+                if i % accumulate == 0 {
+                    self.opt.zero_grad();
+                }
                 let loss = match (self.step_table(&batch, warm.is_some())?, &warm) {
                     (Some(table), Some(warm)) => {
                         self.model.loss_over(&batch, &table, warm, self.device, Mode::Train)?
@@ -328,13 +354,19 @@ impl Trainer {
                     (Some(table), None) => self.model.loss_with(&batch, &table, self.device, Mode::Train)?,
                     (None, _) => self.model.loss(&batch, self.device, Mode::Train)?,
                 };
-                self.opt.zero_grad();
-                loss.backward();
-                if t.clip_norm > 0.0 {
-                    m6rec_optim::clip_grad_norm(&self.vs, t.clip_norm);
+                if accumulate > 1 {
+                    (&loss / accumulate as f64).backward();
+                } else {
+                    loss.backward();
                 }
-                self.opt.step(schedule.lr(self.cfg.optim.lr, self.state.step));
-                self.state.step += 1;
+                if (i + 1) % accumulate == 0 || i + 1 == n_batches {
+                    if t.clip_norm > 0.0 {
+                        m6rec_optim::clip_grad_norm(&self.vs, t.clip_norm);
+                    }
+                    let peak = self.cfg.optim.lr * self.state.plateau.scale;
+                    self.opt.step(schedule.lr(peak, self.state.step));
+                    self.state.step += 1;
+                }
                 let l = loss.double_value(&[]);
                 loss_sum += l;
                 n_steps += 1;
@@ -359,15 +391,19 @@ impl Trainer {
                 )));
             }
             if epoch.is_multiple_of(t.eval_every) || epoch == t.epochs {
-                let m = evaluate(&self.scorer()?, split, Stage::Valid, eval_opts)?;
+                // With a moving average of the weights, validation (and the best weights kept) use the average.
+                let m = self.opt.with_ema(|| evaluate(&self.scorer()?, split, Stage::Valid, eval_opts))?;
                 let ndcg = m.get("ndcg", 10);
+                if let ScheduleConfig::Plateau { factor, patience, min_lr } = self.cfg.optim.schedule {
+                    self.state.plateau.observe(ndcg, factor, patience, self.cfg.optim.lr, min_lr);
+                }
                 record.valid_ndcg10 = Some(ndcg);
                 record.valid_hr10 = Some(m.get("hr", 10));
                 if ndcg > self.state.best_ndcg10 || self.state.best_epoch == 0 {
                     self.state.best_ndcg10 = ndcg;
                     self.state.best_epoch = epoch;
                     self.state.bad_evals = 0;
-                    self.best = copy_vars(&self.vs);
+                    self.best = self.opt.with_ema(|| copy_vars(&self.vs));
                 } else {
                     self.state.bad_evals += 1;
                 }

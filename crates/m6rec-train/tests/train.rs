@@ -56,23 +56,41 @@ fn resume_continues_exactly() {
     let ds = small_demo(120);
     let split = Split::leave_one_out(&ds.interactions, ds.n_users());
     let fp = DatasetFingerprint::of(&ds);
-    let dir = tempfile::tempdir().unwrap();
-    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    // The default (AdamW, cosine) and a config with every stateful piece of the optimizer layer: SGD momentum,
+    // gradient accumulation, a moving average of the weights and reduce-on-plateau.
+    let mut other = small_config(4);
+    other.optim = toml::from_str(
+        "algorithm = 'sgd'\nlr = 0.05\nmomentum = 0.9\nnesterov = true\naccumulate = 2\nema = 0.9\n\
+         schedule = { type = 'plateau', patience = 1, factor = 0.5 }\n",
+    )
+    .unwrap();
+    for cfg in [small_config(4), other] {
+        let dir = tempfile::tempdir().unwrap();
+        let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
 
-    let mut a = Trainer::new(small_config(4), fp.clone(), Device::Cpu).unwrap();
-    let full = a.fit(&split, Some(&a_dir), &mut Silent).unwrap().clone();
+        let mut a = Trainer::new(cfg.clone(), fp.clone(), Device::Cpu).unwrap();
+        let full = a.fit(&split, Some(&a_dir), &mut Silent).unwrap().clone();
 
-    let mut b = Trainer::new(small_config(4), fp.clone(), Device::Cpu).unwrap();
-    b.fit_until(&split, Some(&b_dir), &mut Silent, 2).unwrap();
-    drop(b);
-    let mut b = Trainer::resume(&b_dir, &fp, Device::Cpu).unwrap();
-    let resumed = b.fit(&split, Some(&b_dir), &mut Silent).unwrap().clone();
+        let mut b = Trainer::new(cfg.clone(), fp.clone(), Device::Cpu).unwrap();
+        b.fit_until(&split, Some(&b_dir), &mut Silent, 2).unwrap();
+        drop(b);
+        let mut b = Trainer::resume(&b_dir, &fp, Device::Cpu).unwrap();
+        let resumed = b.fit(&split, Some(&b_dir), &mut Silent).unwrap().clone();
 
-    let losses = |s: &m6rec_train::TrainState| s.history.iter().map(|r| (r.loss, r.valid_ndcg10)).collect::<Vec<_>>();
-    assert_eq!(losses(&full), losses(&resumed));
-    let wa = std::fs::read(a_dir.join("model.safetensors")).unwrap();
-    let wb = std::fs::read(b_dir.join("model.safetensors")).unwrap();
-    assert!(wa == wb, "best weights differ after resume");
+        let losses =
+            |s: &m6rec_train::TrainState| s.history.iter().map(|r| (r.loss, r.valid_ndcg10)).collect::<Vec<_>>();
+        assert_eq!(losses(&full), losses(&resumed), "{:?}", cfg.optim);
+        assert_eq!(full.plateau, resumed.plateau);
+        assert_eq!(full.step, resumed.step);
+        let wa = std::fs::read(a_dir.join("model.safetensors")).unwrap();
+        let wb = std::fs::read(b_dir.join("model.safetensors")).unwrap();
+        assert!(wa == wb, "best weights differ after resume ({:?})", cfg.optim);
+        if cfg.optim.accumulate == 2 {
+            // Half as many optimizer steps as batches.
+            let batches = m6rec_train::training_spans(&split, 20, true).len().div_ceil(64);
+            assert_eq!(full.step, 4 * batches.div_ceil(2) as u64);
+        }
+    }
 }
 
 #[test]

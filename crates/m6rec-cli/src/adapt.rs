@@ -1,0 +1,145 @@
+//! `m6rec adapt`: adapt a pretrained model to a new domain (catalog), parameter-efficiently or not.
+//!
+//! - `prompt` (M6-Rec's option tuning): the pretrained model is frozen; only soft prompts read before every sequence
+//!   are trained, together with whatever the new catalog needs that the pretrained model cannot provide (tables
+//!   sized by the catalog, which `init_from` leaves fresh; none for a content-only item tower).
+//! - `full`: every weight starts from the pretrained model and trains (what `m6rec train --init-from` does).
+//! - `scratch`: the same config trained from random weights, for comparison.
+//!
+//! The fraction of trained parameters is printed. The run is an ordinary checkpoint: `m6rec eval` reads it.
+
+use crate::progress::TrainProgress;
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use m6rec_train::checkpoint::{self, DatasetFingerprint};
+use m6rec_train::Trainer;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Method {
+    /// Train soft prompts only (plus catalog-sized tables the new domain needs).
+    Prompt,
+    /// Fine-tune every weight.
+    Full,
+    /// Train from scratch (same config).
+    Scratch,
+}
+
+#[derive(Debug, Args)]
+pub struct AdaptArgs {
+    /// The pretrained checkpoint.
+    #[arg(long)]
+    from: PathBuf,
+    /// The new domain's dataset (from `m6rec import`).
+    #[arg(long)]
+    data: PathBuf,
+    /// Output checkpoint (default runs/<dataset>-<method>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// How to adapt.
+    #[arg(long, value_enum, default_value = "prompt")]
+    method: Method,
+    /// Soft prompts (method prompt).
+    #[arg(long, default_value_t = 8)]
+    prompts: i64,
+    /// Learning rate (default: the pretrained run's; prompts usually want more, e.g. 1e-2).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Override train.epochs.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Override train.max_seconds.
+    #[arg(long)]
+    max_seconds: Option<f64>,
+    /// Feature cache of the new dataset, for item-tower models (default `<data>.features`).
+    #[arg(long)]
+    features: Option<PathBuf>,
+    /// auto, cpu or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+pub fn adapt(a: &AdaptArgs) -> Result<()> {
+    let device = m6rec_tensor::device::parse(&a.device)?;
+    let ck = checkpoint::load_config(&a.from).with_context(|| format!("loading checkpoint {}", a.from.display()))?;
+    let ds = m6rec_data::Dataset::load(&a.data).with_context(|| format!("loading dataset {}", a.data.display()))?;
+    let mut cfg = ck.run.clone();
+    if a.method == Method::Prompt {
+        if a.prompts < 1 {
+            bail!("--prompts must be at least 1 for --method prompt");
+        }
+        cfg.model.prompts = a.prompts;
+    }
+    if let Some(lr) = a.lr {
+        cfg.optim.lr = lr;
+    }
+    if let Some(e) = a.epochs {
+        cfg.train.epochs = e;
+    }
+    if let Some(s) = a.max_seconds {
+        cfg.train.max_seconds = s;
+    }
+    cfg.train.cold_items = 0.0;
+    if let Some(d) = &mut cfg.domains {
+        d.vocab.clear(); // the new catalog's domains; the domain table is then catalog-sized and trains
+    }
+    cfg.fill_domain_vocab(ds.items.iter().map(|it| it.domain.as_str()));
+    cfg.validate(std::path::Path::new("adapt"))?;
+    let method = format!("{:?}", a.method).to_lowercase();
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{method}", ds.name)));
+    let mut fp = DatasetFingerprint::of(&ds);
+    fp.path = std::fs::canonicalize(&a.data).ok();
+    let content = match cfg.item_tower {
+        Some(_) => Some(
+            m6rec_train::open::item_content(&a.data, a.features.as_deref(), &ds, &cfg)
+                .context("reading the new domain's item content for [item_tower]")?,
+        ),
+        None => None,
+    };
+    let mut trainer = Trainer::with_content(cfg.clone(), fp, content.as_ref(), device)?;
+    if a.method != Method::Scratch {
+        let (copied, fresh) =
+            trainer.init_from(&a.from).with_context(|| format!("initialising from {}", a.from.display()))?;
+        println!(
+            "from {}: {} tensors copied, {} fresh ({})",
+            a.from.display(),
+            copied.len(),
+            fresh.len(),
+            fresh.join(", ")
+        );
+        if a.method == Method::Prompt {
+            let (trainable, total) =
+                trainer.freeze_except(|name| name == "model.prompt" || fresh.iter().any(|f| f == name));
+            println!(
+                "prompt tuning: {trainable} of {total} parameters trained ({:.2}%): {} prompts{}",
+                100.0 * trainable as f64 / total.max(1) as f64,
+                a.prompts,
+                if fresh.len() > 1 { " and the tables the new catalog needs" } else { "" }
+            );
+        }
+    }
+    let domains: Vec<&str> = ds.items.iter().map(|it| it.domain.as_str()).collect();
+    trainer.set_item_domains(&domains)?;
+    let split = cfg.split(&ds.interactions, ds.n_users(), ds.n_items());
+    println!(
+        "adapting to {} ({} users, {} items) by {method}, up to {} epochs",
+        ds.name,
+        ds.n_users(),
+        ds.n_items(),
+        cfg.train.epochs
+    );
+    let mut progress = TrainProgress::new(cfg.train.epochs, 0);
+    let res = trainer.fit(&split, Some(&out), &mut progress);
+    progress.finish();
+    let state = res.with_context(|| format!("training into {}", out.display()))?;
+    println!(
+        "done ({}): best validation NDCG@10 {:.4} at epoch {}; checkpoint {} (m6rec eval --checkpoint {} --data {})",
+        state.stop_reason.as_deref().unwrap_or("stopped"),
+        state.best_ndcg10,
+        state.best_epoch,
+        out.display(),
+        out.display(),
+        a.data.display()
+    );
+    Ok(())
+}
