@@ -204,9 +204,16 @@ impl Trainer {
 
     /// Parameter-efficient training: only the variables for which `train` is true keep their gradients; every other
     /// variable is frozen (the optimizer is rebuilt over what is left). Returns `(trainable, total)` elements.
+    ///
+    /// Variables the model never reads here: with an item tower, the sequence model's own id table (the tower gives
+    /// the item vectors). They are frozen and not counted.
     pub fn freeze_except(&mut self, train: impl Fn(&str) -> bool) -> (i64, i64) {
         let (mut trainable, mut total) = (0, 0);
         for (name, var) in self.vs.variables() {
+            if self.items.is_some() && name == "model.item_emb.weight" {
+                let _ = var.shallow_clone().set_requires_grad(false);
+                continue;
+            }
             let n = var.numel() as i64;
             total += n;
             if train(&name) && var.requires_grad() {

@@ -93,6 +93,38 @@ fn resume_continues_exactly() {
     }
 }
 
+/// Prompt tuning (`m6rec adapt --method prompt`): on a pretrained model, only the soft prompts change.
+#[test]
+fn prompt_tuning_trains_the_prompts_and_nothing_else() {
+    let _rng = torch_rng();
+    let ds = small_demo(120);
+    let split = Split::leave_one_out(&ds.interactions, ds.n_users());
+    let fp = DatasetFingerprint::of(&ds);
+    let dir = tempfile::tempdir().unwrap();
+    let pre = dir.path().join("pre");
+    Trainer::new(small_config(2), fp.clone(), Device::Cpu).unwrap().fit(&split, Some(&pre), &mut Silent).unwrap();
+    let mut cfg = small_config(2);
+    cfg.model.prompts = 4;
+    let mut t = Trainer::new(cfg, fp, Device::Cpu).unwrap();
+    let (_, fresh) = t.init_from(&pre).unwrap();
+    assert!(fresh.is_empty(), "same catalog: every pretrained tensor fits ({fresh:?}); the prompts are new");
+    let (trainable, total) = t.freeze_except(|n| n == "model.prompt");
+    assert_eq!(trainable, 4 * 32);
+    assert!(total > 100 * trainable, "{trainable} of {total}");
+    let before = tch::Tensor::read_safetensors(&pre.join("model.safetensors")).unwrap();
+    let out = dir.path().join("adapted");
+    t.fit(&split, Some(&out), &mut Silent).unwrap();
+    let after = tch::Tensor::read_safetensors(&out.join("model.safetensors")).unwrap();
+    let mut changed = Vec::new();
+    for (name, tensor) in &after {
+        match before.iter().find(|(n, _)| n == name) {
+            Some((_, old)) => assert!(old.equal(tensor), "{name} changed although frozen"),
+            None => changed.push(name.clone()),
+        }
+    }
+    assert_eq!(changed, ["model.prompt"]);
+}
+
 #[test]
 fn checkpoints_refuse_another_dataset_and_name_what_is_wrong() {
     let _rng = torch_rng();
