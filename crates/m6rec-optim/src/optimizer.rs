@@ -193,7 +193,7 @@ impl OptimConfig {
         unit("momentum", self.momentum)?;
         unit("alpha", self.alpha)?;
         unit("ema", self.ema)?;
-        if !(self.eps > 0.0) || !(self.weight_decay >= 0.0) {
+        if self.eps.is_nan() || self.eps <= 0.0 || self.weight_decay.is_nan() || self.weight_decay < 0.0 {
             return Err(format!(
                 "optim.eps ({}) must be positive and optim.weight_decay ({}) >= 0",
                 self.eps, self.weight_decay

@@ -122,7 +122,8 @@ pub fn search_progress(path: &Path, metric: &str, points: &[TrialPoint]) -> Resu
     let (lo, hi) = if lo.is_finite() && hi > lo { (lo, hi) } else { (0.0, hi.max(1e-3)) };
     let pad = (hi - lo) * 0.05;
     let max_epochs = points.iter().map(|p| p.epochs).max().unwrap_or(1).max(1) as f64;
-    let axes: [(&str, fn(&TrialPoint) -> f64); 2] = [("trial", |p| p.trial as f64), ("minutes", |p| p.minutes)];
+    type Axis = (&'static str, fn(&TrialPoint) -> f64);
+    let axes: [Axis; 2] = [("trial", |p| p.trial as f64), ("minutes", |p| p.minutes)];
     for ((x_desc, x_of), area) in axes.into_iter().zip([left, right]) {
         let x_max = points.iter().map(x_of).fold(1.0, f64::max) * 1.05;
         let mut chart = ChartBuilder::on(&area)

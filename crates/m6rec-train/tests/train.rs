@@ -111,10 +111,10 @@ fn prompt_tuning_trains_the_prompts_and_nothing_else() {
     let (trainable, total) = t.freeze_except(|n| n == "model.prompt");
     assert_eq!(trainable, 4 * 32);
     assert!(total > 100 * trainable, "{trainable} of {total}");
-    let before = tch::Tensor::read_safetensors(&pre.join("model.safetensors")).unwrap();
+    let before = tch::Tensor::read_safetensors(pre.join("model.safetensors")).unwrap();
     let out = dir.path().join("adapted");
     t.fit(&split, Some(&out), &mut Silent).unwrap();
-    let after = tch::Tensor::read_safetensors(&out.join("model.safetensors")).unwrap();
+    let after = tch::Tensor::read_safetensors(out.join("model.safetensors")).unwrap();
     let mut changed = Vec::new();
     for (name, tensor) in &after {
         match before.iter().find(|(n, _)| n == name) {
