@@ -42,6 +42,10 @@ pub struct AdaptArgs {
     /// Soft prompts (method prompt).
     #[arg(long, default_value_t = 8)]
     prompts: i64,
+    /// Method prompt: also train the variables whose names start with this prefix (repeatable), for example
+    /// `tower.` (the item tower's modality projections) or `model.ln_` (LayerNorms).
+    #[arg(long, value_name = "PREFIX")]
+    also: Vec<String>,
     /// Learning rate (default: the pretrained run's; prompts usually want more, e.g. 1e-2).
     #[arg(long)]
     lr: Option<f64>,
@@ -111,9 +115,10 @@ pub fn adapt(a: &AdaptArgs) -> Result<()> {
             let (trainable, total) =
                 trainer.freeze_except(|name| name == "model.prompt" || fresh.iter().any(|f| f == name));
             println!(
-                "prompt tuning: {trainable} of {total} parameters trained ({:.2}%): {} prompts{}",
+                "prompt tuning: {trainable} of {total} parameters trained ({:.2}%): {} prompts{}{}",
                 100.0 * trainable as f64 / total.max(1) as f64,
                 a.prompts,
+                if a.also.is_empty() { String::new() } else { format!(" + {}", a.also.join(", ")) },
                 if fresh.len() > 1 { " and the tables the new catalog needs" } else { "" }
             );
         }
