@@ -112,8 +112,11 @@ pub fn adapt(a: &AdaptArgs) -> Result<()> {
             fresh.join(", ")
         );
         if a.method == Method::Prompt {
-            let (trainable, total) =
-                trainer.freeze_except(|name| name == "model.prompt" || fresh.iter().any(|f| f == name));
+            let (trainable, total) = trainer.freeze_except(|name| {
+                name == "model.prompt"
+                    || fresh.iter().any(|f| f == name)
+                    || a.also.iter().any(|p| name.starts_with(p.as_str()))
+            });
             println!(
                 "prompt tuning: {trainable} of {total} parameters trained ({:.2}%): {} prompts{}{}",
                 100.0 * trainable as f64 / total.max(1) as f64,

@@ -66,6 +66,41 @@ fn import_train_eval_recommend_end_to_end() {
     assert!(out.contains("The Crimson Harbor"), "titles must be shown: {out}");
     assert!(!out.contains(" i0 ") && !out.contains(" i1 "), "seen items are excluded: {out}");
 
+    // Online update: new events (one from a new user) appended and trained on; the old checkpoint stays.
+    let events = dir.path().join("events.csv");
+    std::fs::write(&events, "user_id,item_id\nu0,i5\nu0,i6\nnewcomer,i1\nnewcomer,i2\nnewcomer,i3\n").unwrap();
+    let upd = dir.path().join("ck-updated");
+    let before = std::fs::read(ck.join("model.safetensors")).unwrap();
+    let out = ok(&m6rec(&["update", "--from", p(&ck), "--events", p(&events), "--out", p(&upd), "--epochs", "1"]));
+    assert!(out.contains("5 new events for 2 users (1 new)"), "{out}");
+    assert_eq!(std::fs::read(ck.join("model.safetensors")).unwrap(), before, "the old checkpoint is untouched");
+    let data2 = dir.path().join("ck-updated.data");
+    let out = ok(&m6rec(&["recommend", "--checkpoint", p(&upd), "--data", p(&data2), "--user", "newcomer", "-k", "3"]));
+    assert_eq!(out.lines().filter(|l| l.contains(". i")).count(), 3, "{out}");
+    std::fs::write(&events, "u0,nope\n").unwrap();
+    let err = fails(&m6rec(&["update", "--from", p(&ck), "--events", p(&events), "--out", p(&upd)]));
+    assert!(err.contains("unknown item `nope`") && err.contains("events.csv"), "{err}");
+
+    // Prompt tuning on the trained model: only a small fraction trains, and the result is an ordinary checkpoint.
+    let ad = dir.path().join("adapted");
+    let out = ok(&m6rec(&[
+        "adapt",
+        "--from",
+        p(&ck),
+        "--data",
+        p(&ds),
+        "--method",
+        "prompt",
+        "--prompts",
+        "2",
+        "--epochs",
+        "1",
+        "--out",
+        p(&ad),
+    ]));
+    assert!(out.contains("prompt tuning: 32 of"), "{out}");
+    ok(&m6rec(&["eval", "--checkpoint", p(&ad), "--data", p(&ds), "--no-baseline"]));
+
     // Bad input on a real checkpoint.
     let err = fails(&m6rec(&["recommend", "--checkpoint", p(&ck), "--data", p(&ds), "--history", "i0,nope"]));
     assert!(err.contains("unknown item `nope`"), "{err}");
