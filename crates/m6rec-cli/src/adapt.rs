@@ -1,7 +1,8 @@
 //! `m6rec adapt`: adapt a pretrained model to a new domain (catalog), parameter-efficiently or not.
 //!
 //! - `prompt` (M6-Rec's option tuning): the pretrained model is frozen; only soft prompts read before every sequence
-//!   are trained, together with whatever the new catalog needs that the pretrained model cannot provide (tables
+//!   (and, with `--lora R`, low-rank updates of its attention and feed-forward layers) are trained, together with
+//!   whatever the new catalog needs that the pretrained model cannot provide (tables
 //!   sized by the catalog, which `init_from` leaves fresh; none for a content-only item tower).
 //! - `full`: every weight starts from the pretrained model and trains (what `m6rec train --init-from` does).
 //! - `scratch`: the same config trained from random weights, for comparison.
@@ -39,9 +40,13 @@ pub struct AdaptArgs {
     /// How to adapt.
     #[arg(long, value_enum, default_value = "prompt")]
     method: Method,
-    /// Soft prompts (method prompt).
+    /// Soft prompts (method prompt; 0 with --lora: LoRA only).
     #[arg(long, default_value_t = 8)]
     prompts: i64,
+    /// Method prompt: also LoRA updates of this rank in every attention and feed-forward layer (trained; the base
+    /// weights stay frozen).
+    #[arg(long, default_value_t = 0)]
+    lora: i64,
     /// Method prompt: also train the variables whose names start with this prefix (repeatable), for example
     /// `tower.` (the item tower's modality projections) or `model.ln_` (LayerNorms).
     #[arg(long, value_name = "PREFIX")]
@@ -69,10 +74,11 @@ pub fn adapt(a: &AdaptArgs) -> Result<()> {
     let ds = m6rec_data::Dataset::load(&a.data).with_context(|| format!("loading dataset {}", a.data.display()))?;
     let mut cfg = ck.run.clone();
     if a.method == Method::Prompt {
-        if a.prompts < 1 {
-            bail!("--prompts must be at least 1 for --method prompt");
+        if a.prompts < 0 || a.lora < 0 || a.prompts + a.lora == 0 {
+            bail!("--method prompt needs --prompts N or --lora R (or both) above 0");
         }
         cfg.model.prompts = a.prompts;
+        cfg.model.lora_rank = a.lora;
     }
     if let Some(lr) = a.lr {
         cfg.optim.lr = lr;
@@ -114,13 +120,15 @@ pub fn adapt(a: &AdaptArgs) -> Result<()> {
         if a.method == Method::Prompt {
             let (trainable, total) = trainer.freeze_except(|name| {
                 name == "model.prompt"
+                    || name.contains(".lora_")
                     || fresh.iter().any(|f| f == name)
                     || a.also.iter().any(|p| name.starts_with(p.as_str()))
             });
             println!(
-                "prompt tuning: {trainable} of {total} parameters trained ({:.2}%): {} prompts{}{}",
+                "prompt tuning: {trainable} of {total} parameters trained ({:.2}%): {} prompts{}{}{}",
                 100.0 * trainable as f64 / total.max(1) as f64,
                 a.prompts,
+                if a.lora > 0 { format!(", LoRA rank {}", a.lora) } else { String::new() },
                 if a.also.is_empty() { String::new() } else { format!(" + {}", a.also.join(", ")) },
                 if fresh.len() > 1 { " and the tables the new catalog needs" } else { "" }
             );

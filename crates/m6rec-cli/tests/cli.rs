@@ -100,6 +100,27 @@ fn import_train_eval_recommend_end_to_end() {
     ]));
     assert!(out.contains("prompt tuning: 32 of"), "{out}");
     ok(&m6rec(&["eval", "--checkpoint", p(&ad), "--data", p(&ds), "--no-baseline"]));
+    // LoRA only: rank 2 on the 4 linear layers of each of the 2 blocks (d_model 16, d_ff 64).
+    let out = ok(&m6rec(&[
+        "adapt",
+        "--from",
+        p(&ck),
+        "--data",
+        p(&ds),
+        "--method",
+        "prompt",
+        "--prompts",
+        "0",
+        "--lora",
+        "2",
+        "--epochs",
+        "1",
+        "--out",
+        p(&ad),
+    ]));
+    let per_block = 2 * ((16 + 48) + (16 + 16) + (16 + 64) + (64 + 16));
+    assert!(out.contains(&format!("prompt tuning: {} of", 2 * per_block)) && out.contains("LoRA rank 2"), "{out}");
+    ok(&m6rec(&["eval", "--checkpoint", p(&ad), "--data", p(&ds), "--no-baseline"]));
 
     // Bad input on a real checkpoint.
     let err = fails(&m6rec(&["recommend", "--checkpoint", p(&ck), "--data", p(&ds), "--history", "i0,nope"]));

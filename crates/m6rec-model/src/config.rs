@@ -30,6 +30,10 @@ pub struct SeqRecConfig {
     /// trains only them on a frozen model). Default 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub prompts: i64,
+    /// LoRA rank of the attention and feed-forward layers (0: none). `m6rec adapt --lora R` trains only these
+    /// low-rank updates (and the prompts) on a frozen model. Default 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lora_rank: i64,
 }
 
 fn is_zero(x: &i64) -> bool {
@@ -91,6 +95,7 @@ impl Default for SeqRecConfig {
             dropout: d::dropout(),
             loss: LossConfig::default(),
             prompts: 0,
+            lora_rank: 0,
         }
     }
 }
@@ -120,8 +125,11 @@ impl SeqRecConfig {
         if self.max_len < 1 {
             return bad("max_len", format!("is {}, must be at least 1", self.max_len));
         }
-        if self.prompts < 0 {
-            return bad("prompts", format!("is {}, must not be negative", self.prompts));
+        if self.prompts < 0 || self.lora_rank < 0 {
+            return bad(
+                "prompts",
+                format!("({}) and lora_rank ({}) must not be negative", self.prompts, self.lora_rank),
+            );
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad("dropout", format!("is {}, must be in [0, 1)", self.dropout));

@@ -39,7 +39,9 @@ impl SeqRec {
             ..Default::default()
         };
         let blocks = (0..cfg.n_layers)
-            .map(|i| Block::init(&(vs / "blocks" / i), d, cfg.n_heads, cfg.d_ff(), cfg.dropout))
+            .map(|i| {
+                Block::init_with_lora(&(vs / "blocks" / i), d, cfg.n_heads, cfg.d_ff(), cfg.dropout, cfg.lora_rank)
+            })
             .collect();
         Ok(SeqRec {
             item_emb: nn::embedding(vs / "item_emb", n_items + 1, d, emb),
