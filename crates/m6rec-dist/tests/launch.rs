@@ -1,0 +1,130 @@
+//! Two-process runs of `c10d-check` on 127.0.0.1, launched the way torchrun launches workers (environment
+//! variables), each bounded in time.
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");
+    l.local_addr().expect("local address").port()
+}
+
+fn spawn(rank: usize, world: usize, port: u16, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_c10d-check"))
+        .args(args)
+        .env("RANK", rank.to_string())
+        .env("WORLD_SIZE", world.to_string())
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", port.to_string())
+        .env_remove("TORCHELASTIC_USE_AGENT_STORE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting c10d-check")
+}
+
+struct Done {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+    secs: f64,
+}
+
+/// Waits at most `limit` (then kills it: a hang fails the test instead of stalling CI).
+fn finish(mut c: Child, limit: Duration) -> Done {
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = c.try_wait().expect("waiting for c10d-check") {
+            break Some(s);
+        }
+        if start.elapsed() > limit {
+            let _ = c.kill();
+            let _ = c.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    c.stdout.take().map(|mut o| o.read_to_string(&mut stdout));
+    c.stderr.take().map(|mut e| e.read_to_string(&mut stderr));
+    Done { ok: status.is_some_and(|s| s.success()), stdout, stderr, secs: start.elapsed().as_secs_f64() }
+}
+
+fn run_pair(args: &[&str]) -> (Done, Done) {
+    let port = free_port();
+    let a = spawn(0, 2, port, args);
+    let b = spawn(1, 2, port, args);
+    (finish(a, Duration::from_secs(60)), finish(b, Duration::from_secs(60)))
+}
+
+#[test]
+fn collectives_give_the_same_answer_on_both_ranks() {
+    let (a, b) = run_pair(&["collectives"]);
+    for d in [&a, &b] {
+        assert!(d.ok, "stdout: {}\nstderr: {}", d.stdout, d.stderr);
+        assert!(d.stdout.contains("\"sum\":[3.0]") && d.stdout.contains("\"gather\":[0.0, 10.0]"), "{}", d.stdout);
+        assert!(d.stdout.contains("\"ok\":true"), "{}", d.stdout);
+    }
+}
+
+fn max_diff(stdout: &str) -> f64 {
+    let v = stdout.split("\"max_diff_vs_single\":").nth(1).expect("rank 0 reports the difference");
+    v.trim_end_matches(['}', '\n']).parse().expect("a number")
+}
+
+#[test]
+fn ddp_reducer_equals_single_process_full_batch_training() {
+    for extra in [None, Some("--find-unused")] {
+        let args: Vec<&str> = std::iter::once("ddp").chain(extra).collect();
+        let (a, b) = run_pair(&args);
+        assert!(a.ok && b.ok, "{}\n{}\n{}\n{}", a.stdout, a.stderr, b.stdout, b.stderr);
+        assert!(a.stdout.contains("\"ranks_identical\":true"), "{}", a.stdout);
+        let d = max_diff(&a.stdout);
+        assert!(d < 1e-5, "2-rank DDP vs single process: max parameter difference {d} ({extra:?})");
+    }
+}
+
+#[test]
+fn a_killed_rank_is_named_by_the_survivor() {
+    for victim in [1usize, 0] {
+        let port = free_port();
+        let mut ranks =
+            vec![spawn(0, 2, port, &["loop", "--timeout", "20"]), spawn(1, 2, port, &["loop", "--timeout", "20"])];
+        std::thread::sleep(Duration::from_secs(2));
+        ranks[victim].kill().expect("killing a rank");
+        let _ = ranks[victim].wait();
+        let survivor = finish(ranks.remove(1 - victim), Duration::from_secs(20));
+        assert!(!survivor.ok, "the survivor must fail: {}", survivor.stderr);
+        assert!(
+            survivor.stderr.contains(&format!("lost rank {victim}")),
+            "the message must name rank {victim}: {}",
+            survivor.stderr
+        );
+        assert!(survivor.secs < 15.0, "reported after {:.1} s", survivor.secs);
+    }
+}
+
+#[test]
+fn a_peer_that_never_arrives_ends_in_a_clear_error_within_the_timeout() {
+    let port = free_port();
+    let lonely = finish(spawn(0, 2, port, &["collectives", "--timeout", "2"]), Duration::from_secs(30));
+    assert!(!lonely.ok);
+    assert!(lonely.stderr.contains("could not form the process group"), "{}", lonely.stderr);
+    assert!(lonely.stderr.contains("1/2 clients joined"), "{}", lonely.stderr);
+    assert!(lonely.secs < 15.0, "gave up after {:.1} s", lonely.secs);
+}
+
+#[test]
+fn bad_launch_variables_are_refused_by_name() {
+    let out = Command::new(env!("CARGO_BIN_EXE_c10d-check"))
+        .env("WORLD_SIZE", "2")
+        .env("RANK", "5")
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", "1")
+        .output()
+        .expect("running c10d-check");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("RANK=\"5\"") && err.contains("below WORLD_SIZE=2"), "{err}");
+}
