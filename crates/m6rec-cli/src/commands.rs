@@ -167,9 +167,14 @@ pub struct TrainArgs {
     /// Feature cache for runs with `[item_tower]` (default `<data>.features`, from `m6rec features --text-model`).
     #[arg(long)]
     features: Option<PathBuf>,
-    /// auto, cpu or cuda:N.
+    /// auto, cpu or cuda:N. Under torchrun, auto means cuda:LOCAL_RANK when GPUs are present.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Data-parallel runs (launched by torchrun, or with RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set): seconds
+    /// to wait for every rank to arrive, and for a collective to complete, before giving up with an error that
+    /// names the missing rank.
+    #[arg(long, default_value_t = 300.0)]
+    dist_timeout: f64,
 }
 
 /// Peak resident memory of this process in MB (Linux `VmHWM`), if known.
@@ -181,7 +186,19 @@ fn peak_rss_mb() -> Option<f64> {
 }
 
 pub fn train(a: &TrainArgs) -> Result<()> {
-    let device = m6rec_tensor::device::parse(&a.device)?;
+    let launch = m6rec_train::ddp::Launch::from_env()
+        .context("reading the data-parallel launch variables (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)")?;
+    let device = match &launch {
+        Some(l) if a.device == "auto" && tch::Cuda::is_available() => tch::Device::Cuda(l.local_rank),
+        _ => m6rec_tensor::device::parse(&a.device)?,
+    };
+    if launch.is_some() && device.is_cuda() && !cfg!(feature = "nccl") {
+        anyhow::bail!(
+            "data-parallel training on {device:?} needs NCCL, which this build lacks: build with `cargo xtask build-cuda` \
+             (feature `nccl`), or pass --device cpu to train over Gloo"
+        );
+    }
+    let leader = launch.as_ref().is_none_or(|l| l.rank == 0);
     // The config is read first: a typo there should not wait for the data to load.
     let cfg = match (&a.config, &a.init_from) {
         (Some(p), _) => Some(RunConfig::load(p).with_context(|| format!("reading run config {}", p.display()))?),
@@ -242,6 +259,35 @@ pub fn train(a: &TrainArgs) -> Result<()> {
     let domains: Vec<&str> = ds.items.iter().map(|it| it.domain.as_str()).collect();
     trainer.set_item_domains(&domains)?;
     let cfg = trainer.config().clone();
+    if let Some(l) = &launch {
+        use m6rec_train::ddp::{DdpGroup, Options, ReducerOptions};
+        let opts =
+            Options { timeout: std::time::Duration::from_secs_f64(a.dist_timeout.max(1.0)), ..Options::default() };
+        // With an item tower the sequence model's own id table gets no gradient: the DDP engine must look for
+        // parameters a step leaves unused.
+        let reducer = ReducerOptions { find_unused_parameters: cfg.item_tower.is_some(), ..ReducerOptions::default() };
+        let group = DdpGroup::join(l, &opts, reducer)
+            .with_context(|| format!("joining the data-parallel group as rank {} of {}", l.rank, l.world_size))?;
+        if leader {
+            println!(
+                "data-parallel: {} ranks over Gloo ({}:{}), global batch {} (about {} rows per rank)",
+                l.world_size,
+                l.master_addr,
+                l.master_port,
+                cfg.train.batch_size,
+                cfg.train.batch_size.div_ceil(l.world_size)
+            );
+        }
+        trainer.set_data_parallel(Box::new(group));
+    }
+    if !leader {
+        // Workers train their shard quietly; rank 0 reports, validates and writes the checkpoint.
+        let split = cfg.split(&ds.interactions, ds.n_users(), ds.n_items());
+        trainer
+            .fit_until(&split, Some(&out), &mut m6rec_train::Silent, a.until_epoch.unwrap_or(usize::MAX))
+            .with_context(|| format!("training (rank {})", launch.as_ref().map_or(0, |l| l.rank)))?;
+        return Ok(());
+    }
     let split = cfg.split(&ds.interactions, ds.n_users(), ds.n_items());
     if split.n_cold() > 0 {
         println!(

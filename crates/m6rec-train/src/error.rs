@@ -44,6 +44,9 @@ pub enum Error {
     /// Error from the feature cache.
     #[error(transparent)]
     Features(#[from] m6rec_features::Error),
+    /// Data-parallel training failed: a peer was lost or failed, or a collective did.
+    #[error("data-parallel training: {0}")]
+    Distributed(String),
     /// Error from the tensor layer.
     #[error(transparent)]
     Tensor(#[from] m6rec_tensor::Error),

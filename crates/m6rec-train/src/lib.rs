@@ -7,6 +7,8 @@
 //! - [`eval::evaluate`]: full ranking over the whole catalog (HR/NDCG/MRR@5/10/20/50, [`metrics`]) for any
 //!   [`Scorer`]: the model ([`ModelScorer`]) or the [`Popularity`] baseline, through the same code.
 //! - [`recommend::recommend`]: top-k for a history.
+//! - [`parallel`]: data-parallel training over several processes ([`parallel::DataParallel`]; with the
+//!   `distributed` feature, `ddp::DdpGroup` over PyTorch's c10d, launched by torchrun).
 //! - [`open`]: a checkpoint with the dataset and feature cache it reads, ready to score (eval, recommend, serve).
 //!
 //! ```no_run
@@ -22,11 +24,14 @@
 pub mod checkpoint;
 mod config;
 pub mod content;
+#[cfg(feature = "distributed")]
+pub mod ddp;
 pub mod domains;
 mod error;
 pub mod eval;
 pub mod metrics;
 pub mod open;
+pub mod parallel;
 mod plot;
 pub mod recommend;
 mod scorer;

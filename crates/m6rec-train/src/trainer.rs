@@ -11,6 +11,7 @@ use crate::config::RunConfig;
 use crate::content::{ContentItems, ItemContent};
 use crate::domains::DomainEmbedding;
 use crate::eval::{evaluate, EvalOptions, Stage};
+use crate::parallel::{self, DataParallel};
 use crate::scorer::ModelScorer;
 use crate::{Error, Result};
 use m6rec_data::{loader, SeqBatch, Split};
@@ -98,6 +99,8 @@ pub struct Trainer {
     state: TrainState,
     best: Vec<(String, Tensor)>,
     device: Device,
+    /// Data-parallel group, when training over several processes.
+    dp: Option<Box<dyn DataParallel>>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -164,6 +167,7 @@ impl Trainer {
             state: TrainState::default(),
             best,
             device,
+            dp: None,
         })
     }
 
@@ -259,6 +263,18 @@ impl Trainer {
         }))
     }
 
+    /// Trains data-parallel in `group` (see [`crate::parallel`]): call it on every rank, before [`Trainer::fit`].
+    /// `train.batch_size` stays the global batch; each rank trains on its shard of it. Rank 0 validates, decides
+    /// when to stop and writes the checkpoints; on other ranks the model after `fit` holds the last weights.
+    pub fn set_data_parallel(&mut self, group: Box<dyn DataParallel>) {
+        self.dp = Some(group);
+    }
+
+    /// Whether this process validates and writes checkpoints: rank 0, or a single process.
+    pub fn is_leader(&self) -> bool {
+        self.dp.as_ref().is_none_or(|g| g.rank() == 0)
+    }
+
     /// The run configuration.
     pub fn config(&self) -> &RunConfig {
         &self.cfg
@@ -295,6 +311,33 @@ impl Trainer {
         obs: &mut dyn Observer,
         until_epoch: usize,
     ) -> Result<&TrainState> {
+        if let Err(e) = self.fit_inner(split, ckpt, obs, until_epoch) {
+            if let Some(g) = &self.dp {
+                // The peers would otherwise only see a lost connection.
+                g.publish_failure(&e.to_string());
+            }
+            return Err(e);
+        }
+        Ok(&self.state)
+    }
+
+    /// Makes every rank's variables rank 0's and attaches gradient averaging to the trainable ones.
+    fn start_data_parallel(&mut self) -> Result<()> {
+        let Some(g) = &mut self.dp else { return Ok(()) };
+        let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        g.broadcast(&vars.iter().map(|(_, t)| t).collect::<Vec<_>>())?;
+        let trainable: Vec<(String, Tensor)> = vars.into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        g.attach(&trainable)
+    }
+
+    fn fit_inner(
+        &mut self,
+        split: &Split,
+        ckpt: Option<&Path>,
+        obs: &mut dyn Observer,
+        until_epoch: usize,
+    ) -> Result<()> {
         let n_items = self.fingerprint.n_items;
         let t = self.cfg.train.clone();
         let max_len = m6rec_tensor::dim::to_usize("max_len", self.cfg.model.max_len)?;
@@ -331,42 +374,75 @@ impl Trainer {
         let schedule = Schedule::from_config(&self.cfg.optim.schedule, t.warmup_steps, total_steps, steps_per_epoch);
         let eval_opts =
             EvalOptions { filter_history: t.filter_history, batch_size: t.eval_batch_size, ..Default::default() };
+        self.start_data_parallel()?;
+        let (rank, world) = self.dp.as_ref().map_or((0, 1), |g| (g.rank(), g.world_size()));
         let started = Instant::now();
         let elapsed0 = self.state.elapsed;
 
         while !self.state.finished && self.state.epoch < t.epochs && self.state.epoch < until_epoch {
             let epoch = self.state.epoch + 1;
-            m6rec_tensor::seed(t.seed.wrapping_add(epoch as u64));
+            // Dropout masks and sampled negatives differ between ranks (rank 0 draws what a single process would).
+            m6rec_tensor::seed(t.seed.wrapping_add(epoch as u64).wrapping_add(rank as u64 * 1_000_003));
             let mut rng = ChaCha8Rng::seed_from_u64(t.seed.wrapping_add(epoch as u64));
             let mut order = weighted_spans(&spans, &seqs, &self.item_weight, &mut rng);
             order.shuffle(&mut rng);
-            let jobs: Vec<Vec<Span>> = order.chunks(t.batch_size).map(|c| c.to_vec()).collect();
+            // Every rank shuffles the same way and takes its shard of each global batch, with the batch's number of
+            // targets (to weight its share of the loss).
+            let jobs: Vec<(Vec<Span>, usize)> = order
+                .chunks(t.batch_size)
+                .map(|c| (parallel::shard(c, rank, world), c.iter().map(|s| (s.end - s.start - 1).min(max_len)).sum()))
+                .collect();
             let seqs_ref = Arc::clone(&seqs);
-            let batches = loader::prefetch(jobs, 4, move |job: &Vec<Span>| {
+            let batches = loader::prefetch(jobs, 4, move |(job, n_targets): &(Vec<Span>, usize)| {
+                if job.is_empty() {
+                    return Ok((None, *n_targets));
+                }
                 let rows: Vec<&[u32]> = job.iter().map(|s| &seqs_ref[s.user][s.start..s.end]).collect();
-                SeqBatch::for_training(&rows, max_len, n_items)
+                SeqBatch::for_training(&rows, max_len, n_items).map(|b| (Some(b), *n_targets))
             });
             obs.epoch_start(epoch, n_batches);
             let epoch_start = Instant::now();
             let (mut loss_sum, mut n_seen, mut n_steps) = (0.0, 0usize, 0usize);
-            for (i, batch) in batches.enumerate() {
-                let batch = batch?;
+            for (i, item) in batches.enumerate() {
+                let (batch, n_targets) = item?;
                 if i % accumulate == 0 {
                     self.opt.zero_grad();
                 }
-                let loss = match (self.step_table(&batch, warm.is_some())?, &warm) {
-                    (Some(table), Some(warm)) => {
-                        self.model.loss_over(&batch, &table, warm, self.device, Mode::Train)?
+                let sync = (i + 1) % accumulate == 0 || i + 1 == n_batches;
+                if sync {
+                    if let Some(g) = &self.dp {
+                        g.before_forward()?;
                     }
-                    (Some(table), None) => self.model.loss_with(&batch, &table, self.device, Mode::Train)?,
-                    (None, _) => self.model.loss(&batch, self.device, Mode::Train)?,
-                };
-                if accumulate > 1 {
-                    (&loss / accumulate as f64).backward();
-                } else {
-                    loss.backward();
                 }
-                if (i + 1) % accumulate == 0 || i + 1 == n_batches {
+                let (loss, share) = match &batch {
+                    Some(batch) => {
+                        let loss = match (self.step_table(batch, warm.is_some())?, &warm) {
+                            (Some(table), Some(warm)) => {
+                                self.model.loss_over(batch, &table, warm, self.device, Mode::Train)?
+                            }
+                            (Some(table), None) => self.model.loss_with(batch, &table, self.device, Mode::Train)?,
+                            (None, _) => self.model.loss(batch, self.device, Mode::Train)?,
+                        };
+                        let local = batch.targets().iter().filter(|&&y| y >= 0).count();
+                        (loss, local as f64 / n_targets.max(1) as f64)
+                    }
+                    // This rank's shard of a last, small batch is empty: it still takes part in the gradient average.
+                    None => (self.zero_loss(), 0.0),
+                };
+                // The mean over this shard's targets, weighted by the shard's share of the batch's targets (times the
+                // world size, which the gradient average divides by again): the whole batch's mean loss.
+                let mut scaled = if world > 1 { &loss * (share * world as f64) } else { loss.shallow_clone() };
+                if accumulate > 1 {
+                    scaled = scaled / accumulate as f64;
+                }
+                match (&self.dp, sync) {
+                    (Some(g), true) => {
+                        g.before_backward(&scaled)?;
+                        scaled.f_backward().map_err(|e| g.explain("the gradient all-reduce", e.to_string()))?;
+                    }
+                    _ => scaled.f_backward().map_err(|e| Error::NoData(format!("backward failed: {e}")))?,
+                }
+                if sync {
                     if t.clip_norm > 0.0 {
                         m6rec_optim::clip_grad_norm(&self.vs, t.clip_norm);
                     }
@@ -375,10 +451,18 @@ impl Trainer {
                     self.state.step += 1;
                 }
                 let l = loss.double_value(&[]);
-                loss_sum += l;
+                let rows = batch.as_ref().map_or(0, |b| b.b_sz());
+                loss_sum += if world > 1 { l * share } else { l };
                 n_steps += 1;
-                n_seen += batch.b_sz();
-                obs.batch_end(l, batch.b_sz());
+                n_seen += rows;
+                obs.batch_end(l, rows);
+            }
+            if let Some(g) = &self.dp {
+                // The epoch's loss (each rank summed its share of every batch's mean) and rows, over all ranks.
+                let totals = Tensor::from_slice(&[loss_sum, n_seen as f64]);
+                g.all_reduce_sum(&totals)?;
+                loss_sum = totals.double_value(&[0]);
+                n_seen = totals.double_value(&[1]).round() as usize;
             }
             let secs = epoch_start.elapsed().as_secs_f64();
             self.state.epoch = epoch;
@@ -397,7 +481,7 @@ impl Trainer {
                     record.loss
                 )));
             }
-            if epoch.is_multiple_of(t.eval_every) || epoch == t.epochs {
+            if self.is_leader() && (epoch.is_multiple_of(t.eval_every) || epoch == t.epochs) {
                 // With a moving average of the weights, validation (and the best weights kept) use the average.
                 let m = self.opt.with_ema(|| evaluate(&self.scorer()?, split, Stage::Valid, eval_opts))?;
                 let ndcg = m.get("ndcg", 10);
@@ -423,13 +507,32 @@ impl Trainer {
             } else if t.max_seconds > 0.0 && self.state.elapsed >= t.max_seconds {
                 self.stop(format!("reached train.max_seconds = {}", t.max_seconds));
             }
-            if let Some(dir) = ckpt {
+            if let Some(dir) = ckpt.filter(|_| self.is_leader()) {
                 self.save(dir)?;
+            }
+            if let Some(g) = &self.dp {
+                // Rank 0 decided (validation, early stopping, time limit, plateau): every rank follows its state.
+                let bytes = serde_json::to_vec(&self.state)
+                    .map_err(|e| Error::Distributed(format!("encoding the loop state: {e}")))?;
+                let theirs = g.broadcast_bytes(&bytes)?;
+                self.state = serde_json::from_slice(&theirs)
+                    .map_err(|e| Error::Distributed(format!("decoding rank 0's loop state: {e}")))?;
             }
             obs.epoch_end(&record, &self.state);
         }
-        self.restore_best();
-        Ok(&self.state)
+        if self.is_leader() {
+            self.restore_best();
+        }
+        Ok(())
+    }
+
+    /// A zero loss that still reaches every trainable variable (so each gets a zero gradient).
+    fn zero_loss(&self) -> Tensor {
+        let mut total = Tensor::zeros([], (tch::Kind::Float, self.device));
+        for v in self.vs.trainable_variables() {
+            total = total + v.sum(tch::Kind::Float) * 0.0;
+        }
+        total
     }
 
     fn stop(&mut self, reason: String) {
