@@ -210,22 +210,8 @@ pub fn encoders(root: &Path, data: Option<&Path>, threads: usize, json_out: Opti
 /// possible (root on Debian/Ubuntu), otherwise says how.
 pub fn ensure_wrk() -> Result<()> {
     let have = || std::process::Command::new("wrk").arg("--version").output().is_ok();
-    if have() {
+    if have() || (crate::setup::apt_install("wrk", "the load generator") && have()) {
         return Ok(());
-    }
-    let is_root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    if is_root && Path::new("/usr/bin/apt-get").exists() {
-        println!("installing wrk (the load generator) with apt-get");
-        let ok = std::process::Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends", "wrk"])
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok && have() {
-            return Ok(());
-        }
     }
     anyhow::bail!("`bench serve` needs wrk on PATH: install it (Debian/Ubuntu: `sudo apt-get install wrk`, macOS: `brew install wrk`)")
 }

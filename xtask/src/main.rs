@@ -1,6 +1,7 @@
 //! m6rec's recipes, run as `cargo xtask <command>`. See <https://github.com/matklad/cargo-xtask/>.
 //!
 //! - `setup [--cuda]`: installs libtorch 2.13.0 from PyPI (idempotent) and links it where `.cargo/config.toml` expects it
+//! - `build-cuda [--no-smoke]`: the CUDA libtorch, a `cuda` + `nccl` build, and a GPU smoke test when there is a GPU
 //! - `doctor`: prints what was found
 //! - `test [-- ARGS]`: setup, then `cargo test --workspace` (without ARGS, stale build artifacts are pruned first)
 //! - `demo [--data DIR]`: setup, then import, train, evaluate and recommend on the embedded demo data (or DIR)
@@ -8,6 +9,7 @@
 //! - `bench quality --data DIR [--json PATH]`, `bench criterion` and `bench encoders [--json PATH]`: measurements
 
 mod bench;
+mod cuda;
 mod download;
 mod prune;
 mod setup;
@@ -32,6 +34,13 @@ enum Cmd {
         /// Install the full CUDA-capable wheel (4.7 GB) instead of the slim CPU one.
         #[arg(long)]
         cuda: bool,
+    },
+    /// Install the CUDA-capable libtorch (4.7 GB), build `m6rec` with the `cuda` and `nccl` features, and run a GPU
+    /// smoke test (one process vs data-parallel over NCCL) when a GPU is present.
+    BuildCuda {
+        /// Build only; skip the smoke test.
+        #[arg(long)]
+        no_smoke: bool,
     },
     /// Print the toolchain, libtorch and device this checkout uses.
     Doctor,
@@ -102,6 +111,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Setup { cuda } => {
             setup::setup(&root, if cuda { setup::Variant::Cuda } else { setup::Variant::Cpu }).map(|_| ())
         }
+        Cmd::BuildCuda { no_smoke } => cuda::build_cuda(&root, !no_smoke),
         Cmd::Doctor => setup::doctor(&root),
         Cmd::Test { args } => {
             setup::ensure(&root)?;

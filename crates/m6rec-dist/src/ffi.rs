@@ -48,6 +48,8 @@ extern "C" {
         out: *mut *mut RawReducer,
     ) -> *mut c_char;
     fn m6d_reducer_free(r: *mut RawReducer);
+    #[cfg(feature = "nccl")]
+    fn m6d_group_add_nccl(g: *mut RawGroup, device: c_int) -> *mut c_char;
     fn m6d_reducer_prepare_forward(r: *mut RawReducer) -> *mut c_char;
     fn m6d_reducer_prepare_backward(r: *mut RawReducer, outputs: *const *mut C_tensor, n: usize) -> *mut c_char;
 }
@@ -118,6 +120,13 @@ impl Group {
             )
         })?;
         Ok(Group(out))
+    }
+
+    #[cfg(feature = "nccl")]
+    pub fn add_nccl(&self, device: usize) -> Result<(), String> {
+        let d = c_int::try_from(device).map_err(|_| format!("CUDA device {device} out of range"))?;
+        // SAFETY: valid group.
+        check(unsafe { m6d_group_add_nccl(self.0, d) })
     }
 
     pub fn heartbeats(&self, world: usize) -> Result<Vec<i64>, String> {

@@ -86,6 +86,9 @@ pub enum Error {
         /// Its message.
         message: String,
     },
+    /// This build cannot do what was asked.
+    #[error("{0}")]
+    Unsupported(String),
     /// A collective failed for another reason (shapes, dtypes, timeout without a lost peer).
     #[error("rank {rank}: {op} failed: {detail}")]
     Collective {
@@ -214,11 +217,13 @@ pub struct Options {
     pub timeout: Duration,
     /// Heartbeat period; a peer is declared lost when its heartbeat has not moved for three periods.
     pub heartbeat: Duration,
+    /// Also form an NCCL group for CUDA tensors on this device (feature `nccl`); CPU tensors stay on Gloo.
+    pub cuda_device: Option<usize>,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { timeout: Duration::from_secs(300), heartbeat: Duration::from_millis(500) }
+        Options { timeout: Duration::from_secs(300), heartbeat: Duration::from_millis(500), cuda_device: None }
     }
 }
 
@@ -291,7 +296,30 @@ impl Group {
             timeout_s: opts.timeout.as_secs_f64(),
             detail: detail.trim_end_matches('.').to_string(),
         })?;
-        Ok(Group { raw, launch: launch.clone(), opts: opts.clone() })
+        let group = Group { raw, launch: launch.clone(), opts: opts.clone() };
+        if let Some(device) = opts.cuda_device {
+            group.add_nccl(device)?;
+        }
+        Ok(group)
+    }
+
+    #[cfg(feature = "nccl")]
+    fn add_nccl(&self, device: usize) -> Result<()> {
+        self.raw.add_nccl(device).map_err(|detail| Error::Rendezvous {
+            rank: self.rank(),
+            world: self.world_size(),
+            addr: format!("{}:{} (NCCL on cuda:{device})", self.launch.master_addr, self.launch.master_port),
+            timeout_s: self.opts.timeout.as_secs_f64(),
+            detail,
+        })
+    }
+
+    #[cfg(not(feature = "nccl"))]
+    fn add_nccl(&self, device: usize) -> Result<()> {
+        Err(Error::Unsupported(format!(
+            "collectives on cuda:{device} need NCCL, which this build lacks: build with the `nccl` feature \
+             (`cargo xtask build-cuda`), or train on the CPU over Gloo"
+        )))
     }
 
     /// This rank.

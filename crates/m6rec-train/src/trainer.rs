@@ -431,10 +431,8 @@ impl Trainer {
                 };
                 // The mean over this shard's targets, weighted by the shard's share of the batch's targets (times the
                 // world size, which the gradient average divides by again): the whole batch's mean loss.
-                let mut scaled = if world > 1 { &loss * (share * world as f64) } else { loss.shallow_clone() };
-                if accumulate > 1 {
-                    scaled = scaled / accumulate as f64;
-                }
+                let factor = if world > 1 { share * world as f64 } else { 1.0 } / accumulate as f64;
+                let scaled = if factor == 1.0 { loss.shallow_clone() } else { &loss * factor };
                 match (&self.dp, sync) {
                     (Some(g), true) => {
                         g.before_backward(&scaled)?;
@@ -528,11 +526,10 @@ impl Trainer {
 
     /// A zero loss that still reaches every trainable variable (so each gets a zero gradient).
     fn zero_loss(&self) -> Tensor {
-        let mut total = Tensor::zeros([], (tch::Kind::Float, self.device));
-        for v in self.vs.trainable_variables() {
-            total = total + v.sum(tch::Kind::Float) * 0.0;
-        }
-        total
+        self.vs
+            .trainable_variables()
+            .iter()
+            .fold(Tensor::zeros([], (tch::Kind::Float, self.device)), |total, v| total + v.sum(tch::Kind::Float) * 0.0)
     }
 
     fn stop(&mut self, reason: String) {
