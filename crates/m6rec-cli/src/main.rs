@@ -18,7 +18,8 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(name = "m6rec", version, about)]
 struct Cli {
-    /// Compute threads for libtorch and data preparation (default: all cores).
+    /// Compute threads for libtorch and data preparation (default: OMP_NUM_THREADS when set, as torchrun sets it
+    /// for each rank; else all cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
     #[command(subcommand)]
@@ -82,8 +83,12 @@ fn tune_allocator() {
 fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
-    let threads =
-        cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
+    let omp = std::env::var("OMP_NUM_THREADS").ok().and_then(|v| v.trim().parse::<usize>().ok());
+    let threads = cli
+        .threads
+        .or(omp)
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+        .max(1);
     // Threads are the binary's decision (STYLE rule 12): libtorch's pool and rayon's pool, once.
     tch::set_num_threads(i32::try_from(threads).unwrap_or(1));
     let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
