@@ -34,6 +34,10 @@ std::string err_key(int rank) { return "m6rec/error/" + std::to_string(rank); }
 
 }  // namespace
 
+struct m6d_store_host {
+  c10::intrusive_ptr<c10d::TCPStore> store;
+};
+
 struct m6d_reducer {
   std::shared_ptr<c10d::Reducer> reducer;
 };
@@ -102,6 +106,24 @@ char* m6d_group_new(const char* master_addr, int port, int rank, int world, bool
 }
 
 void m6d_group_free(m6d_group* g) { delete g; }
+
+// Hosts a TCPStore without joining any group, as torchrun's agent does (ranks then connect with
+// TORCHELASTIC_USE_AGENT_STORE=True). Port 0 picks a free one; `bound` receives it.
+char* m6d_store_host_new(const char* addr, int port, int64_t timeout_ms, m6d_store_host** out, int* bound) {
+  return guard([&] {
+    c10d::TCPStoreOptions opts;
+    opts.port = static_cast<std::uint16_t>(port);
+    opts.isServer = true;
+    opts.waitWorkers = false;
+    opts.timeout = std::chrono::milliseconds(timeout_ms);
+    auto h = std::make_unique<m6d_store_host>();
+    h->store = c10::make_intrusive<c10d::TCPStore>(std::string(addr), opts);
+    *bound = static_cast<int>(h->store->getPort());
+    *out = h.release();
+  });
+}
+
+void m6d_store_host_free(m6d_store_host* h) { delete h; }
 
 // Heartbeat counters of every rank (-1 where the key does not exist); fails when the store cannot be reached.
 char* m6d_heartbeats(m6d_group* g, int64_t* out) {

@@ -10,6 +10,10 @@ pub struct RawGroup {
     _private: [u8; 0],
 }
 #[repr(C)]
+pub struct RawStoreHost {
+    _private: [u8; 0],
+}
+#[repr(C)]
 pub struct RawReducer {
     _private: [u8; 0],
 }
@@ -30,6 +34,14 @@ extern "C" {
         out: *mut *mut RawGroup,
     ) -> *mut c_char;
     fn m6d_group_free(g: *mut RawGroup);
+    fn m6d_store_host_new(
+        addr: *const c_char,
+        port: c_int,
+        timeout_ms: i64,
+        out: *mut *mut RawStoreHost,
+        bound: *mut c_int,
+    ) -> *mut c_char;
+    fn m6d_store_host_free(h: *mut RawStoreHost);
     fn m6d_heartbeats(g: *mut RawGroup, out: *mut i64) -> *mut c_char;
     fn m6d_publish_error(g: *mut RawGroup, message: *const c_char) -> *mut c_char;
     fn m6d_peer_error(g: *mut RawGroup, rank: c_int, message: *mut *mut c_char) -> *mut c_char;
@@ -211,6 +223,34 @@ impl Drop for Group {
     fn drop(&mut self) {
         // SAFETY: owned pointer, freed once.
         unsafe { m6d_group_free(self.0) }
+    }
+}
+
+/// Owned `m6d_store_host*`.
+pub struct StoreHost(*mut RawStoreHost, u16);
+
+// SAFETY: the store server runs on its own thread; the handle is only dropped.
+unsafe impl Send for StoreHost {}
+
+impl StoreHost {
+    pub fn new(addr: &str, port: u16, timeout_ms: i64) -> Result<StoreHost, String> {
+        let addr = cstring(addr)?;
+        let (mut out, mut bound) = (std::ptr::null_mut(), 0 as c_int);
+        // SAFETY: valid pointers for the call; `out` receives an owned host on success.
+        check(unsafe { m6d_store_host_new(addr.as_ptr(), c_int::from(port), timeout_ms, &mut out, &mut bound) })?;
+        let port = u16::try_from(bound).map_err(|_| format!("store bound to port {bound}"))?;
+        Ok(StoreHost(out, port))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.1
+    }
+}
+
+impl Drop for StoreHost {
+    fn drop(&mut self) {
+        // SAFETY: owned pointer, freed once.
+        unsafe { m6d_store_host_free(self.0) }
     }
 }
 

@@ -440,6 +440,40 @@ impl Group {
     }
 }
 
+/// A rendezvous store hosted outside any group, as torchrun's agent hosts one: ranks launched with
+/// `TORCHELASTIC_USE_AGENT_STORE=True` and `MASTER_PORT` = [`StoreHost::port`] all join as clients. Stops when dropped.
+pub struct StoreHost {
+    raw: ffi::StoreHost,
+}
+
+impl std::fmt::Debug for StoreHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreHost").field("port", &self.port()).finish()
+    }
+}
+
+impl StoreHost {
+    /// Listens on `addr:port` (port 0: a free one).
+    pub fn start(addr: &str, port: u16, timeout: Duration) -> Result<StoreHost> {
+        let raw =
+            ffi::StoreHost::new(addr, port, timeout.as_millis().min(i64::MAX as u128) as i64).map_err(|detail| {
+                Error::Rendezvous {
+                    rank: 0,
+                    world: 0,
+                    addr: format!("{addr}:{port}"),
+                    timeout_s: timeout.as_secs_f64(),
+                    detail,
+                }
+            })?;
+        Ok(StoreHost { raw })
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.raw.port()
+    }
+}
+
 /// PyTorch's DDP gradient engine over a model's parameters ([`Group::reducer`]).
 pub struct Reducer {
     raw: ffi::Reducer,

@@ -116,6 +116,40 @@ fn a_peer_that_never_arrives_ends_in_a_clear_error_within_the_timeout() {
 }
 
 #[test]
+fn ranks_join_a_store_hosted_by_a_launcher_agent() {
+    use std::io::BufRead;
+    // What torchrun does: its agent hosts the store, every rank is a client.
+    let mut host = Command::new(env!("CARGO_BIN_EXE_c10d-check"))
+        .args(["host-store", "--seconds", "60"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting the store host");
+    let mut line = String::new();
+    std::io::BufReader::new(host.stdout.take().expect("stdout")).read_line(&mut line).expect("reading the port");
+    let port: u16 = line.trim().strip_prefix("port ").expect("`port N`").parse().expect("a port");
+    let agent = |rank: usize| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_c10d-check"));
+        c.arg("collectives")
+            .env("RANK", rank.to_string())
+            .env("WORLD_SIZE", "2")
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", port.to_string())
+            .env("TORCHELASTIC_USE_AGENT_STORE", "True")
+            .env("TORCHELASTIC_RESTART_COUNT", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c.spawn().expect("starting a rank")
+    };
+    let (a, b) = (agent(0), agent(1));
+    let (a, b) = (finish(a, Duration::from_secs(60)), finish(b, Duration::from_secs(60)));
+    let _ = host.kill();
+    let _ = host.wait();
+    for d in [&a, &b] {
+        assert!(d.ok && d.stdout.contains("\"ok\":true"), "stdout: {}\nstderr: {}", d.stdout, d.stderr);
+    }
+}
+
+#[test]
 fn bad_launch_variables_are_refused_by_name() {
     let out = Command::new(env!("CARGO_BIN_EXE_c10d-check"))
         .env("WORLD_SIZE", "2")

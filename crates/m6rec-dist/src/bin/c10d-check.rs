@@ -10,6 +10,8 @@
 //!   also trains the same model on the whole batch in one process and prints the largest parameter difference.
 //! - `loop`: all-reduces until interrupted (failure tests kill a peer and watch this one report it).
 //! - `bandwidth --mb 1,10,25`: all-reduce time and bandwidth for float32 tensors of these sizes.
+//! - `host-store [--seconds S]` (no launch variables): hosts a rendezvous store as torchrun's agent does, prints
+//!   `port N`, and serves for S seconds (default 60); ranks join it with `TORCHELASTIC_USE_AGENT_STORE=True`.
 //!
 //! Prints one JSON object per line; exits 1 with the error on stderr when anything fails.
 
@@ -31,6 +33,15 @@ fn run() -> Res<()> {
     let scenario = args.first().map(String::as_str).unwrap_or("collectives");
     let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     let timeout = flag("--timeout").map(|s| s.parse::<f64>()).transpose()?.unwrap_or(60.0);
+    if scenario == "host-store" {
+        let seconds = flag("--seconds").map(|s| s.parse::<f64>()).transpose()?.unwrap_or(60.0);
+        let host = m6rec_dist::StoreHost::start("127.0.0.1", 0, Duration::from_secs_f64(timeout))?;
+        println!("port {}", host.port());
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        std::thread::sleep(Duration::from_secs_f64(seconds));
+        return Ok(());
+    }
     let launch = Launch::from_env()?.ok_or("set WORLD_SIZE, RANK, MASTER_ADDR and MASTER_PORT (or use torchrun)")?;
     let opts = Options { timeout: Duration::from_secs_f64(timeout), ..Options::default() };
     tch::set_num_threads(1);
