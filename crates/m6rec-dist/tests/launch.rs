@@ -106,6 +106,23 @@ fn a_killed_rank_is_named_by_the_survivor() {
 }
 
 #[test]
+fn a_hung_rank_is_named_after_the_collective_timeout() {
+    let port = free_port();
+    let survivor = spawn(0, 2, port, &["loop", "--timeout", "3"]);
+    let mut hung = spawn(1, 2, port, &["loop", "--timeout", "3"]);
+    std::thread::sleep(Duration::from_secs(2));
+    // Stopped, not dead: its sockets stay open, so only the timeout and the heartbeat can tell.
+    let stopped = Command::new("kill").args(["-STOP", &hung.id().to_string()]).status().expect("kill -STOP");
+    assert!(stopped.success());
+    let d = finish(survivor, Duration::from_secs(30));
+    let _ = hung.kill();
+    let _ = hung.wait();
+    assert!(!d.ok, "the survivor must fail: {}", d.stderr);
+    assert!(d.stderr.contains("lost rank 1") && d.stderr.contains("heartbeat stopped"), "{}", d.stderr);
+    assert!(d.secs < 20.0, "reported after {:.1} s", d.secs);
+}
+
+#[test]
 fn a_peer_that_never_arrives_ends_in_a_clear_error_within_the_timeout() {
     let port = free_port();
     let lonely = finish(spawn(0, 2, port, &["collectives", "--timeout", "2"]), Duration::from_secs(30));

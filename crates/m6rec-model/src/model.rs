@@ -284,8 +284,10 @@ mod tests {
         let _ = tch::no_grad(|| prompt.shallow_clone().g_add_(&prompt.randn_like())); // not a constant: LayerNorm removes those
         let after = m.forward(&a, Mode::Eval).select(1, -1);
         assert!((before - after).abs().max().double_value(&[]) > 1e-3, "the prompts must be read");
-        m.forward(&a, Mode::Train).sum(Kind::Float).backward();
-        assert!(prompt.grad().abs().sum(Kind::Float).double_value(&[]) > 0.0);
+        // One feature, not the sum of all: the final LayerNorm's outputs sum to zero, so that sum's gradient is only
+        // float noise (sometimes exactly zero).
+        m.forward(&a, Mode::Train).narrow(2, 0, 1).sum(Kind::Float).backward();
+        assert!(prompt.grad().abs().sum(Kind::Float).double_value(&[]) > 1e-6);
     }
 
     #[test]
