@@ -15,6 +15,10 @@ fn include_dirs(site: &Path, header: &str) -> Vec<PathBuf> {
     out
 }
 
+/// The CUDA compiler-runtime headers (`crt/host_config.h`, which `cuda_runtime.h` includes) for torch 2.13's CUDA
+/// 13.0: not a dependency of the torch wheel, so installed beside it.
+const CUDA_CRT_PACKAGE: &str = "nvidia-cuda-crt==13.0.88";
+
 /// The include path the `nccl` build needs: CUDA runtime and NCCL headers from the NVIDIA pip packages.
 pub fn cuda_includes(torch_dir: &Path) -> Result<Vec<PathBuf>> {
     let site = torch_dir.parent().context("the torch folder has no parent")?;
@@ -37,6 +41,17 @@ pub fn cuda_includes(torch_dir: &Path) -> Result<Vec<PathBuf>> {
     }
     dirs.sort();
     dirs.dedup();
+    if !dirs.iter().any(|d| d.join("crt/host_config.h").is_file()) {
+        let crt = setup::cache_root().join("nvidia-cuda-crt-13.0.88");
+        if include_dirs(&crt, "crt/host_config.h").is_empty() {
+            setup::pip_install_into(&crt, &["--no-deps".to_string(), CUDA_CRT_PACKAGE.to_string()], "CUDA crt headers")?;
+        }
+        let found = include_dirs(&crt, "crt/host_config.h");
+        if found.is_empty() {
+            bail!("crt/host_config.h not found in {} after installing {CUDA_CRT_PACKAGE}", crt.display());
+        }
+        dirs.extend(found);
+    }
     Ok(dirs)
 }
 

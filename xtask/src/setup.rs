@@ -194,7 +194,7 @@ pub fn setup_text_model(root: &Path) -> Result<PathBuf> {
 }
 
 /// `pip install --target` into `<dest>.partial`, then renames it to `dest` (a killed install leaves no half folder).
-fn pip_install_into(dest: &Path, args: &[String], what: &str) -> Result<()> {
+pub fn pip_install_into(dest: &Path, args: &[String], what: &str) -> Result<()> {
     check_python()?;
     let mut name = dest.file_name().unwrap_or_default().to_os_string();
     name.push(".partial");
