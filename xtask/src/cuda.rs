@@ -15,9 +15,10 @@ fn include_dirs(site: &Path, header: &str) -> Vec<PathBuf> {
     out
 }
 
-/// The CUDA compiler-runtime headers (`crt/host_config.h`, which `cuda_runtime.h` includes) for torch 2.13's CUDA
-/// 13.0: not a dependency of the torch wheel, so installed beside it.
-const CUDA_CRT_PACKAGE: &str = "nvidia-cuda-crt==13.0.88";
+/// Headers that `cuda_runtime.h` and `cuda_fp16.h` include but the torch wheel's dependencies lack, for torch 2.13's
+/// CUDA 13.0: the compiler runtime (`crt/host_config.h`) and CCCL (`nv/target`). Installed beside the wheel.
+const CUDA_HEADER_PACKAGES: [&str; 2] = ["nvidia-cuda-crt==13.0.88", "nvidia-cuda-cccl==13.0.85"];
+const CUDA_HEADER_FILES: [&str; 2] = ["crt/host_config.h", "nv/target"];
 
 /// The include path the `nccl` build needs: CUDA runtime and NCCL headers from the NVIDIA pip packages.
 pub fn cuda_includes(torch_dir: &Path) -> Result<Vec<PathBuf>> {
@@ -41,16 +42,22 @@ pub fn cuda_includes(torch_dir: &Path) -> Result<Vec<PathBuf>> {
     }
     dirs.sort();
     dirs.dedup();
-    if !dirs.iter().any(|d| d.join("crt/host_config.h").is_file()) {
-        let crt = setup::cache_root().join("nvidia-cuda-crt-13.0.88");
-        if include_dirs(&crt, "crt/host_config.h").is_empty() {
-            setup::pip_install_into(&crt, &["--no-deps".to_string(), CUDA_CRT_PACKAGE.to_string()], "CUDA crt headers")?;
+    let complete = |dirs: &[PathBuf]| CUDA_HEADER_FILES.iter().all(|f| dirs.iter().any(|d| d.join(f).is_file()));
+    if !complete(&dirs) {
+        let extra = setup::cache_root().join("cuda-headers-13.0");
+        if !CUDA_HEADER_FILES.iter().all(|f| !include_dirs(&extra, f).is_empty()) {
+            let mut args = vec!["--no-deps".to_string()];
+            args.extend(CUDA_HEADER_PACKAGES.iter().map(|p| p.to_string()));
+            setup::pip_install_into(&extra, &args, "CUDA 13.0 crt and CCCL headers")?;
         }
-        let found = include_dirs(&crt, "crt/host_config.h");
-        if found.is_empty() {
-            bail!("crt/host_config.h not found in {} after installing {CUDA_CRT_PACKAGE}", crt.display());
+        for f in CUDA_HEADER_FILES {
+            let found = include_dirs(&extra, f);
+            if found.is_empty() {
+                bail!("{f} not found in {} after installing {CUDA_HEADER_PACKAGES:?}", extra.display());
+            }
+            dirs.extend(found);
         }
-        dirs.extend(found);
+        dirs.dedup();
     }
     Ok(dirs)
 }
