@@ -50,7 +50,10 @@ fn main() {
                 build.include(dir);
             }
         }
-        println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
+        // ProcessGroupNCCL lives in libtorch_cuda.so, c10::cuda in libc10_cuda.so: every binary linking this crate needs
+        // them (link-lib, unlike link-arg, reaches dependents).
+        println!("cargo:rustc-link-lib=dylib=torch_cuda");
+        println!("cargo:rustc-link-lib=dylib=c10_cuda");
     }
     build.compile("m6rec_c10d");
 }
