@@ -10,7 +10,11 @@ fn gloo_include() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("M6REC_GLOO_INCLUDE") {
         return Some(PathBuf::from(dir));
     }
-    ["/usr/include", "/usr/local/include"].iter().map(PathBuf::from).find(|d| d.join("gloo/config.h").is_file())
+    // `cargo xtask setup` links a downloaded copy as `<workspace>/.m6rec/gloo` when it could not use apt-get.
+    let linked = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.m6rec/gloo");
+    [PathBuf::from("/usr/include"), PathBuf::from("/usr/local/include"), linked]
+        .into_iter()
+        .find(|d| d.join("gloo/config.h").is_file())
 }
 
 fn main() {

@@ -3,7 +3,8 @@
 #  1. training throughput, 1 process x 2 threads vs 2 processes x 1 thread (data-parallel over Gloo on 127.0.0.1),
 #     same config and global batch, 3 epochs each, alternated twice so that both see the same machine;
 #  2. all-reduce time and bandwidth over loopback for the model's gradient size (and 25 MB, PyTorch's bucket size).
-# Usage: scripts/measure/distributed.sh OUT_DIR [SHARED_DATA]   (about 5 minutes)
+#  3. with QUALITY=1: the whole movielens.toml run both ways, and its test metrics (QUALITY_ONLY=1: only this part).
+# Usage: scripts/measure/distributed.sh OUT_DIR [SHARED_DATA]   (about 5 minutes; QUALITY=1 adds about 12)
 set -euo pipefail
 out=${1:?usage: distributed.sh OUT_DIR [SHARED_DATA]}
 shared=${2:-../shared/data}
@@ -29,6 +30,7 @@ two() { # 2 processes x 1 thread
   wait
   python3 -c 'import json,sys; h=json.load(open(sys.argv[1]))["history"]; print(sum(r["seqs_per_sec"] for r in h[1:])/len(h[1:]))' "$out/two/state.json"
 }
+if [ "${QUALITY_ONLY:-0}" != 1 ]; then
 : > "$out/throughput.txt"
 for round in 1 2; do
   a=$(one); b=$(two)
@@ -49,3 +51,24 @@ port=$((port + 1))
 RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port "$check" bandwidth --mb "$mb,25" >/dev/null &
 RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port "$check" bandwidth --mb "$mb,25" | tee -a "$out/allreduce.txt"
 wait
+fi
+
+# 3. (QUALITY=1) the whole movielens.toml run (280 s budget, early stopping) both ways, then test NDCG@10: the same
+#    global batches, so what changes is how many epochs the budget buys.
+if [ "${QUALITY:-0}" = 1 ]; then
+  for setup in one two; do
+    rm -rf "$out/q-$setup"; port=$((port + 1))
+    if [ $setup = one ]; then
+      "$m6rec" --threads 2 train --data "$out/ml" --config "$cfg" --out "$out/q-one" --device cpu >/dev/null
+    else
+      for r in 1 0; do
+        RANK=$r WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
+          "$m6rec" --threads 1 train --data "$out/ml" --config "$cfg" --out "$out/q-two" --device cpu >/dev/null &
+      done
+      wait
+    fi
+    epochs=$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(s["epoch"], s["best_epoch"], round(s["elapsed"]))' "$out/q-$setup/state.json")
+    "$m6rec" --threads 2 eval --checkpoint "$out/q-$setup" --data "$out/ml" --no-baseline --json "$out/q-$setup.json" >/dev/null
+    python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); m=m[0] if isinstance(m,list) else m; print(sys.argv[2], "epochs/best/seconds", sys.argv[3], "test", json.dumps(m)[:300])' "$out/q-$setup.json" "$setup" "$epochs" | tee -a "$out/quality.txt"
+  done
+fi

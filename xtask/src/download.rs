@@ -77,6 +77,22 @@ pub fn download(archive: &Archive, mirror: Option<&str>, out: &Path) -> Result<P
     result.map(|()| dest)
 }
 
+/// Downloads `url` to `dest` (through `dest.part`, renamed only when its MD5 is `md5`).
+pub fn fetch_verified(url: &str, dest: &Path, md5: &str) -> Result<()> {
+    let mut name = dest.file_name().unwrap_or_default().to_os_string();
+    name.push(".part");
+    let part = dest.with_file_name(name);
+    let got = fetch(url, &part);
+    let result = got.and_then(|sum| {
+        if sum != md5 {
+            bail!("{url}: checksum mismatch (MD5 {sum}, expected {md5}); the download was corrupted or the file changed upstream")
+        }
+        std::fs::rename(&part, dest).with_context(|| format!("moving {} into place", dest.display()))
+    });
+    let _ = std::fs::remove_file(&part);
+    result
+}
+
 fn fetch(url: &str, part: &Path) -> Result<String> {
     eprintln!("downloading {url}");
     let resp = ureq::get(url).timeout(std::time::Duration::from_secs(600)).call().map_err(|e| match e {

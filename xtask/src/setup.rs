@@ -102,33 +102,94 @@ pub fn setup(root: &Path, variant: Variant) -> Result<PathBuf> {
         check_version(&torch_dir)?;
     }
     link(root, &torch_dir, variant)?;
-    ensure_gloo_headers()?;
+    ensure_gloo_headers(root)?;
     setup_text_model(root)?;
     Ok(torch_dir)
 }
 
-/// Where gloo's headers are (`M6REC_GLOO_INCLUDE`, else the system include folders), if anywhere.
-pub fn gloo_headers() -> Option<PathBuf> {
+/// Where gloo's headers are (`M6REC_GLOO_INCLUDE`, the system include folders, or the copy setup unpacked and
+/// linked as `.m6rec/gloo`), if anywhere. m6rec-dist's `build.rs` looks in the same places.
+pub fn gloo_headers(root: &Path) -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("M6REC_GLOO_INCLUDE") {
         return Some(PathBuf::from(dir));
     }
-    ["/usr/include", "/usr/local/include"].iter().map(PathBuf::from).find(|d| d.join("gloo/config.h").is_file())
+    [PathBuf::from("/usr/include"), PathBuf::from("/usr/local/include"), root.join(".m6rec").join("gloo")]
+        .into_iter()
+        .find(|d| d.join("gloo/config.h").is_file())
 }
 
+/// Debian bookworm's libgloo-dev (BSD-3-Clause): path under a Debian mirror, and MD5.
+const GLOO_DEB: &str = "pool/main/g/gloo/libgloo-dev_0.0~git20220518.5b14351-3_amd64.deb";
+const GLOO_DEB_MD5: &str = "6e8daa4fb0f5a4c5a714728368f0e331";
+const DEBIAN_MIRROR: &str = "http://deb.debian.org/debian";
+
 /// m6rec-dist compiles against PyTorch's c10d headers, which include gloo's; the torch wheel lacks those, Debian's
-/// `libgloo-dev` has them (only declarations are used: the code is the copy inside libtorch).
-pub fn ensure_gloo_headers() -> Result<()> {
-    if gloo_headers().is_some() {
+/// `libgloo-dev` has them (only declarations are used: the code is the copy inside libtorch). With apt-get and the
+/// right to use it, the package is installed; otherwise the package file is downloaded from a Debian mirror
+/// (`M6REC_DEBIAN_MIRROR`), checked, unpacked into the cache and linked as `.m6rec/gloo`.
+pub fn ensure_gloo_headers(root: &Path) -> Result<()> {
+    if gloo_headers(root).is_some() {
         return Ok(());
     }
-    if apt_install("libgloo-dev", "gloo's headers, for data-parallel training") && gloo_headers().is_some() {
+    if apt_install("libgloo-dev", "gloo's headers, for data-parallel training") && gloo_headers(root).is_some() {
         return Ok(());
     }
-    bail!(
-        "gloo's headers are missing (/usr/include/gloo/config.h) and could not be installed: run \
-         `sudo apt-get install libgloo-dev` (Debian/Ubuntu), or set M6REC_GLOO_INCLUDE to a folder that contains gloo/, \
-         then `cargo xtask setup` again"
-    )
+    let mirror = std::env::var("M6REC_DEBIAN_MIRROR").unwrap_or_else(|_| DEBIAN_MIRROR.to_string());
+    let include = gloo_from_deb(&mirror, GLOO_DEB, GLOO_DEB_MD5, &cache_root().join("libgloo-dev-0.0-git20220518"))
+        .context(
+            "gloo's headers are missing (/usr/include/gloo/config.h) and could not be fetched: run \
+             `sudo apt-get install libgloo-dev` (Debian/Ubuntu), or set M6REC_GLOO_INCLUDE to a folder that contains \
+             gloo/, then `cargo xtask setup` again",
+        )?;
+    let link = root.join(".m6rec").join("gloo");
+    std::fs::create_dir_all(root.join(".m6rec")).with_context(|| format!("creating {}", root.display()))?;
+    let tmp = root.join(".m6rec").join("gloo.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&include, &tmp).with_context(|| format!("linking {}", tmp.display()))?;
+    std::fs::rename(&tmp, &link).with_context(|| format!("replacing {}", link.display()))?;
+    eprintln!("linked {} -> {}", link.display(), include.display());
+    Ok(())
+}
+
+/// Downloads `<mirror>/<deb>`, checks its MD5 and unpacks it into `dest` (whole or not at all); returns
+/// `dest/usr/include`. Does nothing when `dest` already holds gloo's headers.
+pub fn gloo_from_deb(mirror: &str, deb: &str, md5: &str, dest: &Path) -> Result<PathBuf> {
+    let include = dest.join("usr").join("include");
+    if include.join("gloo/config.h").is_file() {
+        return Ok(include);
+    }
+    let parent = dest.parent().context("the cache folder has no parent")?;
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let file = parent.join(".libgloo-dev.deb");
+    crate::download::fetch_verified(&format!("{}/{deb}", mirror.trim_end_matches('/')), &file, md5)?;
+    let partial = parent.join(".libgloo-dev.partial");
+    let _ = std::fs::remove_dir_all(&partial);
+    std::fs::create_dir_all(&partial).with_context(|| format!("creating {}", partial.display()))?;
+    let unpacked = unpack_deb(&file, &partial);
+    let _ = std::fs::remove_file(&file);
+    unpacked?;
+    if !partial.join("usr/include/gloo/config.h").is_file() {
+        let _ = std::fs::remove_dir_all(&partial);
+        bail!("{deb}: no usr/include/gloo/config.h inside");
+    }
+    let _ = std::fs::remove_dir_all(dest);
+    std::fs::rename(&partial, dest).with_context(|| format!("moving {} into place", dest.display()))?;
+    Ok(include)
+}
+
+/// A `.deb` is an `ar` archive whose `data.tar.*` holds the files: `dpkg-deb -x` where Debian's tools exist, else
+/// `ar` and `tar`.
+fn unpack_deb(deb: &Path, into: &Path) -> Result<()> {
+    if Command::new("dpkg-deb").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        return crate::run_cmd(Command::new("dpkg-deb").arg("-x").arg(deb).arg(into));
+    }
+    crate::run_cmd(Command::new("ar").arg("x").arg(deb).current_dir(into))?;
+    let data = std::fs::read_dir(into)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("data.tar")))
+        .with_context(|| format!("{}: no data.tar.* inside", deb.display()))?;
+    crate::run_cmd(Command::new("tar").arg("-xf").arg(&data).arg("-C").arg(into))
 }
 
 /// Installs a Debian package with apt-get when this process may (root, or password-less sudo); refreshes the
@@ -246,7 +307,7 @@ fn link(root: &Path, torch_dir: &Path, variant: Variant) -> Result<()> {
 pub fn ensure(root: &Path) -> Result<()> {
     let link = link_path(root);
     if link.join("lib").is_dir() && check_version(&link).is_ok() {
-        ensure_gloo_headers()?;
+        ensure_gloo_headers(root)?;
         return setup_text_model(root).map(|_| ());
     }
     setup(root, Variant::Cpu).map(|_| ())
@@ -288,7 +349,7 @@ pub fn doctor(root: &Path) -> Result<()> {
         Ok(target) => println!("text model:   {} -> {}", text.display(), target.display()),
         Err(_) => println!("text model:   not linked (run `cargo xtask setup`)"),
     }
-    match gloo_headers() {
+    match gloo_headers(root) {
         Some(dir) => println!("gloo headers: {}", dir.join("gloo").display()),
         None => println!("gloo headers: missing (run `cargo xtask setup`; data-parallel training needs them)"),
     }
@@ -306,6 +367,61 @@ pub fn doctor(root: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{BufRead, Write};
+
+    /// Serves `body` for every request on 127.0.0.1, `n` times.
+    fn serve(body: Vec<u8>, n: usize) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(n) {
+                let mut stream = stream.unwrap();
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap() == 0 || h == "\r\n" {
+                        break;
+                    }
+                }
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                stream.write_all(head.as_bytes()).unwrap();
+                stream.write_all(&body).unwrap();
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[test]
+    fn gloo_headers_come_from_a_debian_package_served_locally() {
+        use md5::Digest as _;
+        let dir = tempfile::tempdir().unwrap();
+        // A package shaped like libgloo-dev, built with dpkg-deb (Debian's own tool).
+        let pkg = dir.path().join("pkg");
+        std::fs::create_dir_all(pkg.join("DEBIAN")).unwrap();
+        std::fs::create_dir_all(pkg.join("usr/include/gloo")).unwrap();
+        std::fs::write(
+            pkg.join("DEBIAN/control"),
+            "Package: libgloo-dev\nVersion: 1\nArchitecture: all\nMaintainer: t <t@example.org>\nDescription: t\n",
+        )
+        .unwrap();
+        std::fs::write(pkg.join("usr/include/gloo/config.h"), "#define GLOO_TEST 1\n").unwrap();
+        let deb = dir.path().join("gloo.deb");
+        crate::run_cmd(Command::new("dpkg-deb").args(["--build", "--root-owner-group"]).arg(&pkg).arg(&deb)).unwrap();
+        let body = std::fs::read(&deb).unwrap();
+        let md5: String = md5::Md5::digest(&body).iter().map(|b| format!("{b:02x}")).collect();
+
+        // A wrong checksum leaves nothing behind.
+        let dest = dir.path().join("cache").join("gloo");
+        let err = gloo_from_deb(&serve(body.clone(), 1), "g.deb", "00", &dest).unwrap_err();
+        assert!(format!("{err:#}").contains("checksum mismatch"), "{err:#}");
+        assert!(!dest.exists());
+        assert_eq!(std::fs::read_dir(dir.path().join("cache")).unwrap().count(), 0, "no partial files left");
+
+        let include = gloo_from_deb(&serve(body, 1), "g.deb", &md5, &dest).unwrap();
+        assert_eq!(std::fs::read_to_string(include.join("gloo/config.h")).unwrap(), "#define GLOO_TEST 1\n");
+        // Present now: no second download (the server is gone).
+        assert_eq!(gloo_from_deb("http://127.0.0.1:9", "g.deb", &md5, &dest).unwrap(), include);
+    }
 
     #[test]
     fn version_file_parsing_and_check() {

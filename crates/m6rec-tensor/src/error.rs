@@ -18,7 +18,7 @@ pub enum Error {
     #[error("unknown device `{0}`: expected auto, cpu or cuda:N")]
     BadDevice(String),
     /// CUDA was asked for but this libtorch has none.
-    #[error("device `{0}` asked for, but libtorch reports no CUDA device (install the CUDA build: `cargo xtask setup --cuda`)")]
+    #[error("device `{0}` asked for, but libtorch reports no CUDA device (on a GPU machine, build with CUDA: `cargo xtask build-cuda`)")]
     NoCuda(String),
     /// Filesystem failure, with the path involved.
     #[error("{path}: {source}")]
