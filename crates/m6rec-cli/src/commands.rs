@@ -261,8 +261,15 @@ pub fn train(a: &TrainArgs) -> Result<()> {
     let cfg = trainer.config().clone();
     if let Some(l) = &launch {
         use m6rec_train::ddp::{DdpGroup, Options, ReducerOptions};
-        let opts =
-            Options { timeout: std::time::Duration::from_secs_f64(a.dist_timeout.max(1.0)), ..Options::default() };
+        let opts = Options {
+            timeout: std::time::Duration::from_secs_f64(a.dist_timeout.max(1.0)),
+            // CUDA tensors go over NCCL (feature `nccl`), CPU tensors over Gloo.
+            cuda_device: match device {
+                tch::Device::Cuda(i) => Some(i),
+                _ => None,
+            },
+            ..Options::default()
+        };
         // With an item tower the sequence model's own id table gets no gradient: the DDP engine must look for
         // parameters a step leaves unused.
         let reducer = ReducerOptions { find_unused_parameters: cfg.item_tower.is_some(), ..ReducerOptions::default() };
@@ -270,8 +277,9 @@ pub fn train(a: &TrainArgs) -> Result<()> {
             .with_context(|| format!("joining the data-parallel group as rank {} of {}", l.rank, l.world_size))?;
         if leader {
             println!(
-                "data-parallel: {} ranks over Gloo ({}:{}), global batch {} (about {} rows per rank)",
+                "data-parallel: {} ranks over {} ({}:{}), global batch {} (about {} rows per rank)",
                 l.world_size,
+                if device.is_cuda() { "NCCL" } else { "Gloo" },
                 l.master_addr,
                 l.master_port,
                 cfg.train.batch_size,

@@ -203,3 +203,31 @@ fn a_rank_that_never_comes_is_reported_within_the_timeout() {
     assert!(d.stderr.contains("1/2 clients joined"), "{}", d.stderr);
     assert!(d.secs < 30.0, "gave up after {:.1} s", d.secs);
 }
+
+#[test]
+fn an_item_tower_trains_data_parallel_like_one_process() {
+    // Items from content (frozen MiniLM text + id embedding, gated fusion): the sequence model's own id table gets no
+    // gradient here, so the DDP engine runs with find_unused_parameters.
+    let dir = tempfile::tempdir().unwrap();
+    let (ds, _) = setup(dir.path());
+    let model = m6rec_testkit::text_model();
+    let feats = Command::new(env!("CARGO_BIN_EXE_m6rec"))
+        .args(["--threads", "2", "features", p(&ds), "--text-model", p(&model)])
+        .output()
+        .unwrap();
+    assert!(feats.status.success(), "{}", String::from_utf8_lossy(&feats.stderr));
+    let cfg = dir.path().join("tower.toml");
+    let tower = "[item_tower]\nmode = \"hybrid\"\nfusion = { type = \"gated\" }\nid_dropout = 0.0\n";
+    std::fs::write(&cfg, format!("{CONFIG}{tower}").replace("epochs = 4", "epochs = 3")).unwrap();
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    single(&["--data", p(&ds), "--config", p(&cfg), "--out", p(&one)]);
+    pair(&["--data", p(&ds), "--config", p(&cfg), "--out", p(&two)]);
+    let (s1, s2) = (state(&one), state(&two));
+    assert_eq!(s2["epoch"], 3);
+    for (a, b) in curve(&s1, "loss").iter().zip(curve(&s2, "loss")) {
+        assert!((a - b).abs() < 1e-4, "epoch losses differ: {a} vs {b}");
+    }
+    let d = max_diff(&one, &two, "last.safetensors");
+    eprintln!("item tower: max |1 process - 2 ranks| = {d:e}");
+    assert!(d < 1e-4, "weights differ by {d}");
+}
