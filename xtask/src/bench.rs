@@ -215,3 +215,44 @@ pub fn ensure_wrk() -> Result<()> {
     }
     anyhow::bail!("`bench serve` needs wrk on PATH: install it (Debian/Ubuntu: `sudo apt-get install wrk`, macOS: `brew install wrk`)")
 }
+
+/// All-reduce time and bandwidth over loopback: two `c10d-check bandwidth` ranks on 127.0.0.1 (Gloo), float32 sums of
+/// the given sizes in MB (`extra`: `--mb 0.844,25`; default 1,10,25). Prints one JSON line per size; `json_out`
+/// collects them.
+pub fn allreduce(root: &Path, json_out: Option<&Path>, extra: &[String]) -> Result<()> {
+    crate::run_cmd(crate::cargo(root).args(["build", "--quiet", "-p", "m6rec-dist", "--bin", "c10d-check"]))?;
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let bin = target.join("debug").join("c10d-check");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let rank = |r: usize| {
+        let mut c = std::process::Command::new(&bin);
+        c.arg("bandwidth")
+            .args(extra)
+            .env("RANK", r.to_string())
+            .env("WORLD_SIZE", "2")
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", port.to_string())
+            .env_remove("TORCHELASTIC_USE_AGENT_STORE")
+            .stdout(std::process::Stdio::piped());
+        c
+    };
+    let peer = rank(1).stdout(std::process::Stdio::null()).spawn().context("starting rank 1")?;
+    let out = rank(0).output().context("running rank 0")?;
+    let mut peer = peer;
+    let peer_ok = peer.wait().is_ok_and(|s| s.success());
+    if !out.status.success() || !peer_ok {
+        anyhow::bail!("the all-reduce benchmark failed (rank 0: {}, rank 1 ok: {peer_ok})", out.status);
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut rows = Vec::new();
+    for line in stdout.lines().filter(|l| l.starts_with('{')) {
+        println!("{line}");
+        rows.push(serde_json::from_str::<Value>(line).with_context(|| format!("parsing `{line}`"))?);
+    }
+    if let Some(path) = json_out {
+        std::fs::write(path, serde_json::to_string_pretty(&json!({ "allreduce": rows }))?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

@@ -6,7 +6,8 @@
 //! - `test [-- ARGS]`: setup, then `cargo test --workspace` (without ARGS, stale build artifacts are pruned first)
 //! - `demo [--data DIR]`: setup, then import, train, evaluate and recommend on the embedded demo data (or DIR)
 //! - `download ml-100k|ml-1m`: fetches the official MovieLens archives, checksummed
-//! - `bench quality --data DIR [--json PATH]`, `bench criterion` and `bench encoders [--json PATH]`: measurements
+//! - `bench quality --data DIR [--json PATH]`, `bench criterion`, `bench encoders [--json PATH]`, `bench catalog`,
+//!   `bench serve`, `bench allreduce [--json PATH] [-- --mb 0.844,25]`: measurements
 
 mod bench;
 mod cuda;
@@ -72,9 +73,10 @@ enum Cmd {
     },
     /// Measurements: `quality` (model vs popularity on a dataset), `criterion` (micro-benchmarks), `catalog`
     /// (training throughput against catalog size, content tower vs id table), `encoders`
-    /// (image/audio/text throughput against the Python pipelines) or `serve` (HTTP latency under load from wrk).
+    /// (image/audio/text throughput against the Python pipelines), `serve` (HTTP latency under load from wrk) or
+    /// `allreduce` (c10d all-reduce over loopback, 2 ranks: `-- --mb 0.844,25`).
     Bench {
-        /// quality, criterion, encoders, catalog or serve.
+        /// quality, criterion, encoders, catalog, serve or allreduce.
         what: String,
         /// Dataset for `quality` (folder to import); for `encoders`, the shared data folder (default ../shared/data).
         #[arg(long)]
@@ -88,7 +90,7 @@ enum Cmd {
         /// Also write the figures as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
-        /// Passed to the `catalog` and `serve` programs after `--`, for example
+        /// Passed to the `catalog`, `serve` and `allreduce` programs after `--`, for example
         /// `cargo xtask bench serve -- --sizes 10000,100000 --rate 200 --seconds 120`.
         #[arg(last = true)]
         extra: Vec<String>,
@@ -157,6 +159,10 @@ fn run(cli: Cli) -> Result<()> {
                 setup::ensure(&root)?;
                 bench::encoders(&root, data.as_deref(), threads, json.as_deref())
             }
+            "allreduce" => {
+                setup::ensure(&root)?;
+                bench::allreduce(&root, json.as_deref(), &extra)
+            }
             "catalog" | "serve" => {
                 setup::ensure(&root)?;
                 if what == "serve" {
@@ -176,7 +182,9 @@ fn run(cli: Cli) -> Result<()> {
                 cmd.args(&extra);
                 run_cmd(&mut cmd)
             }
-            other => bail!("unknown bench `{other}`: expected quality, criterion, encoders, catalog or serve"),
+            other => {
+                bail!("unknown bench `{other}`: expected quality, criterion, encoders, catalog, serve or allreduce")
+            }
         },
     }
 }
