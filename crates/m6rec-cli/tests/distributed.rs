@@ -2,7 +2,7 @@
 //! variables), against the same run in one process. Every process is bounded in time.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
-use std::io::Read;
+use m6rec_testkit::process::{finish, free_port, launch_env, Done};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -50,49 +50,21 @@ fn setup(dir: &Path) -> (PathBuf, PathBuf) {
     (ds, cfg)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn train(args: &[&str], rank: Option<(usize, usize, u16)>) -> Child {
     let mut c = Command::new(env!("CARGO_BIN_EXE_m6rec"));
     c.arg("train").args(args).args(["--threads", "1", "--device", "cpu"]);
-    for v in ["RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "TORCHELASTIC_USE_AGENT_STORE"] {
-        c.env_remove(v);
-    }
-    if let Some((rank, world, port)) = rank {
-        c.env("RANK", rank.to_string())
-            .env("WORLD_SIZE", world.to_string())
-            .env("MASTER_ADDR", "127.0.0.1")
-            .env("MASTER_PORT", port.to_string());
+    match rank {
+        Some((rank, world, port)) => {
+            launch_env(&mut c, rank, world, port);
+        }
+        None => {
+            for v in ["RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "TORCHELASTIC_USE_AGENT_STORE"]
+            {
+                c.env_remove(v);
+            }
+        }
     }
     c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
-}
-
-struct Done {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-    secs: f64,
-}
-
-fn finish(mut c: Child, limit: Duration) -> Done {
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = c.try_wait().unwrap() {
-            break Some(s);
-        }
-        if start.elapsed() > limit {
-            let _ = c.kill();
-            let _ = c.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let (mut stdout, mut stderr) = (String::new(), String::new());
-    c.stdout.take().map(|mut o| o.read_to_string(&mut stdout));
-    c.stderr.take().map(|mut e| e.read_to_string(&mut stderr));
-    Done { ok: status.is_some_and(|s| s.success()), stdout, stderr, secs: start.elapsed().as_secs_f64() }
 }
 
 fn single(args: &[&str]) {

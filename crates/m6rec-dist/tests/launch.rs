@@ -1,54 +1,18 @@
 //! Two-process runs of `c10d-check` on 127.0.0.1, launched the way torchrun launches workers (environment
 //! variables), each bounded in time.
 
-use std::io::Read;
+use m6rec_testkit::process::{finish, free_port, launch_env, Done};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");
-    l.local_addr().expect("local address").port()
-}
+use std::time::Duration;
 
 fn spawn(rank: usize, world: usize, port: u16, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_c10d-check"))
-        .args(args)
-        .env("RANK", rank.to_string())
-        .env("WORLD_SIZE", world.to_string())
-        .env("MASTER_ADDR", "127.0.0.1")
-        .env("MASTER_PORT", port.to_string())
-        .env_remove("TORCHELASTIC_USE_AGENT_STORE")
+    let mut c = Command::new(env!("CARGO_BIN_EXE_c10d-check"));
+    c.args(args);
+    launch_env(&mut c, rank, world, port)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting c10d-check")
-}
-
-struct Done {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-    secs: f64,
-}
-
-/// Waits at most `limit` (then kills it: a hang fails the test instead of stalling CI).
-fn finish(mut c: Child, limit: Duration) -> Done {
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = c.try_wait().expect("waiting for c10d-check") {
-            break Some(s);
-        }
-        if start.elapsed() > limit {
-            let _ = c.kill();
-            let _ = c.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let (mut stdout, mut stderr) = (String::new(), String::new());
-    c.stdout.take().map(|mut o| o.read_to_string(&mut stdout));
-    c.stderr.take().map(|mut e| e.read_to_string(&mut stderr));
-    Done { ok: status.is_some_and(|s| s.success()), stdout, stderr, secs: start.elapsed().as_secs_f64() }
 }
 
 fn run_pair(args: &[&str]) -> (Done, Done) {
@@ -146,11 +110,8 @@ fn ranks_join_a_store_hosted_by_a_launcher_agent() {
     let port: u16 = line.trim().strip_prefix("port ").expect("`port N`").parse().expect("a port");
     let agent = |rank: usize| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_c10d-check"));
-        c.arg("collectives")
-            .env("RANK", rank.to_string())
-            .env("WORLD_SIZE", "2")
-            .env("MASTER_ADDR", "127.0.0.1")
-            .env("MASTER_PORT", port.to_string())
+        c.arg("collectives");
+        launch_env(&mut c, rank, 2, port)
             .env("TORCHELASTIC_USE_AGENT_STORE", "True")
             .env("TORCHELASTIC_RESTART_COUNT", "1")
             .stdout(Stdio::piped())

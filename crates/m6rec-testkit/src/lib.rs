@@ -70,3 +70,60 @@ pub fn torch_rng() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Child processes for multi-process tests (data-parallel ranks on 127.0.0.1), each bounded in time.
+pub mod process {
+    use std::io::Read;
+    use std::process::{Child, Command};
+    use std::time::{Duration, Instant};
+
+    /// A port that was free a moment ago on 127.0.0.1.
+    pub fn free_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");
+        l.local_addr().expect("local address").port()
+    }
+
+    /// Sets what torchrun sets for `rank` of `world` with the store on 127.0.0.1:`port` (and clears its agent-store
+    /// variables, so the test decides who hosts the store).
+    pub fn launch_env(cmd: &mut Command, rank: usize, world: usize, port: u16) -> &mut Command {
+        cmd.env("RANK", rank.to_string())
+            .env("WORLD_SIZE", world.to_string())
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", port.to_string())
+            .env_remove("LOCAL_RANK")
+            .env_remove("TORCHELASTIC_USE_AGENT_STORE")
+    }
+
+    /// How a child ended.
+    #[derive(Debug)]
+    pub struct Done {
+        /// Exited with success (false when it failed or was killed at the limit).
+        pub ok: bool,
+        /// Its standard output (when piped).
+        pub stdout: String,
+        /// Its standard error (when piped).
+        pub stderr: String,
+        /// Seconds waited.
+        pub secs: f64,
+    }
+
+    /// Waits at most `limit`, then kills it: a hang fails the test instead of stalling CI.
+    pub fn finish(mut c: Child, limit: Duration) -> Done {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = c.try_wait().expect("waiting for a child process") {
+                break Some(s);
+            }
+            if start.elapsed() > limit {
+                let _ = c.kill();
+                let _ = c.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let (mut stdout, mut stderr) = (String::new(), String::new());
+        c.stdout.take().map(|mut o| o.read_to_string(&mut stdout));
+        c.stderr.take().map(|mut e| e.read_to_string(&mut stderr));
+        Done { ok: status.is_some_and(|s| s.success()), stdout, stderr, secs: start.elapsed().as_secs_f64() }
+    }
+}
