@@ -77,9 +77,18 @@ impl SeqRec {
     /// for example the output of an item tower (content, id, or both). The table may hold more rows than the
     /// training catalog (items added since).
     ///
+    /// The table may also be wider than `d_model`: its extra columns are *similarity features* (fixed per item, for
+    /// example scaled unit text vectors). The Transformer reads only the first `d_model` columns; the state used for
+    /// scoring ([`SeqRec::user_state_with`], the losses) is this hidden state followed by the extra columns of the
+    /// position's own (most recent) item, so a score gains `extra(last item) · extra(candidate)`: a
+    /// "more like the last one" term that needs no training on the catalog it scores. [`SeqRec::score_next_with`]
+    /// and the full-softmax losses leave out an item's similarity to itself (the next item is rarely the last one
+    /// again; counted, it taught the model to shrink the prior); a raw `state · row` product, as serving's index
+    /// computes, includes it, which matters only where already-seen items are shown.
+    ///
     /// # Shapes
     /// - `tokens`: `[b_sz, seq_len]` int64, left-padded with 0, every token `<= table rows`
-    /// - `table`: `[n_rows, d_model]`
+    /// - `table`: `[n_rows, d_model + extra]`
     /// - returns `[b_sz, seq_len, d_model]`
     pub fn forward_with(&self, tokens: &Tensor, table: &Tensor, mode: Mode) -> Tensor {
         let (b_sz, seq_len) = tokens.size2().unwrap_or((0, 0));
@@ -88,7 +97,7 @@ impl SeqRec {
         let valid = tokens.gt(0); // [b, L]
                                   // Padding reads row 0 of the table and is zeroed below; real tokens read row token - 1.
         let rows = (tokens - 1).clamp_min(0).view([-1]);
-        let items = table.index_select(0, &rows).view([b_sz, seq_len, d]);
+        let items = table.narrow(1, 0, d).index_select(0, &rows).view([b_sz, seq_len, d]);
         // Right-aligned positions: the most recent item is always position max_len - 1, whatever the padding.
         let pos = Tensor::arange_start(self.cfg.max_len - seq_len, self.cfg.max_len, (Kind::Int64, device));
         let xs = items * (d as f64).sqrt() + self.pos_emb.forward(&pos).unsqueeze(0);
@@ -111,6 +120,26 @@ impl SeqRec {
         self.ln_out.forward(&xs.narrow(1, n_prompts, seq_len))
     }
 
+    /// The scoring state at every position: [`SeqRec::forward_with`]'s hidden state, followed by the extra columns of
+    /// each position's item when `table` is wider than `d_model` (zeros at padding).
+    ///
+    /// # Shapes
+    /// - returns `[b_sz, seq_len, table width]`
+    pub fn states_with(&self, tokens: &Tensor, table: &Tensor, mode: Mode) -> Tensor {
+        let hidden = self.forward_with(tokens, table, mode);
+        let d = self.cfg.d_model;
+        let extra = table.size().get(1).copied().unwrap_or(d) - d;
+        if extra <= 0 {
+            return hidden;
+        }
+        let (b_sz, seq_len) = tokens.size2().unwrap_or((0, 0));
+        let rows = (tokens - 1).clamp_min(0).view([-1]);
+        let feats = table.narrow(1, d, extra).index_select(0, &rows).view([b_sz, seq_len, extra]);
+        let mask = tokens.gt(0).unsqueeze(-1).to_kind(feats.kind());
+        let feats = feats * mask;
+        Tensor::cat(&[hidden, feats], -1)
+    }
+
     /// Output embeddings of all items, `[n_items, d_model]` (the item embedding table without the padding row).
     pub fn item_embeddings(&self) -> Tensor {
         self.item_emb.ws.narrow(0, 1, self.n_items)
@@ -127,19 +156,39 @@ impl SeqRec {
     /// [`SeqRec::score_next`] with an external item table (see [`SeqRec::forward_with`]): scores every row of it.
     ///
     /// # Shapes
-    /// - `table`: `[n_rows, d_model]`; returns `[b_sz, n_rows]`
+    /// - `table`: `[n_rows, width]`; returns `[b_sz, n_rows]`
     pub fn score_next_with(&self, batch: &SeqBatch, table: &Tensor, device: Device) -> Result<Tensor> {
-        Ok(self.user_state_with(batch, table, device)?.matmul(&table.transpose(0, 1)))
+        let tokens = self.fit_len(batch.tokens_tensor(device)?);
+        let state = self.states_with(&tokens, table, Mode::Eval).select(1, -1);
+        let scores = state.matmul(&table.transpose(0, 1));
+        Ok(match self.self_match(&tokens.select(1, -1), table) {
+            Some((col, delta)) => scores.scatter_add(1, &col.unsqueeze(1), &delta.unsqueeze(1)),
+            None => scores,
+        })
+    }
+
+    /// For each token (any shape): its item's column and `-|extra|²`, the term that cancels an item's similarity to
+    /// itself (zero at padding). `None` without extra columns.
+    fn self_match(&self, tokens: &Tensor, table: &Tensor) -> Option<(Tensor, Tensor)> {
+        let d = self.cfg.d_model;
+        let extra = table.size().get(1).copied().unwrap_or(d) - d;
+        if extra <= 0 {
+            return None;
+        }
+        let col = (tokens - 1).clamp_min(0).view([-1]);
+        let feats = table.narrow(1, d, extra).index_select(0, &col);
+        let sq = feats.square().sum_dim_intlist(-1, false, Kind::Float) * tokens.view([-1]).gt(0).to_kind(Kind::Float);
+        Some((col, -sq))
     }
 
     /// Each row's state after its last item (evaluation mode): the vector whose dot product with an item's row of
-    /// `table` is that item's score. Serving caches it per user.
+    /// `table` is that item's score (see [`SeqRec::states_with`]). Serving caches it per user.
     ///
     /// # Shapes
-    /// - `table`: `[n_rows, d_model]`; returns `[b_sz, d_model]`
+    /// - `table`: `[n_rows, width]` (`width >= d_model`); returns `[b_sz, width]`
     pub fn user_state_with(&self, batch: &SeqBatch, table: &Tensor, device: Device) -> Result<Tensor> {
         let tokens = self.fit_len(batch.tokens_tensor(device)?);
-        Ok(self.forward_with(&tokens, table, Mode::Eval).select(1, -1))
+        Ok(self.states_with(&tokens, table, Mode::Eval).select(1, -1))
     }
 
     /// Training loss of a batch under the configured objective (mean over non-padding positions).
@@ -152,8 +201,10 @@ impl SeqRec {
     pub fn loss_with(&self, batch: &SeqBatch, table: &Tensor, device: Device, mode: Mode) -> Result<Tensor> {
         let tokens = self.fit_len(batch.tokens_tensor(device)?);
         let targets = self.fit_len(batch.targets_tensor(device)?);
-        let hidden = self.forward_with(&tokens, table, mode); // [b, L, d]
-        Ok(self.objective(&hidden.view([-1, self.cfg.d_model]), table, &targets.view([-1])))
+        let hidden = self.states_with(&tokens, table, mode); // [b, L, width]
+        let width = hidden.size()[2];
+        let own = self.self_match(&tokens, table);
+        Ok(self.objective(&hidden.view([-1, width]), table, &targets.view([-1]), own))
     }
 
     /// [`SeqRec::loss_with`] where only the items in `catalog` exist as candidates (targets and negatives): the
@@ -171,7 +222,8 @@ impl SeqRec {
     ) -> Result<Tensor> {
         let tokens = self.fit_len(batch.tokens_tensor(device)?);
         let targets = self.fit_len(batch.targets_tensor(device)?).view([-1]);
-        let hidden = self.forward_with(&tokens, table, mode);
+        let hidden = self.states_with(&tokens, table, mode);
+        let width = hidden.size()[2];
         let catalog = catalog.to_device(device);
         // Target item -> its position in `catalog` (IGNORE for items outside it and for padding).
         let rows = table.size()[0];
@@ -183,12 +235,30 @@ impl SeqRec {
         let known = targets.ge(0);
         let remapped = position.index_select(0, &targets.clamp_min(0));
         let targets = remapped.where_self(&known, &targets);
-        Ok(self.objective(&hidden.view([-1, self.cfg.d_model]), &table.index_select(0, &catalog), &targets))
+        // The self-match term moves to the item's position in `catalog` (dropped for items outside it).
+        let own = self.self_match(&tokens, table).map(|(col, delta)| {
+            let at = position.index_select(0, &col);
+            let inside = at.ge(0);
+            (at.clamp_min(0), delta * inside.to_kind(Kind::Float))
+        });
+        Ok(self.objective(&hidden.view([-1, width]), &table.index_select(0, &catalog), &targets, own))
     }
 
-    fn objective(&self, hidden: &Tensor, out_table: &Tensor, targets: &Tensor) -> Tensor {
+    /// `own`: per row, a column of the logits and a value added to it (see [`SeqRec::self_match`]); full softmax
+    /// only (sampled softmax rarely draws the last item as a negative, and scores the positive as it is).
+    fn objective(&self, hidden: &Tensor, out_table: &Tensor, targets: &Tensor, own: Option<(Tensor, Tensor)>) -> Tensor {
         match self.cfg.loss {
-            LossConfig::FullSoftmax => loss::full_softmax(hidden, out_table, targets),
+            LossConfig::FullSoftmax => match own {
+                Some((col, delta)) => {
+                    let logits = hidden.matmul(&out_table.transpose(0, 1)).scatter_add(
+                        1,
+                        &col.unsqueeze(1),
+                        &delta.unsqueeze(1),
+                    );
+                    logits.cross_entropy_loss::<Tensor>(targets, None, tch::Reduction::Mean, IGNORE, 0.0)
+                }
+                None => loss::full_softmax(hidden, out_table, targets),
+            },
             LossConfig::SampledSoftmax { n_uniform, in_batch } => {
                 loss::sampled_softmax(hidden, out_table, targets, n_uniform, in_batch)
             }
@@ -325,6 +395,29 @@ mod tests {
         let grad = table.grad();
         let touched: Vec<bool> = (0..6).map(|i| grad.get(i).abs().sum(Kind::Float).double_value(&[]) > 0.0).collect();
         assert_eq!(touched, vec![true; 6], "every row is an input or a softmax candidate");
+    }
+
+    #[test]
+    fn extra_table_columns_add_the_last_items_similarity_to_every_score() {
+        let (_vs, m) = model(6);
+        let base = Tensor::randn([6, 16], (Kind::Float, Device::Cpu));
+        let feats = Tensor::randn([6, 5], (Kind::Float, Device::Cpu));
+        let wide = Tensor::cat(&[&base, &feats], 1);
+        let batch = SeqBatch::for_prediction(&[&[1, 2, 3], &[4]], 8, 6).unwrap();
+        let plain = m.score_next_with(&batch, &base, Device::Cpu).unwrap();
+        let with = m.score_next_with(&batch, &wide, Device::Cpu).unwrap();
+        // Row 0's last item is 3, row 1's is 4: the gain is that item's features times every candidate's.
+        let last = Tensor::from_slice(&[3i64, 4]);
+        let mut gain = feats.index_select(0, &last).mm(&feats.transpose(0, 1));
+        // ... except with itself: an item's similarity to itself is left out.
+        let own = gain.gather(1, &last.unsqueeze(1), false);
+        let _ = gain.scatter_(1, &last.unsqueeze(1), &own.zeros_like());
+        assert!((with - plain - gain).abs().max().double_value(&[]) < 1e-4);
+        // Training reads the same wide table: its feature columns get gradients through the scores.
+        let table = wide.set_requires_grad(true);
+        let train = SeqBatch::for_training(&[&[0, 1, 2, 3]], 8, 6).unwrap();
+        m.loss_with(&train, &table, Device::Cpu, Mode::Train).unwrap().backward();
+        assert!(table.grad().narrow(1, 16, 5).abs().sum(Kind::Float).double_value(&[]) > 0.0);
     }
 
     #[test]

@@ -635,7 +635,8 @@ impl Engine {
     /// Exact top-k: every item scored (or popularity counts for queries without a state), filters applied as masks.
     fn rank_exact(&self, queries: &[(&Query, Option<&Tensor>)]) -> Result<Vec<Vec<(usize, f32)>>, ApiError> {
         let rows = self.model.rows();
-        let d = self.model.loaded.config.run.model.d_model;
+        // The table's width: d_model, plus similarity features when the model has them.
+        let d = self.model.table.size()[1];
         let zero = Tensor::zeros([d], (Kind::Float, tch::Device::Cpu));
         let stacked: Vec<Tensor> =
             queries.iter().map(|(_, s)| s.map_or_else(|| zero.shallow_clone(), Tensor::shallow_clone)).collect();

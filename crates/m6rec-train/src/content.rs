@@ -60,6 +60,17 @@ pub struct ContentConfig {
     /// embeddings of one domain share a large common direction that differs between domains. Default false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub center_text: bool,
+    /// Every score gains `s² · cos(text of the user's most recent item, text of the candidate)`, with `s` learned
+    /// (`tower.sim_scale`, starting at 2): a "more like the last one" prior over frozen text vectors that means the
+    /// same in every catalog, so it carries over to domains the model never trained on. The item table gets the
+    /// scaled unit text vectors as extra columns (see `SeqRec::states_with`). Needs `"text"`. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub similarity: bool,
+    /// With `similarity`: `s` fixed at this value instead of learned (still saved as `tower.sim_scale`). A source
+    /// domain where "more like the last one" matters little teaches a small `s`, and the transferred model then
+    /// leans on what it learned about the source domain; a fixed `s` keeps the prior's weight. Default: learned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub similarity_scale: Option<f64>,
 }
 
 mod dc {
@@ -82,6 +93,8 @@ impl Default for ContentConfig {
             grad_items: dc::grad_items(),
             refresh_every: dc::refresh_every(),
             center_text: false,
+            similarity: false,
+            similarity_scale: None,
         }
     }
 }
@@ -99,6 +112,9 @@ impl ContentConfig {
         }
         if self.grad_items == 0 || self.refresh_every == 0 {
             return Err("content.grad_items and content.refresh_every must be at least 1".into());
+        }
+        if self.similarity && !self.modalities.contains(&ModalityName::Text) {
+            return Err("content.similarity compares items by their text: add \"text\" to content.modalities".into());
         }
         Ok(())
     }
@@ -307,6 +323,30 @@ pub struct ContentItems {
     grad_items: i64,
     refresh_every: u64,
     steps: u64,
+    /// `content.similarity`: the text slot's index, unit text vectors `[n, dim]` (zero rows without text) and the
+    /// learned scale `s`.
+    similarity: Option<Similarity>,
+}
+
+#[derive(Debug)]
+struct Similarity {
+    slot: usize,
+    unit: Tensor,
+    scale: Tensor,
+}
+
+impl Similarity {
+    fn unit(x: &Tensor) -> Tensor {
+        let x = x.to_kind(Kind::Float);
+        let norm = x.norm_scalaropt_dim(2.0, [-1], true);
+        // Rows without text are zero and stay zero (no similarity to anything).
+        &x / norm.clamp_min(1e-12)
+    }
+
+    /// `table` with `s · unit` appended as extra columns.
+    fn extend(&self, table: Tensor, unit: &Tensor) -> Tensor {
+        Tensor::cat(&[table, unit * &self.scale], 1)
+    }
 }
 
 const ENCODE_BATCH: i64 = 256;
@@ -381,7 +421,30 @@ impl ContentItems {
         }
         let tower =
             ItemTower::new(vs, cfg, &dims, id_rows, d_model).map_err(|e| Error::NoData(format!("item tower: {e}")))?;
+        let similarity = if content_cfg.similarity {
+            let found = slots.iter().enumerate().find_map(|(i, s)| match s {
+                Slot::Fixed(x) => Some((i, Similarity::unit(x))),
+                Slot::Encoded(_) => None,
+            });
+            let Some((slot, unit)) = found else {
+                return Err(Error::NoData(
+                    "content.similarity compares items by their text, and this content has no text vectors".into(),
+                ));
+            };
+            let scale = match content_cfg.similarity_scale {
+                Some(v) => {
+                    let mut t = vs.ones_no_train("sim_scale", &[1]);
+                    let _ = tch::no_grad(|| t.fill_(v));
+                    t
+                }
+                None => vs.var("sim_scale", &[1], nn::Init::Const(2.0)),
+            };
+            Some(Similarity { slot, unit, scale })
+        } else {
+            None
+        };
         Ok(ContentItems {
+            similarity,
             tower,
             slots,
             present: content.present.to_device(device),
@@ -420,7 +483,7 @@ impl ContentItems {
         }
     }
 
-    /// The item table `[n_items, d_model]` for one training step, with gradients. `batch_items` are the items the
+    /// The item table `[n_items, d_model]` (plus the text columns with `similarity`) for one training step, with gradients. `batch_items` are the items the
     /// step's batch uses (any shape, repeats allowed): up to `grad_items` of them are re-encoded with gradients and
     /// the rest read the cache, which is refreshed in full every `refresh_every` steps.
     pub fn table_for_step(&mut self, batch_items: &Tensor) -> Result<Tensor> {
@@ -455,9 +518,14 @@ impl ContentItems {
             }
         }
         let items = Tensor::arange(self.n_items(), (Kind::Int64, device));
-        self.tower
+        let table = self
+            .tower
             .forward(&items, &inputs, &self.present, Mode::Train)
-            .map_err(|e| Error::NoData(format!("item tower: {e}")))
+            .map_err(|e| Error::NoData(format!("item tower: {e}")))?;
+        Ok(match &self.similarity {
+            Some(sim) => sim.extend(table, &sim.unit),
+            None => table,
+        })
     }
 
     /// Embeddings `[n, d_model]` of items outside the table (added after training, for serving): `content` holds
@@ -499,9 +567,17 @@ impl ContentItems {
                 });
             }
             let items = Tensor::from_slice(ids).to_device(device);
-            self.tower
+            let table = self
+                .tower
                 .embed_all(&items, &inputs, &content.present.to_device(device), ENCODE_BATCH)
-                .map_err(|e| Error::NoData(format!("item tower: {e}")))
+                .map_err(|e| Error::NoData(format!("item tower: {e}")))?;
+            Ok(match &self.similarity {
+                Some(sim) => {
+                    let unit = inputs.get(sim.slot).map(Similarity::unit).unwrap_or_else(|| sim.unit.narrow(0, 0, 0));
+                    sim.extend(table, &unit)
+                }
+                None => table,
+            })
         })
     }
 
@@ -516,9 +592,14 @@ impl ContentItems {
                 Slot::Encoded(e) => e.encode_all(),
             })
             .collect();
-        self.tower
+        let table = self
+            .tower
             .embed_all(&items, &inputs, &self.present, 4096)
-            .map_err(|e| Error::NoData(format!("item tower: {e}")))
+            .map_err(|e| Error::NoData(format!("item tower: {e}")))?;
+        Ok(match &self.similarity {
+            Some(sim) => tch::no_grad(|| sim.extend(table, &sim.unit)),
+            None => table,
+        })
     }
 }
 

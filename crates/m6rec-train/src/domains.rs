@@ -81,7 +81,7 @@ impl DomainEmbedding {
     /// `rows + domain embedding of domain index idx[i]` for rows outside the catalog (items added while serving).
     pub fn add_indexed(&self, rows: &Tensor, idx: &[i64]) -> Tensor {
         let idx = Tensor::from_slice(idx).to_device(rows.device());
-        rows + self.emb.forward(&idx).to_kind(Kind::Float)
+        rows + widen(self.emb.forward(&idx).to_kind(Kind::Float), rows)
     }
 
     /// `table + domain embedding of each row's item` (`table`: `[n_items, d]`).
@@ -96,6 +96,17 @@ impl DomainEmbedding {
                 table.size()[0]
             )));
         }
-        Ok(table + self.emb.forward(idx).to_kind(Kind::Float))
+        Ok(table + widen(self.emb.forward(idx).to_kind(Kind::Float), table))
+    }
+}
+
+/// `emb` (`[n, d]`) padded with zero columns to `like`'s width: a table may carry similarity features after its
+/// `d_model` columns (`content.similarity`), which the domain does not change.
+fn widen(emb: Tensor, like: &Tensor) -> Tensor {
+    let (d, w) = (emb.size()[1], like.size()[1]);
+    if w > d {
+        emb.constant_pad_nd([0, w - d])
+    } else {
+        emb
     }
 }

@@ -57,6 +57,8 @@ fn config(epochs: usize, tower: Option<TowerMode>) -> RunConfig {
         grad_items: 96,
         refresh_every: 10,
         center_text: false,
+        similarity: false,
+        similarity_scale: None,
     });
     cfg
 }

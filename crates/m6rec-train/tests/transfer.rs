@@ -73,6 +73,8 @@ fn config(epochs: usize) -> RunConfig {
         grad_items: 96,
         refresh_every: 10,
         center_text: false,
+        similarity: false,
+        similarity_scale: None,
     });
     cfg
 }
@@ -127,6 +129,46 @@ fn pretrained_on_books_it_recommends_music_and_films_zero_shot_and_fine_tunes() 
     let mut fresh = Trainer::with_content(text_config(1), fp, Some(&target_content), Device::Cpu).unwrap();
     let fresh_loss = fresh.fit(&split, None, &mut Silent).unwrap().history[0].loss;
     assert!(tuned_loss < fresh_loss, "fine-tuned first-epoch loss {tuned_loss:.4} vs fresh {fresh_loss:.4}");
+}
+
+#[test]
+fn a_text_similarity_prior_widens_the_table_learns_its_scale_and_transfers() {
+    let _rng = torch_rng();
+    let source = demo_domains(300, &[0]);
+    let target = demo_domains(150, &[1]);
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("pretrained");
+    let mut cfg = text_config(3);
+    cfg.content = Some(ContentConfig { similarity: true, ..ContentConfig::default() });
+    let src_content = texts(&source);
+    let split = m6rec_data::Split::leave_one_out(&source.interactions, source.n_users());
+    let mut t = Trainer::with_content(cfg, DatasetFingerprint::of(&source), Some(&src_content), Device::Cpu).unwrap();
+    t.fit(&split, Some(&ck), &mut Silent).unwrap();
+
+    // The saved model's table: d_model columns from the tower, then s times each item's unit text vector.
+    let loaded = checkpoint::load_model_with_content(&ck, Device::Cpu, Some(&src_content)).unwrap();
+    let table = loaded.item_table().unwrap();
+    assert_eq!(table.size(), vec![source.n_items() as i64, 32 + 384]);
+    let s = loaded.vs.variables()["tower.sim_scale"].double_value(&[0]);
+    assert!((s - 2.0).abs() > 1e-4, "the scale trained (it starts at 2): {s}");
+    let norms = table.narrow(1, 32, 384).norm_scalaropt_dim(2.0, [1], false);
+    assert!((norms - s.abs()).abs().max().double_value(&[]) < 1e-4, "every row is s x a unit vector");
+
+    // Zero-shot on a catalog never trained on: its own text gives the extra columns, and the prior alone already
+    // ranks what follows an item better than popularity does.
+    let tsplit = m6rec_data::Split::leave_one_out(&target.interactions, target.n_users());
+    let zs = checkpoint::load_model_zero_shot(&ck, Device::Cpu, &texts(&target)).unwrap();
+    assert_eq!(zs.item_table().unwrap().size()[1], 32 + 384);
+    let opts = EvalOptions::default();
+    let zero = evaluate(&zs.scorer().unwrap(), &tsplit, Stage::Test, opts).unwrap().get("ndcg", 10);
+    let pop = evaluate(&Popularity::fit_before_test(&tsplit, target.n_items()), &tsplit, Stage::Test, opts).unwrap();
+    let pop = pop.get("ndcg", 10);
+    eprintln!("music zero-shot with the similarity prior: NDCG@10 {zero:.4}, popularity {pop:.4}");
+    assert!(zero > pop, "zero-shot {zero:.4} vs popularity {pop:.4}");
+
+    // Without text the prior cannot work, and the configuration says so.
+    let bad = ContentConfig { modalities: vec![ModalityName::Image], similarity: true, ..ContentConfig::default() };
+    assert!(bad.validate().unwrap_err().contains("text"));
 }
 
 #[test]
