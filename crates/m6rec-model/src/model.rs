@@ -246,7 +246,13 @@ impl SeqRec {
 
     /// `own`: per row, a column of the logits and a value added to it (see [`SeqRec::self_match`]); full softmax
     /// only (sampled softmax rarely draws the last item as a negative, and scores the positive as it is).
-    fn objective(&self, hidden: &Tensor, out_table: &Tensor, targets: &Tensor, own: Option<(Tensor, Tensor)>) -> Tensor {
+    fn objective(
+        &self,
+        hidden: &Tensor,
+        out_table: &Tensor,
+        targets: &Tensor,
+        own: Option<(Tensor, Tensor)>,
+    ) -> Tensor {
         match self.cfg.loss {
             LossConfig::FullSoftmax => match own {
                 Some((col, delta)) => {

@@ -103,7 +103,6 @@ fn rows_of(table: &Tensor) -> Vec<Vec<f32>> {
     (0..usize::try_from(n).unwrap_or(0)).map(|i| flat[i * d..(i + 1) * d].to_vec()).collect()
 }
 
-
 impl ItemIndex {
     /// Indexes `table` (`[n, d]`).
     pub fn build(table: &Tensor, kind: IndexKind) -> ItemIndex {
