@@ -161,23 +161,23 @@ impl SeqRec {
         let tokens = self.fit_len(batch.tokens_tensor(device)?);
         let state = self.states_with(&tokens, table, Mode::Eval).select(1, -1);
         let scores = state.matmul(&table.transpose(0, 1));
-        Ok(match self.self_match(&tokens.select(1, -1), table) {
+        Ok(match self.self_match(&tokens.select(1, -1), &state) {
             Some((col, delta)) => scores.scatter_add(1, &col.unsqueeze(1), &delta.unsqueeze(1)),
             None => scores,
         })
     }
 
-    /// For each token (any shape): its item's column and `-|extra|²`, the term that cancels an item's similarity to
-    /// itself (zero at padding). `None` without extra columns.
-    fn self_match(&self, tokens: &Tensor, table: &Tensor) -> Option<(Tensor, Tensor)> {
+    /// For each token (any shape) and its scoring state (same shape plus the width, from [`SeqRec::states_with`]):
+    /// its item's column and `-|extra|²`, read from the state's extra part (a copy of the item's, zero at padding),
+    /// the term that cancels an item's similarity to itself. `None` without extra columns.
+    fn self_match(&self, tokens: &Tensor, states: &Tensor) -> Option<(Tensor, Tensor)> {
         let d = self.cfg.d_model;
-        let extra = table.size().get(1).copied().unwrap_or(d) - d;
+        let extra = states.size().last().copied().unwrap_or(d) - d;
         if extra <= 0 {
             return None;
         }
         let col = (tokens - 1).clamp_min(0).view([-1]);
-        let feats = table.narrow(1, d, extra).index_select(0, &col);
-        let sq = feats.square().sum_dim_intlist(-1, false, Kind::Float) * tokens.view([-1]).gt(0).to_kind(Kind::Float);
+        let sq = states.narrow(-1, d, extra).square().sum_dim_intlist(-1, false, Kind::Float).view([-1]);
         Some((col, -sq))
     }
 
@@ -203,7 +203,7 @@ impl SeqRec {
         let targets = self.fit_len(batch.targets_tensor(device)?);
         let hidden = self.states_with(&tokens, table, mode); // [b, L, width]
         let width = hidden.size()[2];
-        let own = self.self_match(&tokens, table);
+        let own = self.self_match(&tokens, &hidden);
         Ok(self.objective(&hidden.view([-1, width]), table, &targets.view([-1]), own))
     }
 
@@ -236,7 +236,7 @@ impl SeqRec {
         let remapped = position.index_select(0, &targets.clamp_min(0));
         let targets = remapped.where_self(&known, &targets);
         // The self-match term moves to the item's position in `catalog` (dropped for items outside it).
-        let own = self.self_match(&tokens, table).map(|(col, delta)| {
+        let own = self.self_match(&tokens, &hidden).map(|(col, delta)| {
             let at = position.index_select(0, &col);
             let inside = at.ge(0);
             (at.clamp_min(0), delta * inside.to_kind(Kind::Float))
