@@ -483,9 +483,10 @@ impl ContentItems {
         }
     }
 
-    /// The item table `[n_items, d_model]` (plus the text columns with `similarity`) for one training step, with gradients. `batch_items` are the items the
-    /// step's batch uses (any shape, repeats allowed): up to `grad_items` of them are re-encoded with gradients and
-    /// the rest read the cache, which is refreshed in full every `refresh_every` steps.
+    /// The item table `[n_items, d_model]` (plus the text columns with `similarity`) for one training step, with
+    /// gradients. `batch_items` are the items the step's batch uses (any shape, repeats allowed): up to `grad_items`
+    /// of them are re-encoded with gradients and the rest read the cache, which is refreshed in full every
+    /// `refresh_every` steps.
     pub fn table_for_step(&mut self, batch_items: &Tensor) -> Result<Tensor> {
         let device = self.present.device();
         if self.has_encoders() && self.steps.is_multiple_of(self.refresh_every) {
