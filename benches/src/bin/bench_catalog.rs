@@ -57,7 +57,8 @@ fn main() -> Result<()> {
         let emb = &emb / emb.norm_scalaropt_dim(2, [1i64].as_slice(), true);
         let content = ItemContent::new(vec![emb], Tensor::ones([n as i64, 1], (Kind::Bool, Device::Cpu)), n)?;
         let rate = |tower: bool| -> Result<f64> {
-            let mut t = Trainer::with_content(config(tower, sampled), fp.clone(), tower.then_some(&content), Device::Cpu)?;
+            let mut t =
+                Trainer::with_content(config(tower, sampled), fp.clone(), tower.then_some(&content), Device::Cpu)?;
             let state = t.fit(&split, None, &mut Silent)?;
             Ok(state.history.first().map_or(0.0, |r| r.seqs_per_sec))
         };
