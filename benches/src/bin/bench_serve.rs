@@ -5,13 +5,15 @@
 //!
 //! The models are id-only sequence models with random weights (d_model 64, 2 layers, max_len 50): latency does not
 //! depend on what the weights are (`--items clustered`, the default, replaces the random item embeddings with vectors
-//! around 2,000 centres, as trained ones cluster; `--items random` keeps them: the worst case for HNSW), and training a 1M-item model does not fit a benchmark. Exact top-k unless `--index hnsw`
-//! (or `auto`: HNSW from 500k items); recall@10 of the index against exact ranking is measured
-//! over 500 users' states.
+//! around 2,000 centres, as trained ones cluster; `--items random` keeps them: the worst case for an approximate
+//! index), and training a 1M-item model does not fit a benchmark. The index is what `m6rec serve` uses by default
+//! (`--index auto`: exact below 200k items, IVF tuned to recall@10 0.97 from there) unless `--index exact|ivf|hnsw`;
+//! recall@10 of the index against exact ranking is measured over 500 users' states.
 //!
 //! Usage: bench-serve [--sizes 10000,100000,1000000] [--rate 200] [--seconds 30] [--connections 10]
-//!        [--users 5000] [--mode user|history] [--index exact|hnsw|auto] [--ef-search 96] [--hnsw-m 12]
-//!        [--ef-construction 48] [--items clustered|random] [--threads 1]
+//!        [--users 5000] [--mode user|history] [--index exact|ivf|hnsw|auto] [--ivf-lists 0] [--ivf-probe 16]
+//!        [--ivf-recall 0.97] [--ef-search 96] [--hnsw-m 12] [--ef-construction 48] [--items clustered|random]
+//!        [--threads 1]
 //!        [--json PATH]
 
 use anyhow::{bail, Context, Result};
@@ -130,7 +132,7 @@ fn main() -> Result<()> {
     let threads: i32 = arg(&args, "--threads", 1);
     let json_out: String = arg(&args, "--json", String::new());
     let items_kind: String = arg(&args, "--items", "clustered".to_string());
-    let index_arg: String = arg(&args, "--index", "exact".to_string());
+    let index_arg: String = arg(&args, "--index", "auto".to_string());
     let ef_search: usize = arg(&args, "--ef-search", 96);
     let d = m6rec_serve::index::HnswParams::default();
     let params = m6rec_serve::index::HnswParams {
@@ -138,10 +140,18 @@ fn main() -> Result<()> {
         m: arg(&args, "--hnsw-m", d.m),
         ef_construction: arg(&args, "--ef-construction", d.ef_construction),
     };
+    let ivf_recall: f64 = arg(&args, "--ivf-recall", 0.97);
+    let ivf = m6rec_serve::index::IvfParams {
+        lists: arg(&args, "--ivf-lists", 0),
+        probe: arg(&args, "--ivf-probe", 16),
+        target_recall: (ivf_recall > 0.0).then_some(ivf_recall),
+    };
     let index = match index_arg.as_str() {
         "exact" => m6rec_serve::index::IndexKind::Exact,
+        "ivf" => m6rec_serve::index::IndexKind::Ivf(ivf),
         "hnsw" => m6rec_serve::index::IndexKind::Hnsw(params),
-        _ => m6rec_serve::index::IndexKind::Auto { min_items: 500_000, params },
+        "auto" => m6rec_serve::index::IndexKind::Auto { min_items: 200_000, params: ivf },
+        other => bail!("--index {other}: expected exact, ivf, hnsw or auto"),
     };
     if Command::new("wrk").arg("--version").output().is_err() {
         bail!("wrk not found: install it (Debian/Ubuntu: `apt-get install wrk`); it drives the server from a second process");
@@ -162,6 +172,7 @@ fn main() -> Result<()> {
         "recall@10",
         "open s"
     );
+    println!("(last column: the index)");
     for n in sizes.split(',').map(|s| s.trim().parse::<usize>()) {
         let n = n.context("--sizes takes comma-separated item counts")?;
         let dir = tempfile::tempdir()?;
@@ -187,7 +198,7 @@ fn main() -> Result<()> {
         let svc = Service::open(ServeConfig { source, state_dir: dir.path().join("state"), media_root: None, limits })?;
         let open_s = t_open.elapsed().as_secs_f64();
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-        let recall = rt.block_on(svc.index_recall(500, 10)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (recall, index_desc) = rt.block_on(svc.index_report(500, 10)).map_err(|e| anyhow::anyhow!("{e}"))?;
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
@@ -241,7 +252,7 @@ fn main() -> Result<()> {
         let failed = get("connect_errors") + get("read_errors") + get("write_errors") + get("timeouts") + get("non2xx");
         let achieved = get("requests") / (get("duration_us") / 1e6).max(1e-9);
         println!(
-            "{n:>9} {mode:>8} {achieved:>9.1} {:>9.2} {:>9.2} {:>9.2} {failed:>7} {rss_start:>9.0}Mi {rss_end:>5.0}/{rss_max:.0}Mi {recall:>9.3} {open_s:>7.1}",
+            "{n:>9} {mode:>8} {achieved:>9.1} {:>9.2} {:>9.2} {:>9.2} {failed:>7} {rss_start:>9.0}Mi {rss_end:>5.0}/{rss_max:.0}Mi {recall:>9.3} {open_s:>7.1}  {index_desc}",
             get("p50_us") / 1e3,
             get("p99_us") / 1e3,
             get("max_us") / 1e3,
@@ -252,7 +263,7 @@ fn main() -> Result<()> {
             "connections": conns, "p50_ms": get("p50_us") / 1e3, "p90_ms": get("p90_us") / 1e3,
             "p99_ms": get("p99_us") / 1e3, "max_ms": get("max_us") / 1e3, "failed": failed, "wrk": r,
             "rss_mib_start": rss_start, "rss_mib_end": rss_end, "rss_mib_max": rss_max, "rss_samples": samples,
-            "user_cache_hits": hits, "index": if recall < 1.0 || n >= 500_000 && index_arg != "exact" { "hnsw" } else { "exact" },
+            "user_cache_hits": hits, "index": index_desc,
             "recall_at_10": recall, "open_seconds": open_s, "item_embeddings": items_kind,
         }));
         let _ = stop.send(());

@@ -3,7 +3,7 @@
 
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
-use m6rec_serve::index::{HnswParams, IndexKind};
+use m6rec_serve::index::{HnswParams, IndexKind, IvfParams};
 use m6rec_serve::{Limits, ModelSource, ServeConfig, Service};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -34,13 +34,24 @@ pub struct ServeArgs {
     /// auto, cpu or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Top-k index: exact (score every item), hnsw (approximate graph, re-ranked exactly; measure its recall with
-    /// `cargo xtask bench serve` first) or auto (hnsw from --hnsw-min-items items).
-    #[arg(long, default_value = "exact")]
+    /// Top-k index: exact (score every item), ivf (k-means cells, the best-scoring ones scanned; tuned at start to
+    /// --ivf-recall), hnsw (graph; measure its recall with `cargo xtask bench serve` first) or auto (ivf from
+    /// --ivf-min-items items, exact below).
+    #[arg(long, default_value = "auto")]
     index: String,
-    /// Catalog size from which `--index auto` builds the HNSW graph.
-    #[arg(long, default_value_t = 500_000)]
-    hnsw_min_items: usize,
+    /// Catalog size from which `--index auto` uses IVF.
+    #[arg(long, default_value_t = 200_000)]
+    ivf_min_items: usize,
+    /// IVF cells (0: 2·√items).
+    #[arg(long, default_value_t = 0)]
+    ivf_lists: usize,
+    /// IVF cells scanned per query, before tuning.
+    #[arg(long, default_value_t = 16)]
+    ivf_probe: usize,
+    /// Recall@10 against exact top-k, over known users' states, that the IVF probe is raised to reach at start-up
+    /// and on reload (0: no tuning, keep --ivf-probe).
+    #[arg(long, default_value_t = 0.97)]
+    ivf_recall: f64,
     /// HNSW search breadth (higher: better recall, slower).
     #[arg(long, default_value_t = 96)]
     ef_search: usize,
@@ -82,6 +93,14 @@ pub fn serve(a: &ServeArgs) -> Result<()> {
         PathBuf::from(s)
     });
     let hnsw = HnswParams { ef_search: a.ef_search, ..HnswParams::default() };
+    if !(0.0..=1.0).contains(&a.ivf_recall) {
+        anyhow::bail!("--ivf-recall {}: expected a recall between 0 (no tuning) and 1", a.ivf_recall);
+    }
+    let ivf = IvfParams {
+        lists: a.ivf_lists,
+        probe: a.ivf_probe,
+        target_recall: (a.ivf_recall > 0.0).then_some(a.ivf_recall),
+    };
     let source = ModelSource {
         checkpoint: a.checkpoint.clone(),
         data: data.clone(),
@@ -90,9 +109,10 @@ pub fn serve(a: &ServeArgs) -> Result<()> {
         device,
         index: match a.index.as_str() {
             "exact" => IndexKind::Exact,
+            "ivf" => IndexKind::Ivf(ivf),
             "hnsw" => IndexKind::Hnsw(hnsw),
-            "auto" => IndexKind::Auto { min_items: a.hnsw_min_items, params: hnsw },
-            other => anyhow::bail!("--index {other}: expected exact, hnsw or auto"),
+            "auto" => IndexKind::Auto { min_items: a.ivf_min_items, params: ivf },
+            other => anyhow::bail!("--index {other}: expected exact, ivf, hnsw or auto"),
         },
     };
     let limits = Limits {

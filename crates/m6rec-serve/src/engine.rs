@@ -40,8 +40,9 @@ pub enum Job {
     Events(EventsRequest, Reply<EventsResponse>),
     /// `POST /v1/items`.
     Items(Vec<NewItem>, Reply<ItemsResponse>),
-    /// Recall@k of the top-k index against exact ranking, over the states of the first `n` known users.
-    Recall(usize, usize, Reply<f64>),
+    /// Recall@k of the top-k index against exact ranking, over the states of the first `n` known users, and the
+    /// index in words.
+    Recall(usize, usize, Reply<(f64, String)>),
     /// Swap in a new model (loaded on another thread; the items added while serving are embedded with it here).
     Swap(Box<Model>, Reply<ReloadResponse>),
 }
@@ -248,7 +249,7 @@ impl Engine {
                 let _ = reply.send(self.items(items));
             }
             Job::Recall(n, k, reply) => {
-                let _ = reply.send(self.recall(n, k));
+                let _ = reply.send(self.recall(n, k).map(|r| (r, self.model.index.describe())));
             }
             Job::Swap(model, reply) => {
                 let _ = reply.send(self.swap(*model));
@@ -388,6 +389,45 @@ impl Engine {
         Ok(ItemsResponse { added, updated, catalog_size: self.catalog.ids.len() })
     }
 
+    /// Tunes an approximate index that has a target recall ([`crate::index::ItemIndex::tune`]) on the states of up to
+    /// 500 known users (every second one by id, so that [`Engine::recall`]'s first users are not all reused), and
+    /// says on stderr what it chose.
+    pub fn tune_index(&mut self) {
+        let mut ids: Vec<&String> =
+            self.users.iter().filter(|(_, u)| !u.history.is_empty()).map(|(id, _)| id).collect();
+        ids.sort();
+        let hist: Vec<&[u32]> = ids
+            .iter()
+            .skip(1)
+            .step_by(2)
+            .take(500)
+            .filter_map(|id| self.users.get(*id))
+            .map(|u| u.history.as_slice())
+            .collect();
+        if hist.is_empty() || !self.model.index.is_approximate() {
+            return;
+        }
+        let states = m6rec_data::SeqBatch::for_prediction(&hist, self.model.max_len(), self.model.rows())
+            .map_err(|e| e.to_string())
+            .and_then(|batch| {
+                let device = self.model.loaded.vs.device();
+                tch::no_grad(|| self.model.loaded.model.user_state_with(&batch, &self.model.table, device))
+                    .map_err(|e| e.to_string())
+            });
+        match states {
+            Ok(states) => {
+                if let Some(recall) = self.model.index.tune(&states.to_device(tch::Device::Cpu), 10) {
+                    eprintln!(
+                        "top-k index: {}; recall@10 {recall:.3} over {} known users' states",
+                        self.model.index.describe(),
+                        hist.len()
+                    );
+                }
+            }
+            Err(e) => eprintln!("top-k index: not tuned ({e}); {}", self.model.index.describe()),
+        }
+    }
+
     fn recall(&self, n: usize, k: usize) -> Result<f64, ApiError> {
         let hist: Vec<&[u32]> =
             self.users.values().map(|u| u.history.as_slice()).filter(|h| !h.is_empty()).take(n.max(1)).collect();
@@ -451,6 +491,7 @@ impl Engine {
             let touched: Vec<usize> =
                 self.added.iter().filter_map(|(s, _)| self.catalog.index.get(&s.id).map(|&i| i as usize)).collect();
             self.reindex(touched);
+            self.tune_index();
             Ok(())
         })();
         if let Err(e) = rebuilt {

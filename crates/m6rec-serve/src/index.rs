@@ -1,10 +1,14 @@
 //! Top-k over the item table: exact (one matrix product per batch, the table kept transposed so a batch streams it
-//! once) or approximate (an HNSW graph from `hnsw_rs`, re-ranked exactly) for large catalogs.
+//! once) or approximate for large catalogs: an inverted file (IVF: the items split into k-means cells, a query scans
+//! only the cells whose centres score best for it) or an HNSW graph from `hnsw_rs`. Approximate candidates are
+//! re-ranked exactly.
 //!
-//! Scores are inner products, which HNSW does not search directly; items are lifted to `[x, sqrt(M² - |x|²)]` and
-//! queries to `[q, 0]` (M the largest item norm), so the nearest item in L2 is the one with the largest inner
-//! product (Bachrach et al., 2014). Items added later with a norm above M get a 0 lift (a small approximation the
-//! exact re-ranking absorbs).
+//! IVF is the one to use on CPUs: it builds in seconds, its recall is bought by scanning more cells (at worst every
+//! cell: exact), and [`ItemIndex::tune`] raises that number until a measured recall is reached (docs/measurements.md,
+//! "Serving latency"). Scores are inner products, which HNSW does not search directly; items are lifted to
+//! `[x, sqrt(M² - |x|²)]` and queries to `[q, 0]` (M the largest item norm), so the nearest item in L2 is the one
+//! with the largest inner product (Bachrach et al., 2014). Items added later with a norm above M get a 0 lift (a
+//! small approximation the exact re-ranking absorbs).
 
 use anndists::dist::DistL2;
 use hnsw_rs::hnsw::Hnsw;
@@ -15,22 +19,41 @@ use tch::{Kind, Tensor};
 pub enum IndexKind {
     /// Score every item (exact).
     Exact,
+    /// Inverted file over k-means cells, candidates re-ranked exactly.
+    Ivf(IvfParams),
     /// HNSW graph, candidates re-ranked exactly.
     Hnsw(HnswParams),
-    /// HNSW from `min_items` items up, exact below.
+    /// IVF from `min_items` items up, exact below.
     Auto {
-        /// Catalog size from which HNSW is used.
+        /// Catalog size from which IVF is used.
         min_items: usize,
         /// Its parameters.
-        params: HnswParams,
+        params: IvfParams,
     },
 }
 
-/// Exact: the HNSW graph is opt-in, because on 2 cores it did not reach a useful recall at a useful speed
-/// (docs/measurements.md, "Serving latency").
+/// Exact: an approximate index is opt-in (`Auto` is what `m6rec serve` uses by default).
 impl Default for IndexKind {
     fn default() -> Self {
         IndexKind::Exact
+    }
+}
+
+/// IVF parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IvfParams {
+    /// Cells (k-means centres); 0 picks `2·√n`, at least 1.
+    pub lists: usize,
+    /// Cells scanned per query (more when filters leave fewer than the results asked). Default 16.
+    pub probe: usize,
+    /// Recall@10 against exact top-k that [`ItemIndex::tune`] (run by the service at start-up and on reload, over
+    /// known users' states) raises `probe` to reach; `None` keeps `probe`. Default 0.97.
+    pub target_recall: Option<f64>,
+}
+
+impl Default for IvfParams {
+    fn default() -> Self {
+        IvfParams { lists: 0, probe: 16, target_recall: Some(0.97) }
     }
 }
 
@@ -59,11 +82,16 @@ struct Graph {
     overflow: Vec<usize>,
 }
 
+enum Approx {
+    Ivf(crate::ivf::Ivf, Option<f64>),
+    Hnsw(Graph),
+}
+
 /// The searchable form of an item table `[n, d]`.
 pub struct ItemIndex {
     /// `[d, n]`, contiguous.
     table_t: Tensor,
-    graph: Option<Graph>,
+    approx: Option<Approx>,
 }
 
 impl std::fmt::Debug for ItemIndex {
@@ -92,12 +120,16 @@ impl ItemIndex {
     pub fn build(table: &Tensor, kind: IndexKind) -> ItemIndex {
         let table_t = tch::no_grad(|| table.detach().transpose(0, 1).contiguous());
         let n = usize::try_from(table.size()[0]).unwrap_or(0);
-        let params = match kind {
-            IndexKind::Exact => None,
-            IndexKind::Hnsw(p) => Some(p),
+        let ivf = match kind {
+            IndexKind::Ivf(p) => Some(p),
             IndexKind::Auto { min_items, params } => (n >= min_items).then_some(params),
+            IndexKind::Exact | IndexKind::Hnsw(_) => None,
         };
-        let graph = params.map(|p| {
+        if let Some(p) = ivf {
+            let ivf = crate::ivf::Ivf::build(&table.detach().to_device(tch::Device::Cpu), p.lists, p.probe);
+            return ItemIndex { table_t, approx: Some(Approx::Ivf(ivf, p.target_recall)) };
+        }
+        let graph = if let IndexKind::Hnsw(p) = kind { Some(p) } else { None }.map(|p| {
             let rows = rows_of(table);
             let max_norm = rows.iter().map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt()).fold(0.0f32, f32::max);
             let lifted: Vec<Vec<f32>> = rows.iter().map(|r| lift(r, max_norm)).collect();
@@ -105,9 +137,9 @@ impl ItemIndex {
             let hnsw = Hnsw::new(p.m, n.max(1), layers, p.ef_construction, DistL2 {});
             let data: Vec<(&[f32], usize)> = lifted.iter().enumerate().map(|(i, v)| (v.as_slice(), i)).collect();
             hnsw.parallel_insert_slice(&data);
-            Graph { hnsw, max_norm, params: p, overflow: Vec::new() }
+            Approx::Hnsw(Graph { hnsw, max_norm, params: p, overflow: Vec::new() })
         });
-        ItemIndex { table_t, graph }
+        ItemIndex { table_t, approx: graph }
     }
 
     /// Items indexed.
@@ -120,9 +152,18 @@ impl ItemIndex {
         self.len() == 0
     }
 
-    /// Whether top-k is approximate (an HNSW graph).
+    /// Whether top-k is approximate (IVF or an HNSW graph).
     pub fn is_approximate(&self) -> bool {
-        self.graph.is_some()
+        self.approx.is_some()
+    }
+
+    /// What answers top-k, in words: "exact", "IVF, 2000 cells, probe 32" or "HNSW, M 12, ef 96".
+    pub fn describe(&self) -> String {
+        match &self.approx {
+            None => "exact".into(),
+            Some(Approx::Ivf(ivf, _)) => format!("IVF, {} cells, probe {}", ivf.cells(), ivf.probe),
+            Some(Approx::Hnsw(g)) => format!("HNSW, M {}, ef {}", g.params.m, g.params.ef_search),
+        }
     }
 
     /// Exact scores `[b, n]` of every item for `states` (`[b, d]`).
@@ -131,8 +172,8 @@ impl ItemIndex {
     }
 
     /// Sets rows `first..first + rows.size()[0]` to `rows` (`[m, d]`): rows past the end are appended, others
-    /// replaced. In the graph, a replaced item is inserted again (the stale node remains; exact re-ranking makes it
-    /// harmless).
+    /// replaced. IVF moves it to the cell of its nearest centre (centres stay where the build put them); in the graph,
+    /// a replaced item is inserted again (the stale node remains; exact re-ranking makes it harmless).
     pub fn set(&mut self, idx: &[usize], rows: &Tensor) {
         let rows = rows.detach().to_kind(Kind::Float);
         let mut append = Vec::new();
@@ -149,7 +190,12 @@ impl ItemIndex {
             let new = Tensor::stack(&append, 1); // [d, m]
             self.table_t = Tensor::cat(&[&self.table_t, &new], 1).contiguous();
         }
-        if let Some(g) = &mut self.graph {
+        if let Some(Approx::Ivf(ivf, _)) = &mut self.approx {
+            for (r, &i) in rows_of(&rows).iter().zip(idx) {
+                ivf.set(i, r);
+            }
+        }
+        if let Some(Approx::Hnsw(g)) = &mut self.approx {
             for (r, &i) in rows_of(&rows).iter().zip(idx) {
                 let norm = r.iter().map(|v| v * v).sum::<f32>().sqrt();
                 if norm > g.max_norm {
@@ -163,10 +209,13 @@ impl ItemIndex {
         }
     }
 
-    /// Candidates for one state (`[d]` values) from the graph: up to `n` item indices for which `allow` holds, best
-    /// first by the graph's distance (re-rank them with [`ItemIndex::scores`] rows). `None` for an exact index.
+    /// Candidates for one state (`[d]` values) from the approximate index: up to `n` item indices for which `allow`
+    /// holds, best first by the index's measure (re-rank them with [`ItemIndex::rerank`]). `None` for an exact index.
     pub fn candidates(&self, state: &[f32], n: usize, allow: &dyn Fn(usize) -> bool) -> Option<Vec<usize>> {
-        let g = self.graph.as_ref()?;
+        let g = match self.approx.as_ref()? {
+            Approx::Ivf(ivf, _) => return Some(ivf.search(state, n, allow)),
+            Approx::Hnsw(g) => g,
+        };
         // Scaled to the items' largest norm: argmax of the inner product is unchanged, and the query then sits among
         // the lifted items instead of far from all of them (where every item is at nearly the same distance and the
         // greedy graph search cannot tell them apart: recall@10 was 0.06 at 1M items with user states of norm ~8).
@@ -181,16 +230,19 @@ impl ItemIndex {
         Some(found.into_iter().map(|nb| nb.d_id).chain(extra).filter(|&i| i < self.len() && seen.insert(i)).collect())
     }
 
-    /// Top-`k` item indices for each row of `states` (`[b, d]`), through the graph when there is one (candidates
-    /// re-ranked exactly), else exactly.
+    /// Top-`k` item indices for each row of `states` (`[b, d]`), through the approximate index when there is one
+    /// (candidates re-ranked exactly), else exactly (64 states per matrix product, so that memory stays bounded).
     pub fn top_k(&self, states: &Tensor, k: usize) -> Vec<Vec<usize>> {
-        let b = states.size()[0];
-        if self.graph.is_none() {
+        if self.approx.is_none() {
             let kk = k.min(self.len()) as i64;
-            let (_, idx) = self.scores(states).topk(kk, -1, true, true);
-            return (0..b)
-                .map(|r| Vec::<i64>::try_from(idx.get(r)).unwrap_or_default().into_iter().map(|i| i as usize).collect())
-                .collect();
+            let mut out = Vec::new();
+            for chunk in states.split(64, 0) {
+                let (_, idx) = self.scores(&chunk).topk(kk, -1, true, true);
+                out.extend((0..chunk.size()[0]).map(|r| {
+                    Vec::<i64>::try_from(idx.get(r)).unwrap_or_default().into_iter().map(|i| i as usize).collect()
+                }));
+            }
+            return out;
         }
         let rows = rows_of(states);
         rows.iter()
@@ -219,15 +271,37 @@ impl ItemIndex {
     /// Recall@k of this index against exact top-k over `states` (`[b, d]`): the mean fraction of the exact top-k
     /// that it returns (1 for an exact index).
     pub fn recall_at_k(&self, states: &Tensor, k: usize) -> f64 {
-        let exact = ItemIndex { table_t: self.table_t.shallow_clone(), graph: None }.top_k(states, k);
+        let exact = ItemIndex { table_t: self.table_t.shallow_clone(), approx: None }.top_k(states, k);
+        self.recall_against(&exact, states, k)
+    }
+
+    fn recall_against(&self, exact: &[Vec<usize>], states: &Tensor, k: usize) -> f64 {
         let approx = self.top_k(states, k);
-        let b = exact.len().max(1);
         exact
             .iter()
             .zip(&approx)
             .map(|(e, a)| e.iter().filter(|i| a.contains(i)).count() as f64 / e.len().max(1) as f64)
             .sum::<f64>()
-            / b as f64
+            / exact.len().max(1) as f64
+    }
+
+    /// For IVF with a target recall: doubles the cells probed (from the configured number, up to all of them) until
+    /// recall@`k` over `states` (`[b, d]`, say known users' states) reaches the target. Returns the recall reached;
+    /// `None` when there is nothing to tune (exact, HNSW, no target, no states).
+    pub fn tune(&mut self, states: &Tensor, k: usize) -> Option<f64> {
+        let target = match &self.approx {
+            Some(Approx::Ivf(_, Some(t))) if states.size()[0] > 0 => *t,
+            _ => return None,
+        };
+        let exact = ItemIndex { table_t: self.table_t.shallow_clone(), approx: None }.top_k(states, k);
+        loop {
+            let recall = self.recall_against(&exact, states, k);
+            let Some(Approx::Ivf(ivf, _)) = &mut self.approx else { return Some(recall) };
+            if recall >= target || ivf.probe >= ivf.cells() {
+                return Some(recall);
+            }
+            ivf.probe = (ivf.probe * 2).min(ivf.cells());
+        }
     }
 }
 
@@ -254,6 +328,46 @@ mod tests {
             assert_eq!(row, &order[..5].to_vec());
         }
         assert!((idx.recall_at_k(&q, 10) - 1.0).abs() < 1e-12);
+    }
+
+    /// Items around centres, as trained embeddings cluster (what `bench-serve --items clustered` generates).
+    fn clustered(n: i64, d: i64, centres: i64) -> Tensor {
+        tch::manual_seed(5);
+        let c = Tensor::randn([centres, d], (Kind::Float, tch::Device::Cpu)) * 0.05;
+        let assign = Tensor::randint(centres, [n], (Kind::Int64, tch::Device::Cpu));
+        c.index_select(0, &assign) + Tensor::randn([n, d], (Kind::Float, tch::Device::Cpu)) * 0.02
+    }
+
+    #[test]
+    fn ivf_tunes_its_probe_to_the_target_recall_and_takes_new_items() {
+        let t = clustered(20_000, 16, 400);
+        let params = IvfParams { lists: 0, probe: 1, target_recall: Some(0.95) };
+        let mut idx = ItemIndex::build(&t, IndexKind::Ivf(params));
+        assert!(idx.is_approximate());
+        assert!(idx.describe().starts_with("IVF, 283 cells, probe 1"), "{}", idx.describe());
+        let tune_q = table(100, 16) * 8.0;
+        let q = table(300, 16).narrow(0, 100, 200) * 8.0; // other queries than the tuning ones
+        let before = idx.recall_at_k(&q, 10);
+        let tuned = idx.tune(&tune_q, 10).expect("an IVF index with a target is tuned");
+        assert!(tuned >= 0.95, "tuned recall {tuned}");
+        let after = idx.recall_at_k(&q, 10);
+        assert!(after >= 0.93 && after > before, "recall on other queries: {before} -> {after}");
+        assert!(!idx.describe().ends_with("probe 1"), "{}", idx.describe());
+        // A new item aligned with a query becomes its top result; replaced by its opposite, it leaves the top.
+        let q0 = q.get(0);
+        let new = (&q0 * 10.0).unsqueeze(0);
+        idx.set(&[20_000], &new);
+        assert_eq!(idx.len(), 20_001);
+        assert_eq!(idx.top_k(&q0.unsqueeze(0), 1)[0][0], 20_000);
+        idx.set(&[20_000], &(-new));
+        assert!(!idx.top_k(&q0.unsqueeze(0), 10)[0].contains(&20_000));
+        // Filters that leave few items still give k results: cells past the probe are scanned.
+        let v = Vec::<f32>::try_from(&q0).expect("state");
+        let only = idx.candidates(&v, 10, &|i| i % 1000 == 7).expect("approximate");
+        assert_eq!(only.len(), 10);
+        assert!(only.iter().all(|i| i % 1000 == 7));
+        // An exact index has nothing to tune.
+        assert_eq!(ItemIndex::build(&t, IndexKind::Exact).tune(&tune_q, 10), None);
     }
 
     #[test]

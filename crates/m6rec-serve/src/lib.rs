@@ -34,6 +34,7 @@ mod engine;
 mod error;
 mod http;
 pub mod index;
+mod ivf;
 pub mod journal;
 mod metrics;
 mod model;
@@ -145,6 +146,7 @@ impl Service {
         if n > 0 {
             eprintln!("state {}: replayed {applied} of {n} journal records", cfg.state_dir.display());
         }
+        engine.tune_index();
         let (tx, rx) = crossbeam_channel::bounded(cfg.limits.queue);
         let thread = std::thread::Builder::new()
             .name("m6rec-model".into())
@@ -218,6 +220,11 @@ impl Service {
     /// Recall@`k` of the served top-k index against exact ranking, over the states of up to `users` known users
     /// (1.0 for the exact index): what an approximate index gives up.
     pub async fn index_recall(&self, users: usize, k: usize) -> std::result::Result<f64, ApiError> {
+        Ok(self.index_report(users, k).await?.0)
+    }
+
+    /// [`Service::index_recall`] and what the index is, in words ("exact", "IVF, 2000 cells, probe 32", ...).
+    pub async fn index_report(&self, users: usize, k: usize) -> std::result::Result<(f64, String), ApiError> {
         self.ask(|reply| Job::Recall(users, k, reply)).await
     }
 
