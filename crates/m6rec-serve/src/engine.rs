@@ -417,8 +417,13 @@ impl Engine {
         match states {
             Ok(states) => {
                 if let Some(recall) = self.model.index.tune(&states.to_device(tch::Device::Cpu), 10) {
+                    let why = if self.model.index.is_approximate() {
+                        String::new()
+                    } else {
+                        " (IVF needed more than a third of its cells to reach its target recall)".to_string()
+                    };
                     eprintln!(
-                        "top-k index: {}; recall@10 {recall:.3} over {} known users' states",
+                        "top-k index: {}{why}; recall@10 {recall:.3} over {} known users' states",
                         self.model.index.describe(),
                         hist.len()
                     );
