@@ -11,7 +11,7 @@
 //! recall@10 of the index against exact ranking is measured over 500 users' states.
 //!
 //! Usage: bench-serve [--sizes 10000,100000,1000000] [--rate 200] [--seconds 30] [--connections 10]
-//!        [--users 5000] [--mode user|history] [--index exact|ivf|hnsw|auto] [--ivf-lists 0] [--ivf-probe 16]
+//!        [--users 5000] [--mode user|history] [--index exact|ivf|hnsw|auto] [--ivf-lists 0] [--ivf-probe 8]
 //!        [--ivf-recall 0.97] [--ef-search 96] [--hnsw-m 12] [--ef-construction 48] [--items clustered|random]
 //!        [--threads 1]
 //!        [--json PATH]
@@ -143,7 +143,7 @@ fn main() -> Result<()> {
     let ivf_recall: f64 = arg(&args, "--ivf-recall", 0.97);
     let ivf = m6rec_serve::index::IvfParams {
         lists: arg(&args, "--ivf-lists", 0),
-        probe: arg(&args, "--ivf-probe", 16),
+        probe: arg(&args, "--ivf-probe", 8),
         target_recall: (ivf_recall > 0.0).then_some(ivf_recall),
     };
     let index = match index_arg.as_str() {

@@ -42,11 +42,11 @@ pub struct ServeArgs {
     /// Catalog size from which `--index auto` uses IVF.
     #[arg(long, default_value_t = 200_000)]
     ivf_min_items: usize,
-    /// IVF cells (0: 2·√items).
+    /// IVF cells (0: 4·√items).
     #[arg(long, default_value_t = 0)]
     ivf_lists: usize,
     /// IVF cells scanned per query, before tuning.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 8)]
     ivf_probe: usize,
     /// Recall@10 against exact top-k, over known users' states, that the IVF probe is raised to reach at start-up
     /// and on reload (0: no tuning, keep --ivf-probe).

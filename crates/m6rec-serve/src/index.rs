@@ -42,9 +42,10 @@ impl Default for IndexKind {
 /// IVF parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct IvfParams {
-    /// Cells (k-means centres); 0 picks `2·√n`, at least 1.
+    /// Cells (k-means centres); 0 picks `4·√n`, at least 1. More cells than the catalog has natural clusters matter
+    /// most: at 1M generated items around 2,000 centres, 0.97 took 297 of 1,000 cells, 138 of 2,000, 11 of 4,000.
     pub lists: usize,
-    /// Cells scanned per query (more when filters leave fewer than the results asked). Default 16.
+    /// Cells scanned per query (more when filters leave fewer than the results asked). Default 8.
     pub probe: usize,
     /// Recall@10 against exact top-k that [`ItemIndex::tune`] (run by the service at start-up and on reload, over
     /// known users' states) raises `probe` to reach; `None` keeps `probe`. Default 0.97.
@@ -53,7 +54,7 @@ pub struct IvfParams {
 
 impl Default for IvfParams {
     fn default() -> Self {
-        IvfParams { lists: 0, probe: 16, target_recall: Some(0.97) }
+        IvfParams { lists: 0, probe: 8, target_recall: Some(0.97) }
     }
 }
 
@@ -369,7 +370,7 @@ mod tests {
         let params = IvfParams { lists: 0, probe: 1, target_recall: Some(0.95) };
         let mut idx = ItemIndex::build(&t, IndexKind::Ivf(params));
         assert!(idx.is_approximate());
-        assert!(idx.describe().starts_with("IVF, 283 cells, probe 1"), "{}", idx.describe());
+        assert!(idx.describe().starts_with("IVF, 566 cells, probe 1"), "{}", idx.describe());
         let tune_q = table(100, 16) * 8.0;
         let q = table(300, 16).narrow(0, 100, 200) * 8.0; // other queries than the tuning ones
         let before = idx.recall_at_k(&q, 10);

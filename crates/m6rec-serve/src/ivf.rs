@@ -7,9 +7,9 @@ use rand::{Rng, SeedableRng};
 use tch::{Kind, Tensor};
 
 /// Lloyd iterations on the training sample.
-const ITERATIONS: usize = 12;
+const ITERATIONS: usize = 8;
 /// Training rows per cell (the rest are only assigned).
-const SAMPLE_PER_CELL: i64 = 64;
+const SAMPLE_PER_CELL: i64 = 32;
 /// Rows scored per matrix product while assigning (bounds the `[chunk, cells]` scores).
 const CHUNK: i64 = 8192;
 
@@ -114,14 +114,15 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// Index of the nearest centre (L2) of each row of `x` (`[n, d]`).
 fn assign(x: &Tensor, centres: &Tensor) -> Vec<i64> {
-    let half = (centres * centres).sum_dim_intlist(1, false, Kind::Float) / 2.0;
+    let neg_half = (centres * centres).sum_dim_intlist(1, false, Kind::Float) / -2.0;
     let ct = centres.transpose(0, 1).contiguous();
     let n = x.size()[0];
     let mut out = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
     let mut start = 0;
     while start < n {
         let len = CHUNK.min(n - start);
-        let best = (x.narrow(0, start, len).mm(&ct) - &half).argmax(1, false);
+        // `x·c - |c|²/2` in one product (the bias added by the BLAS call, not as a second pass).
+        let best = neg_half.addmm(&x.narrow(0, start, len), &ct).argmax(1, false);
         out.extend(Vec::<i64>::try_from(best).unwrap_or_default());
         start += len;
     }
@@ -156,8 +157,9 @@ fn seed_centres(x: &[f32], d: usize, k: usize, rng: &mut impl Rng) -> Vec<f32> {
     centres
 }
 
-/// k-means centres (`[cells, d]`) of the rows of `x`, trained on a seeded sample of at most 64 rows per cell and
-/// seeded by k-means++ on at most 8 of them per cell; a cell left empty keeps its previous centre.
+/// k-means centres (`[cells, d]`) of the rows of `x`, trained on a seeded sample of at most 32 rows per cell and
+/// seeded by k-means++ on at most 4 of them per cell; a cell left empty keeps its previous centre. (At 1M items and
+/// 4,000 cells on one thread: seeding 4 s, 8 iterations 27 s, assigning every item 25 s.)
 fn kmeans(x: &Tensor, cells: i64, seed: u64) -> Tensor {
     let n = x.size()[0];
     let d = x.size()[1];
@@ -171,7 +173,7 @@ fn kmeans(x: &Tensor, cells: i64, seed: u64) -> Tensor {
     }
     order.truncate(usize::try_from(m).unwrap_or(0));
     let sample = x.index_select(0, &Tensor::from_slice(&order));
-    let seeding = sample.narrow(0, 0, m.min(cells * 8)).contiguous();
+    let seeding = sample.narrow(0, 0, m.min(cells * 4)).contiguous();
     let flat = Vec::<f32>::try_from(seeding.view([-1])).unwrap_or_default();
     let du = usize::try_from(d).unwrap_or(1);
     let init = seed_centres(&flat, du, usize::try_from(cells).unwrap_or(1), &mut rng);
@@ -188,12 +190,12 @@ fn kmeans(x: &Tensor, cells: i64, seed: u64) -> Tensor {
 }
 
 impl Ivf {
-    /// Splits the rows of `table` (`[n, d]`, float, CPU) into `cells` cells (0: `2·√n`).
+    /// Splits the rows of `table` (`[n, d]`, float, CPU) into `cells` cells (0: `4·√n`).
     pub(crate) fn build(table: &Tensor, cells: usize, probe: usize) -> Ivf {
         tch::no_grad(|| {
             let x = table.to_kind(Kind::Float).contiguous();
             let (n, d) = x.size2().unwrap_or((0, 0));
-            let want = if cells == 0 { (2.0 * (n as f64).sqrt()).round() as i64 } else { cells as i64 };
+            let want = if cells == 0 { (4.0 * (n as f64).sqrt()).round() as i64 } else { cells as i64 };
             let k = want.clamp(1, n.max(1));
             let du = usize::try_from(d).unwrap_or(0);
             let mut ivf = Ivf {

@@ -535,7 +535,7 @@ fn the_hnsw_index_serves_the_same_api_with_filters_and_new_items() {
 
 #[test]
 fn the_ivf_index_is_tuned_at_start_and_serves_the_same_api_with_filters_and_new_items() {
-    // Probing one cell of 38 at first: the service raises the probe until known users' states reach 0.95.
+    // Probing one cell of 76 at first: the service raises the probe until known users' states reach 0.95.
     let params = m6rec_serve::index::IvfParams { lists: 0, probe: 1, target_recall: Some(0.95) };
     an_approximate_index_serves_the_same_api(m6rec_serve::index::IndexKind::Ivf(params), 0.93);
 }
