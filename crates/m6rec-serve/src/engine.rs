@@ -40,7 +40,8 @@ pub enum Job {
     Events(EventsRequest, Reply<EventsResponse>),
     /// `POST /v1/items`.
     Items(Vec<NewItem>, Reply<ItemsResponse>),
-    /// Recall@k of the top-k index against exact ranking, over the states of the first `n` known users, and the
+    /// Recall@k of the top-k index against exact ranking, over the states of up to `n` known users (every second by
+    /// id, the half the tuning does not use), and the
     /// index in words.
     Recall(usize, usize, Reply<(f64, String)>),
     /// Swap in a new model (loaded on another thread; the items added while serving are embedded with it here).
@@ -389,21 +390,18 @@ impl Engine {
         Ok(ItemsResponse { added, updated, catalog_size: self.catalog.ids.len() })
     }
 
+    /// Known users with a history, every second one by id from `first` (0 or 1), at most `n`: [`Engine::recall`]
+    /// measures on one half, [`Engine::tune_index`] tunes on the other.
+    fn half_of_users(&self, first: usize, n: usize) -> Vec<&[u32]> {
+        let mut users: Vec<(&String, &User)> = self.users.iter().filter(|(_, u)| !u.history.is_empty()).collect();
+        users.sort_by(|a, b| a.0.cmp(b.0));
+        users.into_iter().skip(first).step_by(2).take(n).map(|(_, u)| u.history.as_slice()).collect()
+    }
+
     /// Tunes an approximate index that has a target recall ([`crate::index::ItemIndex::tune`]) on the states of up to
-    /// 500 known users (every second one by id, so that [`Engine::recall`]'s first users are not all reused), and
-    /// says on stderr what it chose.
+    /// 500 known users (the half [`Engine::recall`] does not measure on), and says on stderr what it chose.
     pub fn tune_index(&mut self) {
-        let mut ids: Vec<&String> =
-            self.users.iter().filter(|(_, u)| !u.history.is_empty()).map(|(id, _)| id).collect();
-        ids.sort();
-        let hist: Vec<&[u32]> = ids
-            .iter()
-            .skip(1)
-            .step_by(2)
-            .take(500)
-            .filter_map(|id| self.users.get(*id))
-            .map(|u| u.history.as_slice())
-            .collect();
+        let hist = self.half_of_users(1, 500);
         if hist.is_empty() || !self.model.index.is_approximate() {
             return;
         }
@@ -434,8 +432,7 @@ impl Engine {
     }
 
     fn recall(&self, n: usize, k: usize) -> Result<f64, ApiError> {
-        let hist: Vec<&[u32]> =
-            self.users.values().map(|u| u.history.as_slice()).filter(|h| !h.is_empty()).take(n.max(1)).collect();
+        let hist = self.half_of_users(0, n.max(1));
         if hist.is_empty() {
             return Err(ApiError::invalid("no_users", "no user has a history to measure recall with"));
         }
