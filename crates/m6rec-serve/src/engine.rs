@@ -402,7 +402,8 @@ impl Engine {
     /// 500 known users (the half [`Engine::recall`] does not measure on), and says on stderr what it chose.
     pub fn tune_index(&mut self) {
         let hist = self.half_of_users(1, 500);
-        if hist.is_empty() || !self.model.index.is_approximate() {
+        let users = hist.len();
+        if users == 0 || !self.model.index.is_approximate() {
             return;
         }
         let states = m6rec_data::SeqBatch::for_prediction(&hist, self.model.max_len(), self.model.rows())
@@ -421,9 +422,8 @@ impl Engine {
                         " (IVF needed more than a third of its cells to reach its target recall)".to_string()
                     };
                     eprintln!(
-                        "top-k index: {}{why}; recall@10 {recall:.3} over {} known users' states",
+                        "top-k index: {}{why}; recall@10 {recall:.3} over {users} known users' states",
                         self.model.index.describe(),
-                        hist.len()
                     );
                 }
             }
