@@ -390,49 +390,16 @@ impl Engine {
         Ok(ItemsResponse { added, updated, catalog_size: self.catalog.ids.len() })
     }
 
-    /// Known users with a history, every second one by id from `first` (0 or 1), at most `n`: [`Engine::recall`]
-    /// measures on one half, [`Engine::tune_index`] tunes on the other.
-    fn half_of_users(&self, first: usize, n: usize) -> Vec<&[u32]> {
+    /// Known users with a history, every second one by id from the first, at most `n`: the half that
+    /// [`Model::load`] does not tune the index on.
+    fn half_of_users(&self, n: usize) -> Vec<&[u32]> {
         let mut users: Vec<(&String, &User)> = self.users.iter().filter(|(_, u)| !u.history.is_empty()).collect();
         users.sort_by(|a, b| a.0.cmp(b.0));
-        users.into_iter().skip(first).step_by(2).take(n).map(|(_, u)| u.history.as_slice()).collect()
-    }
-
-    /// Tunes an approximate index that has a target recall ([`crate::index::ItemIndex::tune`]) on the states of up to
-    /// 500 known users (the half [`Engine::recall`] does not measure on), and says on stderr what it chose.
-    pub fn tune_index(&mut self) {
-        let hist = self.half_of_users(1, 500);
-        let users = hist.len();
-        if users == 0 || !self.model.index.is_approximate() {
-            return;
-        }
-        let states = m6rec_data::SeqBatch::for_prediction(&hist, self.model.max_len(), self.model.rows())
-            .map_err(|e| e.to_string())
-            .and_then(|batch| {
-                let device = self.model.loaded.vs.device();
-                tch::no_grad(|| self.model.loaded.model.user_state_with(&batch, &self.model.table, device))
-                    .map_err(|e| e.to_string())
-            });
-        match states {
-            Ok(states) => {
-                if let Some(recall) = self.model.index.tune(&states.to_device(tch::Device::Cpu), 10) {
-                    let why = if self.model.index.is_approximate() {
-                        String::new()
-                    } else {
-                        " (IVF needed more than a third of its cells to reach its target recall)".to_string()
-                    };
-                    eprintln!(
-                        "top-k index: {}{why}; recall@10 {recall:.3} over {users} known users' states",
-                        self.model.index.describe(),
-                    );
-                }
-            }
-            Err(e) => eprintln!("top-k index: not tuned ({e}); {}", self.model.index.describe()),
-        }
+        users.into_iter().step_by(2).take(n).map(|(_, u)| u.history.as_slice()).collect()
     }
 
     fn recall(&self, n: usize, k: usize) -> Result<f64, ApiError> {
-        let hist = self.half_of_users(0, n.max(1));
+        let hist = self.half_of_users(n.max(1));
         if hist.is_empty() {
             return Err(ApiError::invalid("no_users", "no user has a history to measure recall with"));
         }
@@ -493,7 +460,6 @@ impl Engine {
             let touched: Vec<usize> =
                 self.added.iter().filter_map(|(s, _)| self.catalog.index.get(&s.id).map(|&i| i as usize)).collect();
             self.reindex(touched);
-            self.tune_index();
             Ok(())
         })();
         if let Err(e) = rebuilt {

@@ -146,7 +146,6 @@ impl Service {
         if n > 0 {
             eprintln!("state {}: replayed {applied} of {n} journal records", cfg.state_dir.display());
         }
-        engine.tune_index();
         let (tx, rx) = crossbeam_channel::bounded(cfg.limits.queue);
         let thread = std::thread::Builder::new()
             .name("m6rec-model".into())

@@ -82,6 +82,7 @@ impl Model {
             features: None,
             cache: HashMap::new(),
         };
+        model.tune_index(&ds);
         let run = &model.loaded.config.run;
         if run.item_tower.is_none() {
             return Ok((model, ds));
@@ -111,6 +112,48 @@ impl Model {
             }
         }
         Ok((model, ds))
+    }
+
+    /// Tunes an approximate index that has a target recall ([`crate::index::ItemIndex::tune`]) on the states of up to
+    /// 500 of the dataset's users (every second one by id from the second: the half that `Service::index_recall` does
+    /// not measure on), here on the loading thread so that a reload does not stall the model thread; says on stderr
+    /// what it chose.
+    fn tune_index(&mut self, ds: &m6rec_data::Dataset) {
+        if !self.index.is_approximate() {
+            return;
+        }
+        let split = m6rec_data::Split::leave_one_out(&ds.interactions, ds.n_users());
+        let mut users: Vec<(&String, &[u32])> =
+            ds.users.iter().enumerate().map(|(u, id)| (id, split.sequence(u))).filter(|(_, h)| !h.is_empty()).collect();
+        users.sort_by(|a, b| a.0.cmp(b.0));
+        let hist: Vec<&[u32]> = users.into_iter().skip(1).step_by(2).take(500).map(|(_, h)| h).collect();
+        if hist.is_empty() {
+            return;
+        }
+        let device = self.loaded.vs.device();
+        let states = m6rec_data::SeqBatch::for_prediction(&hist, self.max_len(), self.rows())
+            .map_err(|e| e.to_string())
+            .and_then(|batch| {
+                tch::no_grad(|| self.loaded.model.user_state_with(&batch, &self.table, device))
+                    .map_err(|e| e.to_string())
+            });
+        match states {
+            Ok(states) => {
+                if let Some(recall) = self.index.tune(&states.to_device(Device::Cpu), 10) {
+                    let why = if self.index.is_approximate() {
+                        ""
+                    } else {
+                        " (IVF needed more than a third of its cells to reach its target recall)"
+                    };
+                    eprintln!(
+                        "top-k index: {}{why}; recall@10 {recall:.3} over {} users' states",
+                        self.index.describe(),
+                        hist.len()
+                    );
+                }
+            }
+            Err(e) => eprintln!("top-k index: not tuned ({e}); {}", self.index.describe()),
+        }
     }
 
     /// Longest history the model reads.
