@@ -41,8 +41,7 @@ pub enum Job {
     /// `POST /v1/items`.
     Items(Vec<NewItem>, Reply<ItemsResponse>),
     /// Recall@k of the top-k index against exact ranking, over the states of up to `n` known users (every second by
-    /// id, the half the tuning does not use), and the
-    /// index in words.
+    /// id, the half the tuning does not use), and the index in words.
     Recall(usize, usize, Reply<(f64, String)>),
     /// Swap in a new model (loaded on another thread; the items added while serving are embedded with it here).
     Swap(Box<Model>, Reply<ReloadResponse>),
