@@ -121,26 +121,26 @@ impl ItemIndex {
     pub fn build(table: &Tensor, kind: IndexKind) -> ItemIndex {
         let table_t = tch::no_grad(|| table.detach().transpose(0, 1).contiguous());
         let n = usize::try_from(table.size()[0]).unwrap_or(0);
-        let ivf = match kind {
-            IndexKind::Ivf(p) => Some(p),
-            IndexKind::Auto { min_items, params } => (n >= min_items).then_some(params),
-            IndexKind::Exact | IndexKind::Hnsw(_) => None,
-        };
-        if let Some(p) = ivf {
+        let ivf = |p: IvfParams| {
             let ivf = crate::ivf::Ivf::build(&table.detach().to_device(tch::Device::Cpu), p.lists, p.probe);
-            return ItemIndex { table_t, approx: Some(Approx::Ivf(ivf, p.target_recall)) };
-        }
-        let graph = if let IndexKind::Hnsw(p) = kind { Some(p) } else { None }.map(|p| {
-            let rows = rows_of(table);
-            let max_norm = rows.iter().map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt()).fold(0.0f32, f32::max);
-            let lifted: Vec<Vec<f32>> = rows.iter().map(|r| lift(r, max_norm)).collect();
-            let layers = 16.min(((n.max(2)) as f32).ln().ceil() as usize);
-            let hnsw = Hnsw::new(p.m, n.max(1), layers, p.ef_construction, DistL2 {});
-            let data: Vec<(&[f32], usize)> = lifted.iter().enumerate().map(|(i, v)| (v.as_slice(), i)).collect();
-            hnsw.parallel_insert_slice(&data);
-            Approx::Hnsw(Graph { hnsw, max_norm, params: p, overflow: Vec::new() })
-        });
-        ItemIndex { table_t, approx: graph }
+            Approx::Ivf(ivf, p.target_recall)
+        };
+        let approx = match kind {
+            IndexKind::Exact => None,
+            IndexKind::Ivf(p) => Some(ivf(p)),
+            IndexKind::Auto { min_items, params } => (n >= min_items).then(|| ivf(params)),
+            IndexKind::Hnsw(p) => {
+                let rows = rows_of(table);
+                let max_norm = rows.iter().map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt()).fold(0.0f32, f32::max);
+                let lifted: Vec<Vec<f32>> = rows.iter().map(|r| lift(r, max_norm)).collect();
+                let layers = 16.min(((n.max(2)) as f32).ln().ceil() as usize);
+                let hnsw = Hnsw::new(p.m, n.max(1), layers, p.ef_construction, DistL2 {});
+                let data: Vec<(&[f32], usize)> = lifted.iter().enumerate().map(|(i, v)| (v.as_slice(), i)).collect();
+                hnsw.parallel_insert_slice(&data);
+                Some(Approx::Hnsw(Graph { hnsw, max_norm, params: p, overflow: Vec::new() }))
+            }
+        };
+        ItemIndex { table_t, approx }
     }
 
     /// Items indexed.

@@ -31,8 +31,11 @@ fn quantize(row: &[f32]) -> (f32, impl Iterator<Item = i8> + '_) {
     (scale, row.iter().map(move |v| (v * inv).round().clamp(-127.0, 127.0) as i8))
 }
 
-/// `q · codes`, in eight lanes the compiler vectorises.
-fn dot_codes(q: &[f32], x: &[i8]) -> f32 {
+/// `q · x` for `f32` rows or 8-bit codes, in eight lanes the compiler vectorises.
+fn dot<T: Copy>(q: &[f32], x: &[T]) -> f32
+where
+    f32: From<T>,
+{
     let mut acc = [0f32; 8];
     let (cq, cx) = (q.chunks_exact(8), x.chunks_exact(8));
     let tail: f32 = cq.remainder().iter().zip(cx.remainder()).map(|(a, &b)| a * f32::from(b)).sum();
@@ -97,19 +100,6 @@ pub(crate) struct Ivf {
     /// Item → (cell, position in it); `u32::MAX` cell for items not indexed.
     place: Vec<(u32, u32)>,
     pub(crate) probe: usize,
-}
-
-/// Inner product, in eight lanes the compiler vectorises.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// Index of the nearest centre (L2) of each row of `x` (`[n, d]`).
@@ -293,7 +283,7 @@ impl Ivf {
             }
             let c = &self.cells[cell];
             for ((&id, &scale), codes) in c.ids.iter().zip(&c.scale).zip(c.codes.chunks_exact(self.d.max(1))) {
-                let s = scale * dot_codes(q, codes);
+                let s = scale * dot(q, codes);
                 if best.wants(s) && allow(id as usize) {
                     best.push(s, id);
                 }
