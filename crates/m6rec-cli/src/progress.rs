@@ -47,8 +47,15 @@ impl Observer for TrainProgress {
     fn epoch_end(&mut self, r: &EpochRecord, s: &TrainState) {
         let valid = r.valid_ndcg10.map(|v| format!(" valid NDCG@10 {v:.4}")).unwrap_or_default();
         let line = format!(
-            "epoch {:>3}  loss {:.4}{valid}  best {:.4} @ {}  {:.0} seq/s  {:.0}s",
-            r.epoch, r.loss, s.best_ndcg10, s.best_epoch, r.seqs_per_sec, r.elapsed
+            "epoch {:>3}  loss {:.4}{valid}  best {:.4} @ {}  {:.0} seq/s  {:.0} tok/s  padding {:.0}%  {:.0}s",
+            r.epoch,
+            r.loss,
+            s.best_ndcg10,
+            s.best_epoch,
+            r.seqs_per_sec,
+            r.tokens_per_sec,
+            r.padding * 100.0,
+            r.elapsed
         );
         if self.bar.is_hidden() {
             // Not a terminal (a log file, CI): print plain lines instead of a bar.

@@ -253,6 +253,15 @@ impl SeqRec {
         targets: &Tensor,
         own: Option<(Tensor, Tensor)>,
     ) -> Tensor {
+        // Only positions that carry a target reach the item product: padding (and any other IGNORE row) is dropped
+        // first, so the cost follows the real tokens. The mean over the kept rows is the padded loss exactly.
+        let keep = targets.ne(IGNORE).nonzero().squeeze_dim(1);
+        if keep.size()[0] == 0 {
+            return hidden.sum(Kind::Float) * 0.0;
+        }
+        let hidden = &hidden.index_select(0, &keep);
+        let targets = &targets.index_select(0, &keep);
+        let own = own.map(|(col, delta)| (col.index_select(0, &keep), delta.index_select(0, &keep)));
         match self.cfg.loss {
             LossConfig::FullSoftmax => match own {
                 Some((col, delta)) => {
@@ -424,6 +433,60 @@ mod tests {
         let train = SeqBatch::for_training(&[&[0, 1, 2, 3]], 8, 6).unwrap();
         m.loss_with(&train, &table, Device::Cpu, Mode::Train).unwrap().backward();
         assert!(table.grad().narrow(1, 16, 5).abs().sum(Kind::Float).double_value(&[]) > 0.0);
+    }
+
+    /// The padded computation the gathered objective replaces: every position (padding included) times the whole
+    /// table, the self-match term added, padding ignored by the cross-entropy.
+    fn padded_loss(m: &SeqRec, batch: &SeqBatch, table: &Tensor) -> Tensor {
+        let tokens = batch.tokens_tensor(Device::Cpu).unwrap();
+        let targets = batch.targets_tensor(Device::Cpu).unwrap().view([-1]);
+        let hidden = m.states_with(&tokens, table, Mode::Eval);
+        let width = hidden.size()[2];
+        let own = m.self_match(&tokens, &hidden);
+        let hidden = hidden.view([-1, width]);
+        match m.cfg.loss {
+            LossConfig::FullSoftmax => {
+                let mut logits = hidden.matmul(&table.transpose(0, 1));
+                if let Some((col, delta)) = own {
+                    logits = logits.scatter_add(1, &col.unsqueeze(1), &delta.unsqueeze(1));
+                }
+                logits.cross_entropy_loss::<Tensor>(&targets, None, tch::Reduction::Mean, IGNORE, 0.0)
+            }
+            LossConfig::SampledSoftmax { n_uniform, in_batch } => {
+                loss::sampled_softmax(&hidden, table, &targets, n_uniform, in_batch)
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// Gathering the target positions before the item product changes no loss value, for full and sampled
+        /// softmax, with and without similarity columns, whatever the padding.
+        #[test]
+        fn gathering_targets_changes_no_loss(
+            seqs in proptest::collection::vec(proptest::collection::vec(0u32..12, 2..9), 1..6),
+            sampled in proptest::bool::ANY,
+            extra in 0i64..3,
+            seed in 0u64..1000,
+        ) {
+            m6rec_tensor::seed(seed);
+            let loss = if sampled {
+                LossConfig::SampledSoftmax { n_uniform: 5, in_batch: true }
+            } else {
+                LossConfig::FullSoftmax
+            };
+            let vs = nn::VarStore::new(Device::Cpu);
+            let cfg = SeqRecConfig { d_model: 8, n_heads: 2, n_layers: 1, max_len: 8, dropout: 0.0, loss, ..Default::default() };
+            let m = SeqRec::init(&(vs.root() / "model"), &cfg, 12).unwrap();
+            let table = Tensor::randn([12, 8 + extra], (Kind::Float, Device::Cpu));
+            let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
+            let batch = SeqBatch::for_training(&refs, 8, 12).unwrap();
+            m6rec_tensor::seed(seed + 1);
+            let want = padded_loss(&m, &batch, &table).double_value(&[]);
+            m6rec_tensor::seed(seed + 1);
+            let got = m.loss_with(&batch, &table, Device::Cpu, Mode::Eval).unwrap().double_value(&[]);
+            proptest::prop_assert!((want - got).abs() <= 1e-5 * want.abs().max(1.0), "padded {} vs gathered {}", want, got);
+        }
     }
 
     #[test]

@@ -35,9 +35,18 @@ pub struct RunConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
-    /// Sequences per step. Default 128.
+    /// Sequences per step. Default 128. Ignored when `batch_tokens` is set.
     #[serde(default = "d::batch_size")]
     pub batch_size: usize,
+    /// Positions per step (rows × the batch's padded length) instead of a fixed count of rows: a batch of short
+    /// sequences then holds more of them, and every step does about the same work. 0 (the default) uses
+    /// `batch_size`.
+    #[serde(default, skip_serializing_if = "is_zero_usize")]
+    pub batch_tokens: usize,
+    /// Batch rows of similar length together: the shuffled rows are sorted by length within pools of 100 batches, cut
+    /// into batches, and the batches shuffled, so padding stays a small part of the positions computed. Default true.
+    #[serde(default = "d::yes")]
+    pub buckets: bool,
     /// Maximum epochs. Default 200.
     #[serde(default = "d::epochs")]
     pub epochs: usize,
@@ -59,7 +68,8 @@ pub struct TrainConfig {
     /// Whether validation (for early stopping) excludes items already in the history. Default false.
     #[serde(default)]
     pub filter_history: bool,
-    /// Stop after this many seconds of training (0 = no limit). Default 0.
+    /// Stop after this many seconds of training (0 = no limit), checked after every optimizer step: the epoch in
+    /// progress ends there, is validated and checkpointed. Default 0.
     #[serde(default)]
     pub max_seconds: f64,
     /// Train on every window of each long sequence, not only its most recent `max_len` items. Default true.
@@ -76,6 +86,10 @@ pub struct TrainConfig {
 
 fn is_zero(x: &f64) -> bool {
     *x == 0.0
+}
+
+fn is_zero_usize(x: &usize) -> bool {
+    *x == 0
 }
 
 mod d {
@@ -112,6 +126,8 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             batch_size: d::batch_size(),
+            batch_tokens: 0,
+            buckets: true,
             epochs: d::epochs(),
             patience: d::patience(),
             eval_every: d::one(),
@@ -182,6 +198,12 @@ impl RunConfig {
         let t = &self.train;
         if t.batch_size == 0 || t.eval_batch_size == 0 || t.eval_every == 0 {
             return bad("train.batch_size, train.eval_batch_size and train.eval_every must be at least 1".into());
+        }
+        if t.batch_tokens > 0 && i64::try_from(t.batch_tokens).is_ok_and(|b| b < self.model.max_len) {
+            return bad(format!(
+                "train.batch_tokens is {}, less than one full row (model.max_len = {}); use at least max_len",
+                t.batch_tokens, self.model.max_len
+            ));
         }
         if let Some(Err(e)) = self.content.as_ref().map(|c| c.validate()) {
             return bad(e);

@@ -64,6 +64,9 @@ pub fn evaluate(scorer: &dyn Scorer, split: &Split, stage: Stage, opts: EvalOpti
             other => format!("no {stage:?} target is a {other:?} item"),
         }));
     }
+    // Users with histories of similar length share a batch, so the sequence model computes little padding.
+    let mut targets = targets;
+    targets.sort_by_key(|t| t.history.len());
     let mut acc = RankAccumulator::default();
     for chunk in targets.chunks(opts.batch_size.max(1)) {
         let histories: Vec<&[u32]> = chunk.iter().map(|t| t.history).collect();

@@ -40,6 +40,12 @@ pub struct EpochRecord {
     pub valid_hr10: Option<f64>,
     /// Training sequences per second this epoch.
     pub seqs_per_sec: f64,
+    /// Real tokens (positions that carry a target) trained on per second this epoch.
+    #[serde(default)]
+    pub tokens_per_sec: f64,
+    /// Share of the positions computed this epoch that were padding.
+    #[serde(default)]
+    pub padding: f64,
     /// Seconds since the run started (over all resumes).
     pub elapsed: f64,
 }
@@ -367,7 +373,8 @@ impl Trainer {
             let idx: Vec<i64> = (0..n_items as u32).filter(|&i| !split.is_cold(i)).map(i64::from).collect();
             Tensor::from_slice(&idx).to_device(self.device)
         });
-        let n_batches = spans.len().div_ceil(t.batch_size);
+        // The schedule's length: epoch 1's batch count (with a token budget, later epochs differ by a few batches).
+        let n_batches = epoch_batches(&spans, &seqs, &self.item_weight, &t, max_len, 1).len();
         let accumulate = self.cfg.optim.accumulate.max(1);
         let steps_per_epoch = n_batches.div_ceil(accumulate) as u64;
         let total_steps = t.epochs as u64 * steps_per_epoch;
@@ -383,13 +390,12 @@ impl Trainer {
             let epoch = self.state.epoch + 1;
             // Dropout masks and sampled negatives differ between ranks (rank 0 draws what a single process would).
             m6rec_tensor::seed(t.seed.wrapping_add(epoch as u64).wrapping_add(rank as u64 * 1_000_003));
-            let mut rng = ChaCha8Rng::seed_from_u64(t.seed.wrapping_add(epoch as u64));
-            let mut order = weighted_spans(&spans, &seqs, &self.item_weight, &mut rng);
-            order.shuffle(&mut rng);
-            // Every rank shuffles the same way and takes its shard of each global batch, with the batch's number of
-            // targets (to weight its share of the loss).
-            let jobs: Vec<(Vec<Span>, usize)> = order
-                .chunks(t.batch_size)
+            let planned = epoch_batches(&spans, &seqs, &self.item_weight, &t, max_len, epoch);
+            let n_batches = planned.len();
+            // Every rank plans the same batches and takes its shard of each, with the batch's number of targets (to
+            // weight its share of the loss).
+            let jobs: Vec<(Vec<Span>, usize)> = planned
+                .iter()
                 .map(|c| (parallel::shard(c, rank, world), c.iter().map(|s| (s.end - s.start - 1).min(max_len)).sum()))
                 .collect();
             let seqs_ref = Arc::clone(&seqs);
@@ -403,6 +409,9 @@ impl Trainer {
             obs.epoch_start(epoch, n_batches);
             let epoch_start = Instant::now();
             let (mut loss_sum, mut n_seen, mut n_steps) = (0.0, 0usize, 0usize);
+            let (mut n_real, mut n_computed) = (0usize, 0usize);
+            // Set when the time cap ends this epoch early: the batches done, of how many.
+            let mut cut: Option<(usize, usize)> = None;
             for (i, item) in batches.enumerate() {
                 let (batch, n_targets) = item?;
                 if i % accumulate == 0 {
@@ -453,7 +462,18 @@ impl Trainer {
                 loss_sum += if world > 1 { l * share } else { l };
                 n_steps += 1;
                 n_seen += rows;
+                if let Some(b) = &batch {
+                    n_real += b.lengths().iter().sum::<usize>();
+                    n_computed += b.b_sz() * b.seq_len();
+                }
                 obs.batch_end(l, rows);
+                // The time cap is honoured after any optimizer step, not only at the end of an epoch. Ranks of a
+                // data-parallel group would disagree on the moment, so they check at the epoch's end (below).
+                let over = t.max_seconds > 0.0 && elapsed0 + started.elapsed().as_secs_f64() >= t.max_seconds;
+                if sync && over && self.dp.is_none() && i + 1 < n_batches {
+                    cut = Some((i + 1, n_batches));
+                    break;
+                }
             }
             if let Some(g) = &self.dp {
                 // The epoch's loss (each rank summed its share of every batch's mean) and rows, over all ranks.
@@ -471,6 +491,8 @@ impl Trainer {
                 valid_ndcg10: None,
                 valid_hr10: None,
                 seqs_per_sec: n_seen as f64 / secs.max(1e-9),
+                tokens_per_sec: n_real as f64 / secs.max(1e-9),
+                padding: 1.0 - n_real as f64 / n_computed.max(1) as f64,
                 elapsed: self.state.elapsed,
             };
             if !record.loss.is_finite() {
@@ -479,7 +501,7 @@ impl Trainer {
                     record.loss
                 )));
             }
-            if self.is_leader() && (epoch.is_multiple_of(t.eval_every) || epoch == t.epochs) {
+            if self.is_leader() && (epoch.is_multiple_of(t.eval_every) || epoch == t.epochs || cut.is_some()) {
                 // With a moving average of the weights, validation (and the best weights kept) use the average.
                 let m = self.opt.with_ema(|| evaluate(&self.scorer()?, split, Stage::Valid, eval_opts))?;
                 let ndcg = m.get("ndcg", 10);
@@ -498,7 +520,12 @@ impl Trainer {
                 }
             }
             self.state.history.push(record.clone());
-            if self.state.bad_evals >= t.patience {
+            if let Some((done, of)) = cut {
+                self.stop(format!(
+                    "reached train.max_seconds = {} during epoch {epoch} (after {done} of {of} batches)",
+                    t.max_seconds
+                ));
+            } else if self.state.bad_evals >= t.patience {
                 self.stop(format!("no better validation NDCG@10 for {} evaluations", t.patience));
             } else if self.state.epoch >= t.epochs {
                 self.stop(format!("reached train.epochs = {}", t.epochs));
@@ -583,6 +610,85 @@ fn weighted_spans(spans: &[Span], seqs: &[Vec<u32>], item_weight: &[f64], rng: &
     out
 }
 
+/// Pools of this many batches are sorted by length before they are cut (see [`plan_batches`]).
+const POOL_BATCHES: usize = 100;
+
+/// The batches of one epoch: rows weighted and shuffled by a generator seeded with `seed + epoch` (every rank and
+/// every resume plans the same), then grouped by [`plan_batches`].
+fn epoch_batches(
+    spans: &[Span],
+    seqs: &[Vec<u32>],
+    item_weight: &[f64],
+    t: &crate::config::TrainConfig,
+    max_len: usize,
+    epoch: usize,
+) -> Vec<Vec<Span>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(t.seed.wrapping_add(epoch as u64));
+    let mut order = weighted_spans(spans, seqs, item_weight, &mut rng);
+    order.shuffle(&mut rng);
+    plan_batches(&order, max_len, t.batch_size, t.batch_tokens, t.buckets, &mut rng)
+}
+
+/// Groups an epoch's shuffled rows into batches; every row lands in exactly one.
+///
+/// - `batch_tokens == 0`: batches of `batch_size` rows; otherwise as many rows as fit `batch_tokens` positions
+///   (rows × the longest row's length, at least one row).
+/// - `buckets`: the rows are taken in pools of [`POOL_BATCHES`] batches, each pool sorted by length (longest first,
+///   stable) and cut, and the batches of all pools shuffled with `rng`; rows of a batch then have similar lengths and
+///   padding stays small. Without it the rows are cut in order and `rng` is not used.
+pub fn plan_batches(
+    order: &[Span],
+    max_len: usize,
+    batch_size: usize,
+    batch_tokens: usize,
+    buckets: bool,
+    rng: &mut ChaCha8Rng,
+) -> Vec<Vec<Span>> {
+    let len = |s: &Span| (s.end - s.start).saturating_sub(1).min(max_len).max(1);
+    let batch_size = batch_size.max(1);
+    let mut out = Vec::new();
+    let cut = |rows: &[Span], out: &mut Vec<Vec<Span>>| {
+        if batch_tokens == 0 {
+            out.extend(rows.chunks(batch_size).map(<[Span]>::to_vec));
+            return;
+        }
+        let (mut cur, mut widest) = (Vec::new(), 0);
+        for s in rows {
+            let w = widest.max(len(s));
+            if !cur.is_empty() && (cur.len() + 1) * w > batch_tokens {
+                out.push(std::mem::take(&mut cur));
+                widest = len(s);
+            } else {
+                widest = w;
+            }
+            cur.push(*s);
+        }
+        if !cur.is_empty() {
+            out.push(cur);
+        }
+    };
+    if !buckets {
+        cut(order, &mut out);
+        return out;
+    }
+    // A pool holds about POOL_BATCHES batches' worth: rows, or real positions under a token budget.
+    let mut start = 0;
+    while start < order.len() {
+        let (mut end, mut filled) = (start, 0);
+        let room = if batch_tokens == 0 { POOL_BATCHES * batch_size } else { POOL_BATCHES * batch_tokens };
+        while end < order.len() && filled < room {
+            filled += if batch_tokens == 0 { 1 } else { len(&order[end]) };
+            end += 1;
+        }
+        let mut pool = order[start..end].to_vec();
+        pool.sort_by_key(|s| std::cmp::Reverse(len(s)));
+        cut(&pool, &mut out);
+        start = end;
+    }
+    out.shuffle(rng);
+    out
+}
+
 /// Items a training batch touches (input tokens and targets), as item indices.
 fn batch_items(batch: &SeqBatch) -> Tensor {
     let items: Vec<i64> = batch
@@ -634,6 +740,74 @@ pub fn default_run_dir(dataset_name: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use proptest::prelude::*;
+
+    /// Rows with lengths drawn like a 5-core Amazon catalog's: most users short, a long tail up to `max_len`.
+    fn long_tailed_spans(n: usize, max_len: usize, seed: u64) -> Vec<Span> {
+        use rand::Rng;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..n)
+            .map(|user| {
+                let mut len = 3;
+                while len < max_len + 20 && rng.random::<f64>() < 0.8 {
+                    len += 1;
+                }
+                Span { user, start: 0, end: len }
+            })
+            .collect()
+    }
+
+    fn padding_of(batches: &[Vec<Span>], max_len: usize) -> f64 {
+        let len = |s: &Span| (s.end - s.start - 1).min(max_len);
+        let real: usize = batches.iter().flatten().map(len).sum();
+        let computed: usize = batches.iter().map(|b| b.len() * b.iter().map(len).max().unwrap_or(0)).sum();
+        1.0 - real as f64 / computed as f64
+    }
+
+    proptest! {
+        /// Whatever the sizes, every row of the epoch is in exactly one batch, and a token budget is never exceeded
+        /// by a batch of more than one row.
+        #[test]
+        fn batches_keep_every_row_exactly_once(
+            n in 0usize..400, max_len in 1usize..60, batch_size in 1usize..70, batch_tokens in 0usize..500,
+            buckets in proptest::bool::ANY, seed in 0u64..1000,
+        ) {
+            let batch_tokens = if batch_tokens == 0 { 0 } else { batch_tokens.max(max_len) };
+            let spans = long_tailed_spans(n, max_len, seed);
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let batches = plan_batches(&spans, max_len, batch_size, batch_tokens, buckets, &mut rng);
+            let mut users: Vec<usize> = batches.iter().flatten().map(|s| s.user).collect();
+            users.sort_unstable();
+            prop_assert_eq!(users, (0..n).collect::<Vec<_>>());
+            for b in &batches {
+                prop_assert!(!b.is_empty());
+                if batch_tokens == 0 {
+                    prop_assert!(b.len() <= batch_size);
+                } else if b.len() > 1 {
+                    let widest = b.iter().map(|s| (s.end - s.start - 1).min(max_len)).max().unwrap_or(0);
+                    prop_assert!(b.len() * widest <= batch_tokens, "{} rows of {} > {}", b.len(), widest, batch_tokens);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn buckets_keep_padding_under_a_tenth_on_long_tailed_lengths() {
+        let max_len = 50;
+        let spans = long_tailed_spans(20_000, max_len, 7);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let plain = plan_batches(&spans, max_len, 128, 0, false, &mut rng);
+        let by_rows = plan_batches(&spans, max_len, 128, 0, true, &mut rng);
+        let by_tokens = plan_batches(&spans, max_len, 128, 2048, true, &mut rng);
+        let (p0, p1, p2) =
+            (padding_of(&plain, max_len), padding_of(&by_rows, max_len), padding_of(&by_tokens, max_len));
+        assert!(p0 > 0.5, "the unsorted batches are mostly padding ({p0:.3}): the case this guards");
+        assert!(p1 < 0.1 && p2 < 0.1, "padding with buckets: {p1:.3} (rows), {p2:.3} (tokens)");
+        // Shuffled batches: the first batches are not all the longest rows.
+        let first: Vec<usize> = by_rows.iter().take(8).map(|b| b[0].end - b[0].start).collect();
+        assert!(first.iter().any(|&l| l < max_len), "{first:?}");
+    }
 
     #[test]
     fn windows_cover_every_transition_once() {

@@ -93,6 +93,51 @@ fn resume_continues_exactly() {
     }
 }
 
+/// `train.max_seconds` ends the epoch in progress after the step that crosses it: that partial epoch is validated
+/// and checkpointed, and the checkpoint loads.
+#[test]
+fn the_time_cap_stops_within_an_epoch_with_a_loadable_checkpoint() {
+    let _rng = torch_rng();
+    let ds = small_demo(400);
+    let split = Split::leave_one_out(&ds.interactions, ds.n_users());
+    let fp = DatasetFingerprint::of(&ds);
+    let mut cfg = small_config(50);
+    cfg.train.batch_size = 8; // over 50 batches an epoch; the first step already takes longer than the cap
+    cfg.train.max_seconds = 1e-6;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("capped");
+    let mut t = Trainer::new(cfg, fp.clone(), Device::Cpu).unwrap();
+    let state = t.fit(&split, Some(&out), &mut Silent).unwrap().clone();
+    assert!(state.finished);
+    let reason = state.stop_reason.clone().unwrap();
+    assert!(reason.contains("during epoch 1 (after 1 of "), "{reason}");
+    assert_eq!(state.epoch, 1);
+    assert_eq!(state.step, 1);
+    assert!(state.history[0].valid_ndcg10.is_some(), "the partial epoch is validated");
+    let back = Trainer::resume(&out, &fp, Device::Cpu).unwrap();
+    let got = back.state();
+    assert_eq!((got.epoch, got.step, got.finished, &got.stop_reason), (1, 1, true, &state.stop_reason));
+    let a = evaluate(&ModelScorer::new(back.model(), Device::Cpu), &split, Stage::Valid, EvalOptions::default());
+    assert!(a.unwrap().get("ndcg", 10).is_finite());
+}
+
+/// With a token budget the batches hold more short rows; the run still learns, and the epoch's padding share is
+/// recorded and small.
+#[test]
+fn a_token_budget_trains_with_little_padding() {
+    let _rng = torch_rng();
+    let ds = small_demo(400);
+    let split = Split::leave_one_out(&ds.interactions, ds.n_users());
+    let mut cfg = small_config(3);
+    cfg.train.batch_tokens = 640;
+    let mut t = Trainer::new(cfg, DatasetFingerprint::of(&ds), Device::Cpu).unwrap();
+    let state = t.fit(&split, None, &mut Silent).unwrap().clone();
+    let first = &state.history[0];
+    assert!(first.padding < 0.1 && first.padding >= 0.0, "padding {}", first.padding);
+    assert!(first.tokens_per_sec > first.seqs_per_sec, "{first:?}");
+    assert!(state.history[2].loss < first.loss, "{:?}", state.history);
+}
+
 /// Prompt tuning (`m6rec adapt --method prompt`): on a pretrained model, only the soft prompts change.
 #[test]
 fn prompt_tuning_trains_the_prompts_and_nothing_else() {
