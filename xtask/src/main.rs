@@ -71,20 +71,22 @@ enum Cmd {
         #[arg(long)]
         mirror: Option<String>,
     },
-    /// Measurements: `quality` (model vs popularity on a dataset), `criterion` (micro-benchmarks), `catalog`
+    /// Measurements: `quality` (model vs popularity on a dataset), `criterion` (micro-benchmarks), `step` (where
+    /// one training step's time goes, useful FLOP/s against the matmul roof), `catalog`
     /// (training throughput against catalog size, content tower vs id table), `encoders`
     /// (image/audio/text throughput against the Python pipelines), `serve` (HTTP latency under load from wrk) or
     /// `allreduce` (c10d all-reduce over loopback, 2 ranks: `-- --mb 0.844,25`).
     Bench {
-        /// quality, criterion, encoders, catalog, serve or allreduce.
+        /// quality, criterion, encoders, catalog, step, serve or allreduce.
         what: String,
-        /// Dataset for `quality` (folder to import); for `encoders`, the shared data folder (default ../shared/data).
+        /// Dataset for `quality` (folder to import) and `step` (a dataset from `m6rec import`); for `encoders`, the
+        /// shared data folder (default ../shared/data).
         #[arg(long)]
         data: Option<PathBuf>,
         /// Threads for `encoders`, on each side. Default 2.
         #[arg(long, default_value_t = 2)]
         threads: usize,
-        /// Run configuration for `quality`.
+        /// Run configuration for `quality` and `step`.
         #[arg(long)]
         config: Option<PathBuf>,
         /// Also write the figures as JSON.
@@ -143,49 +145,59 @@ fn run(cli: Cli) -> Result<()> {
             println!("{} ready in {}", archive.name, dir.display());
             Ok(())
         }
-        Cmd::Bench { what, data, config, json, threads, extra } => match what.as_str() {
-            "quality" => {
-                let Some(data) = data else {
-                    bail!("`bench quality` needs --data DIR (for example ../shared/data/ml-100k)")
-                };
-                setup::ensure(&root)?;
-                bench::quality(&root, &data, config.as_deref(), json.as_deref())
-            }
-            "criterion" => {
-                setup::ensure(&root)?;
-                run_cmd(cargo(&root).args(["bench", "-p", "m6rec-benches"]))
-            }
-            "encoders" => {
-                setup::ensure(&root)?;
-                bench::encoders(&root, data.as_deref(), threads, json.as_deref())
-            }
-            "allreduce" => {
-                setup::ensure(&root)?;
-                bench::allreduce(&root, json.as_deref(), &extra)
-            }
-            "catalog" | "serve" => {
-                setup::ensure(&root)?;
-                if what == "serve" {
-                    bench::ensure_wrk()?;
+        Cmd::Bench { what, data, config, json, threads, extra } => {
+            match what.as_str() {
+                "quality" => {
+                    let Some(data) = data else {
+                        bail!("`bench quality` needs --data DIR (for example ../shared/data/ml-100k)")
+                    };
+                    setup::ensure(&root)?;
+                    bench::quality(&root, &data, config.as_deref(), json.as_deref())
                 }
-                let bin = format!("bench-{what}");
-                run_cmd(cargo(&root).args(["build", "--quiet", "-p", "m6rec-benches", "--bin", &bin]))?;
-                let target =
-                    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-                let mut cmd = std::process::Command::new(target.join("debug").join(&bin));
-                if what == "catalog" {
-                    cmd.args(["--threads", &threads.to_string()]);
+                "criterion" => {
+                    setup::ensure(&root)?;
+                    run_cmd(cargo(&root).args(["bench", "-p", "m6rec-benches"]))
                 }
-                if let Some(j) = &json {
-                    cmd.arg("--json").arg(j);
+                "encoders" => {
+                    setup::ensure(&root)?;
+                    bench::encoders(&root, data.as_deref(), threads, json.as_deref())
                 }
-                cmd.args(&extra);
-                run_cmd(&mut cmd)
+                "allreduce" => {
+                    setup::ensure(&root)?;
+                    bench::allreduce(&root, json.as_deref(), &extra)
+                }
+                "catalog" | "serve" | "step" => {
+                    setup::ensure(&root)?;
+                    if what == "serve" {
+                        bench::ensure_wrk()?;
+                    }
+                    let bin = format!("bench-{what}");
+                    run_cmd(cargo(&root).args(["build", "--quiet", "-p", "m6rec-benches", "--bin", &bin]))?;
+                    let target =
+                        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+                    let mut cmd = std::process::Command::new(target.join("debug").join(&bin));
+                    if what == "catalog" || what == "step" {
+                        cmd.args(["--threads", &threads.to_string()]);
+                    }
+                    if what == "step" {
+                        let data =
+                            data.as_ref().context("`bench step` needs --data DIR (a dataset from `m6rec import`)")?;
+                        cmd.arg("--data").arg(data);
+                        if let Some(c) = &config {
+                            cmd.arg("--config").arg(c);
+                        }
+                    }
+                    if let Some(j) = &json {
+                        cmd.arg("--json").arg(j);
+                    }
+                    cmd.args(&extra);
+                    run_cmd(&mut cmd)
+                }
+                other => {
+                    bail!("unknown bench `{other}`: expected quality, criterion, encoders, catalog, step, serve or allreduce")
+                }
             }
-            other => {
-                bail!("unknown bench `{other}`: expected quality, criterion, encoders, catalog, serve or allreduce")
-            }
-        },
+        }
     }
 }
 

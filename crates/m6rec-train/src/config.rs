@@ -44,7 +44,9 @@ pub struct TrainConfig {
     #[serde(default, skip_serializing_if = "is_zero_usize")]
     pub batch_tokens: usize,
     /// Batch rows of similar length together: the shuffled rows are sorted by length within pools of 100 batches, cut
-    /// into batches, and the batches shuffled, so padding stays a small part of the positions computed. Default true.
+    /// into batches, and the batches shuffled, so padding stays a small part of the positions computed. Without
+    /// `batch_tokens`, a batch then holds `batch_size` × the mean row length positions (as many steps an epoch as
+    /// batches of `batch_size` rows, every target weighted alike). Default true.
     #[serde(default = "d::yes")]
     pub buckets: bool,
     /// Maximum epochs. Default 200.

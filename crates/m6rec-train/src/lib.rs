@@ -41,4 +41,6 @@ pub use config::{RunConfig, TrainConfig};
 pub use error::{Error, Result};
 pub use plot::{metrics_chart, search_progress, training_curves, TrialPoint};
 pub use scorer::{ModelScorer, Popularity, Scorer};
-pub use trainer::{default_run_dir, training_spans, EpochRecord, Observer, Silent, Span, TrainState, Trainer};
+pub use trainer::{
+    default_run_dir, plan_batches, training_spans, EpochRecord, Observer, Silent, Span, TrainState, Trainer,
+};

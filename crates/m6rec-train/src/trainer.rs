@@ -631,11 +631,13 @@ fn epoch_batches(
 
 /// Groups an epoch's shuffled rows into batches; every row lands in exactly one.
 ///
-/// - `batch_tokens == 0`: batches of `batch_size` rows; otherwise as many rows as fit `batch_tokens` positions
-///   (rows × the longest row's length, at least one row).
+/// - `batch_tokens == 0`: batches of `batch_size` rows (with `buckets`: a budget of `batch_size` × the mean row
+///   length positions); otherwise as many rows as fit `batch_tokens` positions (rows × the longest row's length, at
+///   least one row).
 /// - `buckets`: the rows are taken in pools of [`POOL_BATCHES`] batches, each pool sorted by length (longest first,
 ///   stable) and cut, and the batches of all pools shuffled with `rng`; rows of a batch then have similar lengths and
-///   padding stays small. Without it the rows are cut in order and `rng` is not used.
+///   padding stays small: a batch at least half full also closes before a row that would make over a tenth of it
+///   padding. Without it the rows are cut in order and `rng` is not used.
 pub fn plan_batches(
     order: &[Span],
     max_len: usize,
@@ -646,21 +648,39 @@ pub fn plan_batches(
 ) -> Vec<Vec<Span>> {
     let len = |s: &Span| (s.end - s.start).saturating_sub(1).min(max_len).max(1);
     let batch_size = batch_size.max(1);
+    // Sorted batches of `batch_size` rows would weight targets unequally (a batch of short rows averages its loss over
+    // fewer targets), so buckets without a budget get the budget of an average batch: `batch_size` rows of the mean
+    // length. The step count stays that of `batch_size` rows, and every target weighs the same, as in shuffled batches.
+    let batch_tokens = match (buckets, batch_tokens, order.len()) {
+        (true, 0, n) if n > 0 => {
+            let mean = order.iter().map(len).sum::<usize>() as f64 / n as f64;
+            ((batch_size as f64 * mean).round() as usize).max(max_len)
+        }
+        _ => batch_tokens,
+    };
     let mut out = Vec::new();
     let cut = |rows: &[Span], out: &mut Vec<Vec<Span>>| {
-        if batch_tokens == 0 {
-            out.extend(rows.chunks(batch_size).map(<[Span]>::to_vec));
-            return;
-        }
-        let (mut cur, mut widest) = (Vec::new(), 0);
+        let (mut cur, mut widest, mut real) = (Vec::new(), 0usize, 0usize);
         for s in rows {
-            let w = widest.max(len(s));
-            if !cur.is_empty() && (cur.len() + 1) * w > batch_tokens {
+            let l = len(s);
+            let w = widest.max(l);
+            let full = match batch_tokens {
+                0 => cur.len() >= batch_size,
+                _ => (cur.len() + 1) * w > batch_tokens,
+            };
+            // Sorted rows: a batch at least half full closes before a row that would make over a tenth of it
+            // padding (where lengths change, a short row waits for the next batch instead of padding this one).
+            let half = match batch_tokens {
+                0 => cur.len() * 2 >= batch_size,
+                _ => cur.len() * widest * 2 >= batch_tokens,
+            };
+            let padded = buckets && half && (real + l) * 10 < (cur.len() + 1) * w * 9;
+            if !cur.is_empty() && (full || padded) {
                 out.push(std::mem::take(&mut cur));
-                widest = len(s);
-            } else {
-                widest = w;
+                (widest, real) = (0, 0);
             }
+            widest = widest.max(l);
+            real += l;
             cur.push(*s);
         }
         if !cur.is_empty() {
@@ -777,16 +797,25 @@ mod tests {
             let spans = long_tailed_spans(n, max_len, seed);
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             let batches = plan_batches(&spans, max_len, batch_size, batch_tokens, buckets, &mut rng);
+            let len = |s: &Span| (s.end - s.start - 1).min(max_len);
+            // Buckets without a budget: that of an average batch of `batch_size` rows.
+            let budget = match (buckets, batch_tokens) {
+                (true, 0) if n > 0 => {
+                    let mean = spans.iter().map(len).sum::<usize>() as f64 / n as f64;
+                    ((batch_size as f64 * mean).round() as usize).max(max_len)
+                }
+                _ => batch_tokens,
+            };
             let mut users: Vec<usize> = batches.iter().flatten().map(|s| s.user).collect();
             users.sort_unstable();
             prop_assert_eq!(users, (0..n).collect::<Vec<_>>());
             for b in &batches {
                 prop_assert!(!b.is_empty());
-                if batch_tokens == 0 {
+                if budget == 0 {
                     prop_assert!(b.len() <= batch_size);
                 } else if b.len() > 1 {
-                    let widest = b.iter().map(|s| (s.end - s.start - 1).min(max_len)).max().unwrap_or(0);
-                    prop_assert!(b.len() * widest <= batch_tokens, "{} rows of {} > {}", b.len(), widest, batch_tokens);
+                    let widest = b.iter().map(len).max().unwrap_or(0);
+                    prop_assert!(b.len() * widest <= budget, "{} rows of {} > {}", b.len(), widest, budget);
                 }
             }
         }
@@ -804,6 +833,19 @@ mod tests {
             (padding_of(&plain, max_len), padding_of(&by_rows, max_len), padding_of(&by_tokens, max_len));
         assert!(p0 > 0.5, "the unsorted batches are mostly padding ({p0:.3}): the case this guards");
         assert!(p1 < 0.1 && p2 < 0.1, "padding with buckets: {p1:.3} (rows), {p2:.3} (tokens)");
+        // Short sequences (3 to 8 training events, as on Amazon Scientific): a length boundary inside a batch of
+        // 128 would pad a quarter of it; batches close there instead.
+        let short: Vec<Span> = (0..8_000).map(|u| Span { user: u, start: 0, end: 4 + u * 7 % 6 }).collect();
+        let short_batches = plan_batches(&short, max_len, 128, 0, true, &mut rng);
+        let p3 = padding_of(&short_batches, max_len);
+        assert!(p3 < 0.1, "padding on short sequences: {p3:.3}");
+        // About as many steps as batches of 128 rows (a budget of 128 mean rows), plus one per length boundary.
+        let steps = short_batches.len();
+        assert!((8_000 / 128..8_000 / 128 + 12).contains(&steps), "{steps} batches");
+        // Every batch holds about the same number of targets, so every target weighs about the same.
+        let sizes: Vec<usize> = short_batches.iter().map(|b| b.iter().map(|s| s.end - s.start - 1).sum()).collect();
+        let full = sizes.iter().filter(|&&t| t * 2 >= *sizes.iter().max().unwrap_or(&0)).count();
+        assert!(full * 10 >= steps * 8, "most batches are at least half the largest: {sizes:?}");
         // Shuffled batches: the first batches are not all the longest rows.
         let first: Vec<usize> = by_rows.iter().take(8).map(|b| b[0].end - b[0].start).collect();
         assert!(first.iter().any(|&l| l < max_len), "{first:?}");
