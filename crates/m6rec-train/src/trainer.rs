@@ -668,12 +668,9 @@ pub fn plan_batches(
                 0 => cur.len() >= batch_size,
                 _ => (cur.len() + 1) * w > batch_tokens,
             };
-            // Sorted rows: a batch at least half full closes before a row that would make over a tenth of it
-            // padding (where lengths change, a short row waits for the next batch instead of padding this one).
-            let half = match batch_tokens {
-                0 => cur.len() * 2 >= batch_size,
-                _ => cur.len() * widest * 2 >= batch_tokens,
-            };
+            // Sorted rows (buckets always have a budget, see above): a batch at least half full closes before a row
+            // that would make over a tenth of it padding, so a short row waits for the next batch.
+            let half = cur.len() * widest * 2 >= batch_tokens;
             let padded = buckets && half && (real + l) * 10 < (cur.len() + 1) * w * 9;
             if !cur.is_empty() && (full || padded) {
                 out.push(std::mem::take(&mut cur));
@@ -691,13 +688,12 @@ pub fn plan_batches(
         cut(order, &mut out);
         return out;
     }
-    // A pool holds about POOL_BATCHES batches' worth: rows, or real positions under a token budget.
+    // A pool holds about POOL_BATCHES batches' worth of real positions.
     let mut start = 0;
     while start < order.len() {
         let (mut end, mut filled) = (start, 0);
-        let room = if batch_tokens == 0 { POOL_BATCHES * batch_size } else { POOL_BATCHES * batch_tokens };
-        while end < order.len() && filled < room {
-            filled += if batch_tokens == 0 { 1 } else { len(&order[end]) };
+        while end < order.len() && filled < POOL_BATCHES * batch_tokens {
+            filled += len(&order[end]);
             end += 1;
         }
         let mut pool = order[start..end].to_vec();
