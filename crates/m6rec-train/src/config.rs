@@ -10,6 +10,11 @@ use std::path::Path;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
+    /// `auto`: fields this file leaves out are chosen from the data, machine and budget
+    /// ([`crate::strategy::resolve`]); `fixed` (the default for a file): they take their documented defaults.
+    /// `m6rec train` without a config runs `auto`.
+    #[serde(default, skip_serializing_if = "is_fixed")]
+    pub strategy: crate::strategy::Strategy,
     /// The sequence model and its objective.
     #[serde(default)]
     pub model: SeqRecConfig,
@@ -84,6 +89,10 @@ pub struct TrainConfig {
     /// evaluated as targets no model has seen; `m6rec eval` then reports cold and warm targets apart. Default 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub cold_items: f64,
+}
+
+fn is_fixed(s: &crate::strategy::Strategy) -> bool {
+    *s == crate::strategy::Strategy::Fixed
 }
 
 fn is_zero(x: &f64) -> bool {

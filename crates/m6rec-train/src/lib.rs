@@ -6,6 +6,7 @@
 //!   early stopping on validation NDCG@10; an atomic [`checkpoint`] directory after every epoch.
 //! - [`eval::evaluate`]: full ranking over the whole catalog (HR/NDCG/MRR@5/10/20/50, [`metrics`]) for any
 //!   [`Scorer`]: the model ([`ModelScorer`]) or the [`Popularity`] baseline, through the same code.
+//! - [`strategy`]: the automatic strategy, a run config decided from the data, machine and budget.
 //! - [`recommend::recommend`]: top-k for a history.
 //! - [`parallel`]: data-parallel training over several processes ([`parallel::DataParallel`]; with the
 //!   `distributed` feature, `ddp::DdpGroup` over PyTorch's c10d, launched by torchrun).
@@ -35,6 +36,7 @@ pub mod parallel;
 mod plot;
 pub mod recommend;
 mod scorer;
+pub mod strategy;
 mod trainer;
 
 pub use config::{RunConfig, TrainConfig};
