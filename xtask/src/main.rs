@@ -10,6 +10,7 @@
 //!   `bench serve`, `bench allreduce [--json PATH] [-- --mb 0.844,25]`: measurements
 
 mod bench;
+mod peers;
 mod cuda;
 mod download;
 mod prune;
@@ -75,17 +76,21 @@ enum Cmd {
     /// one training step's time goes, useful FLOP/s against the matmul roof), `catalog`
     /// (training throughput against catalog size, content tower vs id table), `encoders`
     /// (image/audio/text throughput against the Python pipelines), `serve` (HTTP latency under load from wrk) or
-    /// `allreduce` (c10d all-reduce over loopback, 2 ranks: `-- --mb 0.844,25`).
+    /// `allreduce` (c10d all-reduce over loopback, 2 ranks: `-- --mb 0.844,25`) or `peers` (m6rec's automatic strategy
+    /// against a plain PyTorch SASRec, same split, size and budget: `--data D --seconds 600`).
     Bench {
-        /// quality, criterion, encoders, catalog, step, serve or allreduce.
+        /// quality, criterion, encoders, catalog, step, serve, allreduce or peers.
         what: String,
         /// Dataset for `quality` (folder to import) and `step` (a dataset from `m6rec import`); for `encoders`, the
         /// shared data folder (default ../shared/data).
         #[arg(long)]
         data: Option<PathBuf>,
-        /// Threads for `encoders`, on each side. Default 2.
+        /// Threads for `encoders` and `peers`, on each side. Default 2.
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// Training budget of each side in `peers`, seconds. Default 600.
+        #[arg(long, default_value_t = 600.0)]
+        seconds: f64,
         /// Run configuration for `quality` and `step`.
         #[arg(long)]
         config: Option<PathBuf>,
@@ -145,7 +150,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{} ready in {}", archive.name, dir.display());
             Ok(())
         }
-        Cmd::Bench { what, data, config, json, threads, extra } => {
+        Cmd::Bench { what, data, config, json, threads, seconds, extra } => {
             match what.as_str() {
                 "quality" => {
                     let Some(data) = data else {
@@ -161,6 +166,13 @@ fn run(cli: Cli) -> Result<()> {
                 "encoders" => {
                     setup::ensure(&root)?;
                     bench::encoders(&root, data.as_deref(), threads, json.as_deref())
+                }
+                "peers" => {
+                    let Some(data) = data else {
+                        bail!("`bench peers` needs --data DIR (a dataset from `m6rec import`, or a folder to import)")
+                    };
+                    setup::ensure(&root)?;
+                    peers::peers(&root, &data, seconds, threads, json.as_deref())
                 }
                 "allreduce" => {
                     setup::ensure(&root)?;
@@ -194,7 +206,7 @@ fn run(cli: Cli) -> Result<()> {
                     run_cmd(&mut cmd)
                 }
                 other => {
-                    bail!("unknown bench `{other}`: expected quality, criterion, encoders, catalog, step, serve or allreduce")
+                    bail!("unknown bench `{other}`: expected quality, criterion, encoders, catalog, step, serve, allreduce or peers")
                 }
             }
         }

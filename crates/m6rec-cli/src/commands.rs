@@ -132,9 +132,18 @@ pub struct TrainArgs {
     /// Dataset directory (from `m6rec import`).
     #[arg(long)]
     data: PathBuf,
-    /// Run configuration (TOML with [model], [optim], [train]); defaults when absent.
+    /// Run configuration (TOML with [model], [optim], [train]). Absent: the automatic strategy decides everything
+    /// from the data, the machine and --budget; with `strategy = "auto"` in the file it decides what the file leaves
+    /// out.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Training time budget (`90s`, `10m`, `1h`): the automatic strategy plans for it and stops there (sets
+    /// train.max_seconds).
+    #[arg(long, value_parser = m6rec_train::strategy::parse_duration)]
+    budget: Option<f64>,
+    /// `auto` or `fixed`: overrides the config's `strategy` (`fixed` without a config: every field its default).
+    #[arg(long, value_parser = ["auto", "fixed"])]
+    strategy: Option<String>,
     /// Checkpoint directory (default: runs/<dataset name>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -177,6 +186,83 @@ pub struct TrainArgs {
     dist_timeout: f64,
 }
 
+/// The run config as given: a complete one (a `fixed` file, or the `--init-from` checkpoint's), or, for the
+/// automatic strategy, the user's TOML table (empty without a file) for [`auto_strategy`] to complete.
+fn read_run_config(a: &TrainArgs) -> Result<(Option<RunConfig>, Option<toml::Table>)> {
+    let auto_flag = a.strategy.as_deref().map(|s| s == "auto");
+    match (&a.config, &a.init_from) {
+        (Some(p), _) => {
+            let cfg = RunConfig::load(p).with_context(|| format!("reading run config {}", p.display()))?;
+            let auto = auto_flag.unwrap_or(cfg.strategy == m6rec_train::strategy::Strategy::Auto);
+            if !auto {
+                return Ok((Some(cfg), None));
+            }
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading run config {}", p.display()))?;
+            let table: toml::Table =
+                toml::from_str(&text).with_context(|| format!("reading run config {}", p.display()))?;
+            Ok((None, Some(table)))
+        }
+        (None, Some(ck)) => Ok((
+            Some(checkpoint::load_config(ck).with_context(|| format!("loading checkpoint {}", ck.display()))?.run),
+            None,
+        )),
+        (None, None) if auto_flag == Some(false) => Ok((Some(RunConfig::default()), None)),
+        (None, None) => Ok((None, Some(toml::Table::new()))),
+    }
+}
+
+/// Completes the user's table by the automatic strategy and prints its decisions.
+fn auto_strategy(
+    a: &TrainArgs,
+    ds: &m6rec_data::Dataset,
+    table: &toml::Table,
+    device: tch::Device,
+    leader: bool,
+) -> Result<RunConfig> {
+    use m6rec_train::strategy;
+    let cache = a.features.clone().unwrap_or_else(|| m6rec_features::default_cache_dir(&a.data));
+    let (content, cache_note) = match m6rec_features::Features::load(&cache, ds) {
+        Ok(f) => {
+            let n = |rows: &[i64]| rows.iter().filter(|&&r| r >= 0).count();
+            ([n(&f.text_row), n(&f.image_row), n(&f.audio_row)], None)
+        }
+        Err(e) if cache.exists() => ([0; 3], Some(format!("feature cache not used: {e}"))),
+        Err(_) => ([0; 3], None),
+    };
+    let profile = strategy::Profile::of(ds, content);
+    let machine = strategy::Machine {
+        threads: usize::try_from(tch::get_num_threads()).unwrap_or(1).max(1),
+        cuda: device.is_cuda(),
+    };
+    let budget = a.budget.or(a.max_seconds).or_else(|| {
+        table.get("train").and_then(|t| t.get("max_seconds")).and_then(toml::Value::as_float).filter(|&s| s > 0.0)
+    });
+    let origin = a.config.as_ref().map_or("no --config".to_string(), |p| p.display().to_string());
+    let resolved = strategy::resolve(table, &profile, &machine, budget)
+        .with_context(|| format!("the automatic strategy for {} ({origin})", a.data.display()))?;
+    if leader {
+        println!(
+            "automatic strategy for {} users, {} items, {} events (histories: mean {:.1}, p90 {}), {} on {} thread(s), {}:",
+            profile.users,
+            profile.items,
+            profile.events,
+            profile.len_mean,
+            profile.len_p90,
+            if machine.cuda { "GPU" } else { "CPU" },
+            machine.threads,
+            budget.map_or("no time budget".into(), |b| format!("budget {b:.0} s"))
+        );
+        if let Some(n) = cache_note {
+            println!("  {n}");
+        }
+        for line in strategy::table(&resolved.decisions).lines() {
+            println!("  {line}");
+        }
+        println!("  (* set in the run config; estimated {:.1} s per epoch)", resolved.epoch_seconds);
+    }
+    Ok(resolved.config)
+}
+
 /// Peak resident memory of this process in MB (Linux `VmHWM`), if known.
 fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -200,14 +286,12 @@ pub fn train(a: &TrainArgs) -> Result<()> {
     }
     let leader = launch.as_ref().is_none_or(|l| l.rank == 0);
     // The config is read first: a typo there should not wait for the data to load.
-    let cfg = match (&a.config, &a.init_from) {
-        (Some(p), _) => Some(RunConfig::load(p).with_context(|| format!("reading run config {}", p.display()))?),
-        (None, Some(ck)) => {
-            Some(checkpoint::load_config(ck).with_context(|| format!("loading checkpoint {}", ck.display()))?.run)
-        }
-        (None, None) => None,
-    };
+    let (cfg, user_table) = read_run_config(a)?;
     let ds = load_dataset(&a.data)?;
+    let cfg = match (cfg, user_table) {
+        (_, Some(table)) if !a.resume => Some(auto_strategy(a, &ds, &table, device, leader)?),
+        (cfg, _) => cfg,
+    };
     let out = a.out.clone().unwrap_or_else(|| m6rec_train::default_run_dir(&ds.name));
     let mut fp = DatasetFingerprint::of(&ds);
     fp.path = std::fs::canonicalize(&a.data).ok();
@@ -231,7 +315,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         if let Some(e) = a.epochs {
             cfg.train.epochs = e;
         }
-        if let Some(s) = a.max_seconds {
+        if let Some(s) = a.max_seconds.or(a.budget) {
             cfg.train.max_seconds = s;
         }
         if let Some(s) = a.seed {
