@@ -298,3 +298,36 @@ fn tune_survives_a_kill_records_failures_and_writes_its_results() {
     let err = fails(&m6rec(&["tune", "--space", p(&base), "--data", p(&ds), "--out", p(&dir.path().join("x"))]));
     assert!(err.contains("base.toml") && err.contains("space"), "{err}");
 }
+
+#[test]
+fn without_a_config_the_automatic_strategy_decides_prints_and_saves_its_choices() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = small_demo(dir.path());
+    let ck = dir.path().join("auto");
+    let out = ok(&m6rec(&["train", "--data", p(&ds), "--out", p(&ck), "--epochs", "1", "--budget", "2m"]));
+    assert!(out.contains("automatic strategy for"), "{out}");
+    for field in ["model.max_len", "model.dropout", "model.loss", "optim.lr", "train.max_seconds", "item_tower"] {
+        assert!(out.lines().any(|l| l.trim_start().starts_with(field)), "{field} missing from the table: {out}");
+    }
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(ck.join("config.json")).unwrap()).unwrap();
+    assert_eq!(saved["run"]["train"]["max_seconds"].as_f64(), Some(120.0), "the budget is the time cap");
+    assert!(saved["run"].get("strategy").is_none(), "the saved config is complete (fixed): {saved}");
+
+    // `strategy = "auto"` in a file: the file's fields win, the rest is decided.
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(&cfg, "strategy = \"auto\"\n[model]\ndropout = 0.05\nd_model = 16\n[train]\nepochs = 1\n").unwrap();
+    let ck2 = dir.path().join("auto2");
+    let out = ok(&m6rec(&["train", "--data", p(&ds), "--config", p(&cfg), "--out", p(&ck2)]));
+    assert!(out.lines().any(|l| l.contains("model.dropout") && l.contains("0.05*") && l.contains("set in the run config")), "{out}");
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(ck2.join("config.json")).unwrap()).unwrap();
+    assert_eq!(saved["run"]["model"]["dropout"].as_f64(), Some(0.05));
+    assert_eq!(saved["run"]["model"]["d_model"].as_i64(), Some(16));
+    assert_eq!(saved["run"]["train"]["epochs"].as_i64(), Some(1));
+
+    // A file without `strategy` is taken as written (its defaults), and says nothing about a strategy.
+    std::fs::write(&cfg, "[model]\nd_model = 16\n[train]\nepochs = 1\n").unwrap();
+    let out = ok(&m6rec(&["train", "--data", p(&ds), "--config", p(&cfg), "--out", p(&dir.path().join("fixed"))]));
+    assert!(!out.contains("automatic strategy"), "{out}");
+    let err = fails(&m6rec(&["train", "--data", p(&ds), "--budget", "soon", "--out", p(&dir.path().join("x"))]));
+    assert!(err.contains("soon") && err.contains("10m"), "{err}");
+}
