@@ -12,6 +12,7 @@
 //! token budget as configured), after a few warm-up steps.
 //!
 //! Usage: bench-step --data DIR [--config RUN.toml] [--steps 30] [--warmup 3] [--threads 2] [--json PATH]
+//! [--chunk ROWS] (rows of the full softmax's logits at once; 0: libtorch's autograd over the whole matrix)
 
 use anyhow::{Context, Result};
 use m6rec_data::{Dataset, SeqBatch, IGNORE};
@@ -103,6 +104,7 @@ fn main() -> Result<()> {
         LossConfig::SampledSoftmax { n_uniform, .. } => n_uniform, // plus the batch's distinct targets, added per step
     };
 
+    let chunk: i64 = arg(&args, "--chunk", m6rec_model::loss::CHUNK_ROWS);
     let mut secs = [0.0f64; 5];
     let (mut flops, mut real, mut computed, mut rows) = (0.0, 0usize, 0usize, 0usize);
     for (i, job) in planned.iter().cycle().take(warmup + steps).enumerate() {
@@ -126,7 +128,15 @@ fn main() -> Result<()> {
         let y = targets.index_select(0, &keep);
         let table = model.item_embeddings();
         let loss = match cfg.model.loss {
-            LossConfig::FullSoftmax => m6rec_model::loss::full_softmax(&h, &table, &y),
+            // --chunk 0: libtorch's autograd over the whole logit matrix, for comparison.
+            LossConfig::FullSoftmax if chunk == 0 => h.matmul(&table.tr()).cross_entropy_loss::<Tensor>(
+                &y,
+                None,
+                tch::Reduction::Mean,
+                IGNORE,
+                0.0,
+            ),
+            LossConfig::FullSoftmax => m6rec_model::loss::full_softmax_chunked(&h, &table, &y, chunk),
             LossConfig::SampledSoftmax { n_uniform, in_batch } => {
                 m6rec_model::loss::sampled_softmax(&h, &table, &y, n_uniform, in_batch)
             }
@@ -171,7 +181,7 @@ fn main() -> Result<()> {
         let phases: serde_json::Map<String, serde_json::Value> =
             PHASES.iter().zip(secs).map(|(n, s)| (n.to_string(), json!(s * 1e3 / steps as f64))).collect();
         let out = json!({
-            "dataset": ds.name, "n_users": n_users, "n_items": n_items, "steps": steps, "threads": threads,
+            "dataset": ds.name, "n_users": n_users, "n_items": n_items, "steps": steps, "threads": threads, "chunk": chunk,
             "ms_per_step": phases, "rows_per_sec": rows as f64 / total, "real_tokens_per_sec": real as f64 / total,
             "padding": 1.0 - real as f64 / computed.max(1) as f64, "useful_gflops": useful, "roof_gflops": roof,
             "share_of_roof": useful / roof, "config": cfg,

@@ -3,13 +3,75 @@
 use m6rec_data::IGNORE;
 use tch::{Kind, Reduction, Tensor};
 
-/// Full-softmax cross-entropy over the whole catalog.
+/// Rows of the logit matrix [`full_softmax`] holds at once (see [`full_softmax_chunked`]).
+pub const CHUNK_ROWS: i64 = 128;
+
+/// Full-softmax cross-entropy over the whole catalog: the mean over rows whose target is not [`IGNORE`].
+///
+/// Computed [`CHUNK_ROWS`] rows at a time by [`full_softmax_chunked`].
 ///
 /// # Shapes
 /// - `hidden`: `[n, d]`, `items`: `[n_items, d]`, `targets`: `[n]` (item index or [`IGNORE`])
 pub fn full_softmax(hidden: &Tensor, items: &Tensor, targets: &Tensor) -> Tensor {
-    let logits = hidden.matmul(&items.transpose(0, 1)); // [n, n_items]
-    logits.cross_entropy_loss::<Tensor>(targets, None, Reduction::Mean, IGNORE, 0.0)
+    full_softmax_chunked(hidden, items, targets, CHUNK_ROWS)
+}
+
+/// [`full_softmax`], `chunk` rows at a time, with its gradient formed in the same pass.
+///
+/// Autograd would keep the whole `[n, n_items]` logit matrix for backward and stream it through memory about seven
+/// times (product, log-softmax, its gradient, two products). Here each chunk's logits are made, turned into
+/// `softmax − one-hot` in place and multiplied into the gradients of `hidden` and `items` while they are still in
+/// cache; the returned loss carries exactly those gradients (a surrogate `Σ hidden·∂h + Σ items·∂e` whose value is
+/// cancelled), so backward costs two element-wise products. Without gradients (evaluation) only the loss is formed.
+///
+/// # Shapes
+/// - as [`full_softmax`]
+pub fn full_softmax_chunked(hidden: &Tensor, items: &Tensor, targets: &Tensor, chunk: i64) -> Tensor {
+    let keep = targets.ne(IGNORE).nonzero().squeeze_dim(1);
+    let n = keep.size()[0];
+    if n == 0 {
+        return hidden.sum(Kind::Float) * 0.0;
+    }
+    let all = n == targets.size()[0];
+    let (hidden, targets) = if all {
+        (hidden.shallow_clone(), targets.shallow_clone())
+    } else {
+        (hidden.index_select(0, &keep), targets.index_select(0, &keep))
+    };
+    let need_grad = hidden.requires_grad() || items.requires_grad();
+    let (h, e) = (hidden.detach(), items.detach());
+    let scale = 1.0 / n as f64;
+    let chunk = chunk.max(1);
+    let grads = need_grad.then(|| (h.zeros_like(), e.zeros_like()));
+    let total = tch::no_grad(|| {
+        let mut total = Tensor::zeros([], (Kind::Float, h.device()));
+        let mut start = 0;
+        while start < n {
+            let len = chunk.min(n - start);
+            let hc = h.narrow(0, start, len);
+            let yc = targets.narrow(0, start, len).unsqueeze(1);
+            let mut logits = hc.matmul(&e.tr()); // [c, n_items]
+            let lse = logits.logsumexp([1i64].as_slice(), true); // [c, 1]
+            total += (&lse - logits.gather(1, &yc, false)).sum(Kind::Float);
+            if let Some((gh, ge)) = &grads {
+                // softmax − one-hot, scaled by the mean's 1/n, in place.
+                let _ = logits.g_sub_(&lse).exp_();
+                let minus = Tensor::full([len, 1], -1.0, (logits.kind(), logits.device()));
+                let _ = logits.scatter_add_(1, &yc, &minus).g_mul_scalar_(scale);
+                let _ = logits.mm_out(&gh.narrow(0, start, len), &e);
+                let _ = ge.shallow_clone().addmm_(&logits.tr(), &hc);
+            }
+            start += len;
+        }
+        total * scale
+    });
+    match grads {
+        None => total,
+        Some((gh, ge)) => {
+            let surrogate = (&hidden * gh).sum(Kind::Float) + (items * ge).sum(Kind::Float);
+            total + &surrogate - surrogate.detach()
+        }
+    }
 }
 
 /// Sampled softmax with `log Q` correction.
@@ -61,7 +123,61 @@ pub fn sampled_softmax(hidden: &Tensor, items: &Tensor, targets: &Tensor, n_unif
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use tch::Device;
+
+    /// The autograd reference: the whole logit matrix, libtorch's cross-entropy.
+    fn reference(hidden: &Tensor, items: &Tensor, targets: &Tensor) -> Tensor {
+        hidden.matmul(&items.tr()).cross_entropy_loss::<Tensor>(targets, None, Reduction::Mean, IGNORE, 0.0)
+    }
+
+    fn value_and_grads(f: impl Fn(&Tensor, &Tensor) -> Tensor, h: &Tensor, e: &Tensor) -> (f64, Tensor, Tensor) {
+        let (h, e) = (h.detach().set_requires_grad(true), e.detach().set_requires_grad(true));
+        // Through a product, as in the model: items reach the loss as a function of a parameter.
+        let table = &e * 1.0;
+        let loss = f(&h, &table);
+        loss.backward();
+        (loss.double_value(&[]), h.grad(), e.grad())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        /// Chunking and the formed gradient change neither the loss nor its gradients, whatever the chunk, the
+        /// ignored rows and the catalog.
+        #[test]
+        fn chunked_full_softmax_equals_autograd(
+            n in 1i64..40, n_items in 2i64..300, d in 1i64..12, chunk in 1i64..50, seed in 0i64..1000,
+            ignore_every in 0i64..4,
+        ) {
+            tch::manual_seed(seed);
+            let h = Tensor::randn([n, d], (Kind::Float, Device::Cpu));
+            let e = Tensor::randn([n_items, d], (Kind::Float, Device::Cpu));
+            let mut y: Vec<i64> = (0..n).map(|i| (i * 7 + seed) % n_items).collect();
+            if ignore_every > 0 {
+                for (i, v) in y.iter_mut().enumerate() {
+                    if i as i64 % (ignore_every + 1) == 1 { *v = IGNORE; }
+                }
+            }
+            let t = Tensor::from_slice(&y);
+            let (v0, gh0, ge0) = value_and_grads(|h, e| reference(h, e, &t), &h, &e);
+            let (v1, gh1, ge1) = value_and_grads(|h, e| full_softmax_chunked(h, e, &t, chunk), &h, &e);
+            prop_assert!((v0 - v1).abs() < 1e-4 * (1.0 + v0.abs()), "loss {} vs {}", v0, v1);
+            let dh = (&gh0 - &gh1).abs().max().double_value(&[]);
+            let de = (&ge0 - &ge1).abs().max().double_value(&[]);
+            prop_assert!(dh < 1e-5 && de < 1e-5, "gradients differ by {} and {}", dh, de);
+        }
+    }
+
+    #[test]
+    fn without_gradients_only_the_loss_is_formed() {
+        let h = Tensor::randn([5, 3], (Kind::Float, Device::Cpu));
+        let e = Tensor::randn([7, 3], (Kind::Float, Device::Cpu));
+        let t = Tensor::from_slice(&[0i64, 1, 2, 3, 4]);
+        let got = tch::no_grad(|| full_softmax(&h, &e, &t));
+        assert!(!got.requires_grad());
+        assert!((got.double_value(&[]) - reference(&h, &e, &t).double_value(&[])).abs() < 1e-5);
+    }
 
     #[test]
     fn full_softmax_matches_a_hand_computed_case() {
