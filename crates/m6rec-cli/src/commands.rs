@@ -233,6 +233,7 @@ fn auto_strategy(
     let machine = strategy::Machine {
         threads: usize::try_from(tch::get_num_threads()).unwrap_or(1).max(1),
         cuda: device.is_cuda(),
+        roof: Some(strategy::Machine::measure_roof(device)),
     };
     let budget = a.budget.or(a.max_seconds).or_else(|| {
         table.get("train").and_then(|t| t.get("max_seconds")).and_then(toml::Value::as_float).filter(|&s| s > 0.0)
@@ -242,7 +243,7 @@ fn auto_strategy(
         .with_context(|| format!("the automatic strategy for {} ({origin})", a.data.display()))?;
     if leader {
         println!(
-            "automatic strategy for {} users, {} items, {} events (histories: mean {:.1}, p90 {}), {} on {} thread(s), {}:",
+            "automatic strategy for {} users, {} items, {} events (histories: mean {:.1}, p90 {}), {} on {} thread(s) ({:.0} GFLOP/s matmul), {}:",
             profile.users,
             profile.items,
             profile.events,
@@ -250,6 +251,7 @@ fn auto_strategy(
             profile.len_p90,
             if machine.cuda { "GPU" } else { "CPU" },
             machine.threads,
+            machine.roof.unwrap_or(0.0) / 1e9,
             budget.map_or("no time budget".into(), |b| format!("budget {b:.0} s"))
         );
         if let Some(n) = cache_note {

@@ -10,12 +10,13 @@
 //! - `max_len`: the 90th percentile of history lengths, in steps of 10, within 20..=50 on CPU (20..=200 on GPU);
 //!   longer histories still train on all their items as extra windows (`train.windows`).
 //! - `dropout`: 0.5 for sparse data (mean history under 20 items, the Amazon shape), 0.2 for dense (MovieLens).
-//! - `loss`: full softmax (exact, and the stronger objective) while its item product per target stays under a
-//!   quarter of the step's cost budget; above that, sampled softmax with in-batch and uniform negatives.
-//! - width, depth, heads: 64 × 2 blocks × 2 heads (SASRec's size; the measured cost model below says what fits).
-//! - batch: 128 rows' worth of real tokens per step in length buckets; learning rate 1e-3 (2e-3 for dense data),
-//!   20 warm-up steps, cosine decay over the epochs.
-//! - epochs and patience: from the estimated epoch time against the budget.
+//! - `loss`: full softmax (exact, and the stronger objective) unless fewer than 30 epochs of it fit the budget or
+//!   the catalog is huge; then sampled softmax with in-batch and uniform negatives.
+//! - width, depth, heads: 64 × 2 blocks × 2 heads (SASRec's size).
+//! - batch: 128 rows' worth of real tokens per step in length buckets; learning rate 5e-3 for sparse data, 2e-3
+//!   for dense; 20 warm-up steps; cosine decay over the epochs.
+//! - epochs and patience: with a budget, the epochs that fit 90% of it at the estimated epoch time ([`epoch_flops`]
+//!   over [`Machine::flops`]), so the decay ends with the budget; without one, 200 and early stopping.
 //! - item tower: hybrid id + text with the text-similarity prior when at least half of the catalog has a text
 //!   embedding in the feature cache; otherwise item ids only.
 
@@ -107,18 +108,36 @@ pub struct Machine {
     pub threads: usize,
     /// Training on a CUDA device.
     pub cuda: bool,
+    /// This machine's f32 matmul rate, FLOP/s, when measured ([`Machine::measure_roof`]).
+    pub roof: Option<f64>,
 }
 
 impl Machine {
-    /// Useful FLOP/s a training step reaches on this machine: on CPU 17 GFLOP/s per thread (`cargo xtask bench
-    /// step`: 33-37 GFLOP/s of work on real tokens on 2 cores, about a fifth of the matmul roof); on a GPU a
-    /// conservative 2 TFLOP/s (small models are launch-bound there).
+    /// Useful FLOP/s a training step reaches on this machine. On CPU 30% of the measured matmul roof (`cargo xtask
+    /// bench step` with the chunked softmax: 25-35% on Toys; a Toys epoch of 11 s at a 146 GFLOP/s roof is 34%),
+    /// or 25 GFLOP/s per thread when it was not measured;
+    /// on a GPU a conservative 2 TFLOP/s (small models are launch-bound there; never measured here).
     pub fn flops(&self) -> f64 {
-        if self.cuda {
-            2e12
-        } else {
-            17e9 * self.threads.max(1) as f64
+        match (self.cuda, self.roof) {
+            (true, _) => 2e12,
+            (false, Some(r)) if r.is_finite() && r > 0.0 => 0.3 * r,
+            (false, _) => 25e9 * self.threads.max(1) as f64,
         }
+    }
+
+    /// The f32 matmul rate of `device` (FLOP/s): the best of five 1024³ products, about 0.1 s on 2 cores.
+    pub fn measure_roof(device: tch::Device) -> f64 {
+        let n = 1024i64;
+        let a = tch::Tensor::randn([n, n], (tch::Kind::Float, device));
+        let b = tch::Tensor::randn([n, n], (tch::Kind::Float, device));
+        let mut best = f64::INFINITY;
+        for _ in 0..6 {
+            let t = std::time::Instant::now();
+            let c = a.matmul(&b);
+            let _ = c.double_value(&[0, 0]);
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        2.0 * (n * n * n) as f64 / best.max(1e-9)
     }
 }
 
@@ -249,7 +268,7 @@ pub fn resolve(user: &toml::Table, p: &Profile, m: &Machine, budget: Option<f64>
                 "full softmax: exact over {} items, {:.1} s per epoch estimated{}",
                 p.items,
                 full / m.flops(),
-                budget.map_or(String::new(), |b| format!(", {:.0} epochs fit the budget", b * m.flops() / full))
+                budget.map_or(String::new(), |b| format!(", about {:.0} epochs fit the budget", b * m.flops() / full))
             ),
         );
         None
@@ -272,17 +291,23 @@ pub fn resolve(user: &toml::Table, p: &Profile, m: &Machine, budget: Option<f64>
     auto.train.batch_size = 128;
     auto.train.buckets = true;
     note("train.batch_size", "128 rows' worth of real tokens per step, in length buckets (padding under 10%)".into());
-    auto.optim.lr = if sparse { 1e-3 } else { 2e-3 };
+    auto.optim.lr = if sparse { 5e-3 } else { 2e-3 };
     note(
         "optim.lr",
-        format!("{} data: {} (docs/strategy.md)", if sparse { "sparse" } else { "dense" }, auto.optim.lr),
+        format!(
+            "{} data: {} (on Toys 5e-3 beat 2e-3 by 34% at 30 epochs; docs/strategy.md)",
+            if sparse { "sparse" } else { "dense" },
+            auto.optim.lr
+        ),
     );
     auto.train.warmup_steps = 20;
     note("train.warmup_steps", "20 steps: AdamW's estimates settle quickly at this size".into());
 
     // Epochs and patience from the estimated epoch time.
-    let fit = budget.map(|b| b / epoch_seconds.max(1e-3));
-    auto.train.epochs = 200;
+    // With a budget, the cosine schedule spans the epochs that fit it (validation included, a tenth), so the rate
+    // has decayed when the time is up: on Toys the last third of a decayed schedule added 16% NDCG@10.
+    let fit = budget.map(|b| 0.9 * b / epoch_seconds.max(1e-3));
+    auto.train.epochs = fit.map_or(200, |n| (n as usize).clamp(5, 200));
     auto.train.patience = match fit {
         Some(n) if n < 100.0 => ((n / 5.0) as usize).clamp(5, 20),
         _ => 20,
@@ -290,8 +315,11 @@ pub fn resolve(user: &toml::Table, p: &Profile, m: &Machine, budget: Option<f64>
     note(
         "train.epochs",
         match fit {
-            Some(n) => format!("up to 200, early stopping; about {n:.0} fit the budget"),
-            None => "up to 200, early stopping on validation NDCG@10".into(),
+            Some(n) => format!(
+                "{} epochs of {epoch_seconds:.1} s (estimated) fit 90% of the budget: the cosine decay ends there",
+                (n as usize).clamp(5, 200)
+            ),
+            None => "up to 200, early stopping on validation NDCG@10 (no budget)".into(),
         },
     );
     note("train.patience", format!("{} epochs without a better validation NDCG@10", auto.train.patience));
@@ -433,7 +461,7 @@ mod tests {
         }
     }
 
-    const CPU: Machine = Machine { threads: 2, cuda: false };
+    const CPU: Machine = Machine { threads: 2, cuda: false, roof: None };
 
     fn decided(r: &Resolved, field: &str) -> String {
         r.decisions.iter().find(|d| d.field == field).map(|d| d.value.clone()).unwrap_or_default()
@@ -460,8 +488,15 @@ mod tests {
         assert_eq!(c.model.dropout, 0.5);
         assert_eq!(c.model.loss, m6rec_model::LossConfig::FullSoftmax);
         assert_eq!((c.model.d_model, c.model.n_layers, c.model.n_heads), (64, 2, 2));
-        assert_eq!(c.optim.lr, 1e-3);
+        assert_eq!(c.optim.lr, 5e-3);
         assert_eq!(c.train.max_seconds, 600.0);
+        // The schedule spans what fits the budget: 90% of it at the estimated epoch time.
+        let fit = (0.9 * 600.0 / r.epoch_seconds) as usize;
+        assert_eq!(c.train.epochs, fit.clamp(5, 200), "{}", table(&r.decisions));
+        // A machine measured twice as fast fits twice the epochs.
+        let fast = Machine { roof: Some(2.0 * CPU.flops() / 0.3), ..CPU };
+        let r2 = resolve(&toml::Table::new(), &p, &fast, Some(600.0)).unwrap();
+        assert!((r2.epoch_seconds * 2.0 - r.epoch_seconds).abs() < 1e-9);
         assert!(c.train.buckets);
         assert!(c.item_tower.is_none());
         assert!(decided(&r, "item_tower") == "none", "{:?}", r.decisions);
@@ -476,7 +511,8 @@ mod tests {
         assert_eq!(r.config.optim.lr, 2e-3);
         assert_eq!(r.config.train.max_seconds, 0.0, "no budget, no cap");
         assert_eq!(r.config.train.patience, 20);
-        let gpu = resolve(&toml::Table::new(), &p, &Machine { threads: 2, cuda: true }, None).unwrap();
+        assert_eq!(r.config.train.epochs, 200, "no budget: early stopping decides");
+        let gpu = resolve(&toml::Table::new(), &p, &Machine { threads: 2, cuda: true, roof: None }, None).unwrap();
         assert_eq!(gpu.config.model.max_len, 200, "GPU cap");
     }
 
@@ -502,7 +538,7 @@ mod tests {
         let r = resolve(&toml::Table::new(), &p, &CPU, None).unwrap();
         assert!(matches!(r.config.model.loss, m6rec_model::LossConfig::SampledSoftmax { .. }));
         // The same catalog with a generous budget on a GPU stays exact.
-        let r = resolve(&toml::Table::new(), &p, &Machine { threads: 1, cuda: true }, Some(36_000.0)).unwrap();
+        let r = resolve(&toml::Table::new(), &p, &Machine { threads: 1, cuda: true, roof: None }, Some(36_000.0)).unwrap();
         assert_eq!(r.config.model.loss, m6rec_model::LossConfig::FullSoftmax);
     }
 
