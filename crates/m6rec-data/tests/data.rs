@@ -64,6 +64,18 @@ fn seqtext_keeps_line_order_as_time() {
     assert_eq!(titles, ["b", "a", "c"]);
 }
 
+/// Regression (issue 19, 14): a user on two lines got an interleaved sequence (i1 i3 i2 i4).
+#[test]
+fn seqtext_continues_a_user_across_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "s.txt", b"u1 i1 i2\nu2 x y\nu1 i3 i4\n");
+    let ds = import(Format::SeqText, &dir.path().join("s.txt")).unwrap().dataset;
+    let split = Split::leave_one_out(&ds.interactions, ds.n_users());
+    let u1 = ds.user_idx("u1").unwrap() as usize;
+    let ids: Vec<&str> = split.sequence(u1).iter().map(|&i| ds.items[i as usize].id.as_str()).collect();
+    assert_eq!(ids, ["i1", "i2", "i3", "i4"]);
+}
+
 #[test]
 fn datasets_round_trip_and_reject_other_versions() {
     let imported = import(Format::RecBole, &fixture("demo")).unwrap();
@@ -163,6 +175,31 @@ fn unisrec_rows_rebuild_sequences_and_targets() {
     assert_eq!(split.sequence(ds.user_idx("u7").unwrap() as usize), &[3, 2, 1, 0, 1]);
     let err = import(Format::UniSRec, dir.path().join("nothing").as_path()).unwrap_err();
     assert!(err.to_string().contains("nothing"), "{err}");
+}
+
+/// Regression (issue 19, 8): an index far beyond the file's size panicked (overflow, capacity) or tried a 24 GB
+/// allocation; it is a skipped, reported line now.
+#[test]
+fn unisrec_index_values_beyond_the_file_are_bad_lines_not_allocations() {
+    for huge in ["18446744073709551615", "1000000000000000000", "1000000000"] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write(d, "Toy.text", b"item_id:token\ttext:token_seq\nA1\tRed Jack. \nB2\tBlue Cup. \n");
+        write(d, "Toy.item2index", format!("A1\t0\nB2\t{huge}\n").as_bytes());
+        write(d, "Toy.user2index", b"u9\t0\n");
+        let rows = b"user_id:token\titem_id_list:token_seq\titem_id:token\n0\t0\t0\n";
+        for f in ["Toy.train.inter", "Toy.valid.inter", "Toy.test.inter"] {
+            write(d, f, rows);
+        }
+        let r = import(Format::UniSRec, d).unwrap().report;
+        assert_eq!(r.n_items, 1, "{huge}");
+        let bad = r.skipped.iter().find(|s| s.file.ends_with("Toy.item2index")).expect("the line is reported");
+        assert_eq!(bad.line, 2);
+        assert!(bad.reason.contains(huge) && bad.reason.contains("out of range"), "{}", bad.reason);
+        // With the line fixed the same folder imports both items.
+        write(d, "Toy.item2index", b"A1\t0\nB2\t1\n");
+        assert_eq!(import(Format::UniSRec, d).unwrap().report.n_items, 2);
+    }
 }
 
 #[test]

@@ -15,11 +15,21 @@ use std::path::{Path, PathBuf};
 type Rows = Vec<(Vec<u32>, u32)>;
 
 /// An `id<TAB>index` file (no header) as `ids[index]`; bad lines are skipped and reported.
+///
+/// Indices are dense, so none can exceed the number of lines (one more allows 1-based files): a larger one is a bad
+/// line, never an allocation of its size.
 fn read_index(b: &mut Builder, path: &Path, what: &str) -> Result<Vec<Option<String>>> {
+    let text = read_text(path)?;
+    let n_lines = text.lines().count();
     let mut ids: Vec<Option<String>> = Vec::new();
-    for (n, line) in read_text(path)?.lines().enumerate() {
+    for (n, line) in text.lines().enumerate() {
         let mut f = line.split('\t');
         match (f.next(), f.next().and_then(|x| x.trim().parse::<usize>().ok())) {
+            (Some(_), Some(idx)) if idx > n_lines => b.skip(
+                path,
+                n + 1,
+                format!("index {idx} is out of range: the file has {n_lines} lines, so indices run from 0 to {n_lines}"),
+            ),
             (Some(id), Some(idx)) if !id.is_empty() => {
                 if ids.len() <= idx {
                     ids.resize(idx + 1, None);
