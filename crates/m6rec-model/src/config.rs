@@ -100,6 +100,15 @@ impl Default for SeqRecConfig {
     }
 }
 
+/// Largest `d_model` (and `lora_rank`) a config may ask for.
+pub const MAX_D_MODEL: i64 = 8192;
+/// Largest `n_layers`.
+pub const MAX_LAYERS: i64 = 256;
+/// Largest `max_len` (and `prompts`).
+pub const MAX_LEN: i64 = 16_384;
+/// Most parameters the Transformer blocks together may hold (2³¹, 8 GiB of f32).
+pub const MAX_BLOCK_PARAMS: i64 = 1 << 31;
+
 impl SeqRecConfig {
     /// Feed-forward width after defaults.
     pub fn d_ff(&self) -> i64 {
@@ -131,6 +140,32 @@ impl SeqRecConfig {
                 format!("({}) and lora_rank ({}) must not be negative", self.prompts, self.lora_rank),
             );
         }
+        // Sizes a model on one machine can hold: beyond them libtorch panics or the process is killed for memory
+        // (a config.json with d_model 1e9 or n_layers 1e5) instead of an error naming the field.
+        let limits = [
+            ("d_model", self.d_model, MAX_D_MODEL),
+            ("n_layers", self.n_layers, MAX_LAYERS),
+            ("d_ff", self.d_ff, 8 * MAX_D_MODEL),
+            ("max_len", self.max_len, MAX_LEN),
+            ("prompts", self.prompts, MAX_LEN),
+            ("lora_rank", self.lora_rank, MAX_D_MODEL),
+        ];
+        if let Some((field, v, max)) = limits.into_iter().find(|&(_, v, max)| v > max) {
+            return bad(field, format!("is {v}, more than the supported {max}"));
+        }
+        let block = 4 * self.d_model * self.d_model + 2 * self.d_model * self.d_ff();
+        if self.n_layers.saturating_mul(block) > MAX_BLOCK_PARAMS {
+            return bad(
+                "n_layers",
+                format!(
+                    "{} layers of d_model {} and d_ff {} hold {} parameters, more than the supported {MAX_BLOCK_PARAMS}",
+                    self.n_layers,
+                    self.d_model,
+                    self.d_ff(),
+                    self.n_layers.saturating_mul(block)
+                ),
+            );
+        }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad("dropout", format!("is {}, must be in [0, 1)", self.dropout));
         }
@@ -140,5 +175,30 @@ impl SeqRecConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (issue 19, 9): sizes from a hostile or corrupt config.json are errors naming the field, not a
+    /// libtorch panic or an allocation that gets the process killed.
+    #[test]
+    fn sizes_beyond_one_machine_are_refused_by_field() {
+        let d = SeqRecConfig::default();
+        for (cfg, field) in [
+            (SeqRecConfig { d_model: 1_000_000_000, n_heads: 1, ..d.clone() }, "d_model"),
+            (SeqRecConfig { n_layers: 100_000, ..d.clone() }, "n_layers"),
+            (SeqRecConfig { max_len: 10_000_000, ..d.clone() }, "max_len"),
+            (SeqRecConfig { d_model: 8192, n_heads: 1, n_layers: 256, ..d.clone() }, "n_layers"),
+            (SeqRecConfig { d_ff: 100_000_000, ..d.clone() }, "d_ff"),
+        ] {
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{cfg:?}: {err}");
+        }
+        assert!(SeqRecConfig::default().validate().is_ok());
+        let big = SeqRecConfig { d_model: 1024, n_heads: 16, n_layers: 24, ..SeqRecConfig::default() };
+        assert!(big.validate().is_ok(), "a large but real model stays allowed");
     }
 }
