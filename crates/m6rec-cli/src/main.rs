@@ -19,9 +19,9 @@ use std::process::ExitCode;
 #[command(name = "m6rec", version, about)]
 struct Cli {
     /// Compute threads for libtorch and data preparation (default: OMP_NUM_THREADS when set, as torchrun sets it
-    /// for each rank; else all cores).
-    #[arg(long, global = true)]
-    threads: Option<usize>,
+    /// for each rank; else all cores). 1 to 1024.
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
     #[command(subcommand)]
     command: Command,
 }
@@ -86,9 +86,10 @@ fn main() -> ExitCode {
     let omp = std::env::var("OMP_NUM_THREADS").ok().and_then(|v| v.trim().parse::<usize>().ok());
     let threads = cli
         .threads
+        .map(usize::from)
         .or(omp)
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
-        .max(1);
+        .clamp(1, 1024);
     // Threads are the binary's decision (STYLE rule 12): libtorch's pool and rayon's pool, once.
     tch::set_num_threads(i32::try_from(threads).unwrap_or(1));
     let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();

@@ -67,11 +67,11 @@ pub struct ServeArgs {
     /// Longest explicit history accepted.
     #[arg(long, default_value_t = 10_000)]
     max_history: usize,
-    /// Largest request body, in MiB.
-    #[arg(long, default_value_t = 16)]
-    max_body_mib: usize,
-    /// Seconds a request (its body included) may take.
-    #[arg(long, default_value_t = 30)]
+    /// Largest request body, in MiB (1 to 4096).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    max_body_mib: u64,
+    /// Seconds a request (its body included) may take (1 to 3600).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     timeout_s: u64,
 }
 
@@ -118,7 +118,7 @@ pub fn serve(a: &ServeArgs) -> Result<()> {
     let limits = Limits {
         max_k: a.max_k,
         max_history: a.max_history,
-        max_body: a.max_body_mib << 20,
+        max_body: usize::try_from(a.max_body_mib << 20).unwrap_or(usize::MAX),
         request_timeout: Duration::from_secs(a.timeout_s),
         max_batch: a.max_batch,
         max_wait: Duration::from_micros(a.max_wait_us),

@@ -331,3 +331,15 @@ fn without_a_config_the_automatic_strategy_decides_prints_and_saves_its_choices(
     let err = fails(&m6rec(&["train", "--data", p(&ds), "--budget", "soon", "--out", p(&dir.path().join("x"))]));
     assert!(err.contains("soon") && err.contains("10m"), "{err}");
 }
+
+/// Regression (issue 19, 16): `--threads 100000` segfaulted in libgomp; `serve --max-body-mib 0` / `--timeout-s 0`
+/// were accepted and then failed every request. All are refused at parse time, naming the flag.
+#[test]
+fn out_of_range_flags_are_refused_before_anything_starts() {
+    let err = fails(&Command::new(env!("CARGO_BIN_EXE_m6rec")).args(["--threads", "100000", "doctor"]).output().unwrap());
+    assert!(err.contains("--threads") && err.contains("100000"), "{err}");
+    for flag in ["--max-body-mib", "--timeout-s"] {
+        let err = fails(&m6rec(&["serve", "--checkpoint", "nowhere", flag, "0"]));
+        assert!(err.contains(flag), "{err}");
+    }
+}
