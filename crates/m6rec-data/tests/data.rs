@@ -64,6 +64,30 @@ fn seqtext_keeps_line_order_as_time() {
     assert_eq!(titles, ["b", "a", "c"]);
 }
 
+/// Regression (issue 19, 17): a UTF-8 byte-order mark became part of the first header (`\u{feff}user_id`), and
+/// an invalid byte was named by byte offset only.
+#[test]
+fn a_byte_order_mark_is_dropped_and_bad_utf8_is_named_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("bom");
+    std::fs::create_dir(&src).unwrap();
+    let mut inter = "\u{feff}user_id:token\titem_id:token\ttimestamp:float\n".to_string();
+    for u in 0..3 {
+        for t in 0..4 {
+            inter += &format!("u{u}\ti{t}\t{t}\n");
+        }
+    }
+    write(&src, "bom.inter", inter.as_bytes());
+    let r = import(Format::RecBole, &src).unwrap().report;
+    assert_eq!((r.imported, r.skipped.len()), (12, 0));
+    let mut bad = inter.into_bytes();
+    let second_line = bad.iter().position(|&b| b == b'\n').unwrap() + 3;
+    bad[second_line] = 0xff;
+    write(&src, "bom.inter", &bad);
+    let err = import(Format::RecBole, &src).unwrap_err().to_string();
+    assert!(err.contains("line 2, column 3") && err.contains("bom.inter"), "{err}");
+}
+
 /// Regression (issue 19, 14): a user on two lines got an interleaved sequence (i1 i3 i2 i4).
 #[test]
 fn seqtext_continues_a_user_across_lines() {

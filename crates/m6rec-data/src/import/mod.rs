@@ -171,12 +171,24 @@ impl Builder {
 }
 
 /// Reads a whole text file, naming it on failure.
+/// A UTF-8 text file, without a leading byte-order mark (spreadsheet exports write one; it would become part of the
+/// first header name). Invalid UTF-8 is named by line and column.
 pub(crate) fn read_text(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(io(path))?;
-    String::from_utf8(bytes).map_err(|e| Error::BadFormat {
-        path: path.to_path_buf(),
-        reason: format!("not UTF-8 at byte {}", e.utf8_error().valid_up_to()),
-    })
+    let mut text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let before = &e.as_bytes()[..at];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let column = at - before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
+        Error::BadFormat {
+            path: path.to_path_buf(),
+            reason: format!("not UTF-8 at line {line}, column {column} (byte {at}); re-export the file as UTF-8"),
+        }
+    })?;
+    if text.starts_with('\u{feff}') {
+        text.drain(..'\u{feff}'.len_utf8());
+    }
+    Ok(text)
 }
 
 /// Decodes ISO-8859-1 (every byte is the code point of the same value).
