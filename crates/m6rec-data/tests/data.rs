@@ -88,6 +88,30 @@ fn a_byte_order_mark_is_dropped_and_bad_utf8_is_named_by_line() {
     assert!(err.contains("line 2, column 3") && err.contains("bom.inter"), "{err}");
 }
 
+/// Regression (issue 19, 15): empty, blank and NUL-holding ids were imported, then refused by the service.
+#[test]
+fn empty_blank_and_control_character_ids_are_skipped_with_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("ids");
+    std::fs::create_dir(&src).unwrap();
+    let mut inter = "user_id:token\titem_id:token\n".to_string();
+    for u in 0..2 {
+        for t in 0..4 {
+            inter += &format!("u{u}\ti{t}\n");
+        }
+    }
+    inter += "\ti1\n  \ti1\nu0\ti\u{0}x\nu\u{7}\ti2\n";
+    write(&src, "ids.inter", inter.as_bytes());
+    let r = import(Format::RecBole, &src).unwrap().report;
+    assert_eq!(r.imported, 8);
+    let lines: Vec<(usize, &str)> = r.skipped.iter().map(|s| (s.line, s.reason.as_str())).collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert_eq!((lines[0].0, lines[0].1), (10, "user empty id"));
+    assert_eq!((lines[1].0, lines[1].1), (11, "user blank id"));
+    assert!(lines[2].0 == 12 && lines[2].1.starts_with("item id") && lines[2].1.contains("control"), "{lines:?}");
+    assert!(lines[3].0 == 13 && lines[3].1.starts_with("user id"), "{lines:?}");
+}
+
 /// Regression (issue 19, 14): a user on two lines got an interleaved sequence (i1 i3 i2 i4).
 #[test]
 fn seqtext_continues_a_user_across_lines() {

@@ -95,6 +95,15 @@ pub struct Imported {
     pub report: ImportReport,
 }
 
+/// Why `id` cannot be a user or item id, if it cannot: empty, blank, or holding control characters (NUL, tabs,
+/// line breaks). The service refuses such ids, so an import must not make them.
+pub(crate) fn bad_id(id: &str) -> Option<String> {
+    if id.trim().is_empty() {
+        return Some(if id.is_empty() { "empty id".into() } else { "blank id".into() });
+    }
+    id.chars().find(|c| c.is_control()).map(|c| format!("id {id:?} holds the control character {c:?}"))
+}
+
 /// Interns external ids into dense indices while an importer reads, and collects skipped lines.
 #[derive(Debug, Default)]
 pub(crate) struct Builder {

@@ -69,8 +69,8 @@ fn read_catalog(b: &mut Builder, path: &Path, sep: char, text: impl Fn(&[&str]) 
             continue;
         };
         let id = fields[0].trim();
-        if id.is_empty() {
-            b.skip(path, i + 1, "empty item id");
+        if let Some(reason) = super::bad_id(id) {
+            b.skip(path, i + 1, format!("item {reason}"));
             continue;
         }
         let idx = b.item(id, "movies");
@@ -106,6 +106,10 @@ fn read_ratings(b: &mut Builder, path: &Path, sep: &str) -> Result<()> {
                 continue;
             }
         };
+        if let Some(reason) = super::bad_id(f[0].trim()) {
+            b.skip(path, i + 1, format!("user {reason}"));
+            continue;
+        }
         let user = b.user(f[0].trim());
         b.event(user, item, ts, Some(format!("rating:{}", f[2].trim())));
     }

@@ -95,7 +95,11 @@ fn read_items(b: &mut Builder, path: &Path, name: &str) -> Result<()> {
     let text_cols: Vec<usize> = (0..h.names.len())
         .filter(|&c| Some(c) != title_col && c != id_col && Some(c) != domain_col && h.types[c] == "token_seq")
         .collect();
-    for (_, f) in rows(b, path, &h, lines) {
+    for (line_no, f) in rows(b, path, &h, lines) {
+        if let Some(reason) = super::bad_id(f[id_col]) {
+            b.skip(path, line_no, format!("item {reason}"));
+            continue;
+        }
         let domain = domain_col.map(|c| f[c]).filter(|d| !d.is_empty()).unwrap_or(name);
         let idx = b.item(f[id_col], domain);
         let item = b.item_mut(idx);
@@ -119,6 +123,10 @@ fn read_inter(b: &mut Builder, path: &Path, name: &str) -> Result<()> {
     let ts_col = h.col("timestamp");
     let restrict = b.known_item_count() > 0;
     for (line_no, f) in rows(b, path, &h, lines) {
+        if let Some(reason) = super::bad_id(f[u_col]).map(|r| format!("user {r}")).or_else(|| super::bad_id(f[i_col]).map(|r| format!("item {r}"))) {
+            b.skip(path, line_no, reason);
+            continue;
+        }
         // Without a timestamp column the line order is the time order.
         let ts = match ts_col.map(|c| parse_ts(f[c])) {
             Some(Ok(t)) => t,
