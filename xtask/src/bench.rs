@@ -30,6 +30,7 @@ pub fn quality(root: &Path, data: &Path, config: Option<&Path>, json_out: Option
         &p(&ck),
         "--summary-json",
         &p(&summary),
+        "--force",
     ]))?;
     let mut evals = Vec::new();
     for filtered in [false, true] {

@@ -121,7 +121,7 @@ fn smoke_test(root: &Path, bin: &Path, gpus: usize) -> Result<()> {
     )?;
     let train = |out: &Path, device: &str| {
         let mut c = Command::new(bin);
-        c.args(["train", "--data", &p(&ds), "--config", &p(&cfg), "--out", &p(out), "--device", device]);
+        c.args(["train", "--data", &p(&ds), "--config", &p(&cfg), "--out", &p(out), "--device", device, "--force"]);
         for v in ["RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK"] {
             c.env_remove(v);
         }

@@ -306,7 +306,7 @@ fn demo(root: &Path, data: Option<&Path>, config: Option<&Path>) -> Result<()> {
     } else {
         run_cmd(m6rec(root)?.args(["import", format, &p(&src), "--out", &p(&ds)]))?;
     }
-    run_cmd(m6rec(root)?.args(["train", "--data", &p(&ds), "--config", &p(&config), "--out", &p(&ck)]))?;
+    run_cmd(m6rec(root)?.args(["train", "--data", &p(&ds), "--config", &p(&config), "--out", &p(&ck), "--force"]))?;
     let chart = run_dir.join("metrics.svg");
     run_cmd(m6rec(root)?.args(["eval", "--checkpoint", &p(&ck), "--data", &p(&ds), "--plot", &p(&chart)]))?;
     run_cmd(m6rec(root)?.args(["recommend", "--checkpoint", &p(&ck), "--data", &p(&ds), "--first", "3"]))?;

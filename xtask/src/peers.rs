@@ -48,6 +48,7 @@ pub fn peers(root: &Path, data: &Path, seconds: f64, threads: usize, json_out: O
         &p(&ck),
         "--summary-json",
         &p(&summary),
+        "--force",
     ]))?;
     let mut evals = Vec::new();
     for filtered in [false, true] {

@@ -66,6 +66,17 @@ pub struct ImportArgs {
 pub fn import(a: &ImportArgs) -> Result<()> {
     use m6rec_data::media::{attach, MediaKind};
     let (format, src, out) = (a.format, a.src.as_path(), a.out.as_path());
+    // Refused before any work: an --out that holds the input, or anything but an earlier dataset.
+    for input in [Some(src), a.images.as_deref(), a.audio.as_deref(), a.item_text.as_deref()].into_iter().flatten() {
+        if contains(out, input) {
+            anyhow::bail!(
+                "--out {} contains the input {}: the import would replace it; write the dataset somewhere else",
+                out.display(),
+                input.display()
+            );
+        }
+    }
+    m6rec_data::DATASET_DIR.check_replaceable(out).context("--out")?;
     let (images, audio, all_skipped) = (a.images.as_deref(), a.audio.as_deref(), a.all_skipped);
     let bar = spinner(format!("importing {}", src.display()));
     let mut imported = m6rec_data::import::import(format, src)
@@ -150,6 +161,9 @@ pub struct TrainArgs {
     /// Continue the run saved in --out.
     #[arg(long)]
     resume: bool,
+    /// Replace the run saved in --out (without it, training into an existing run is refused).
+    #[arg(long, conflicts_with = "resume")]
+    force: bool,
     /// Override train.epochs.
     #[arg(long)]
     epochs: Option<usize>,
@@ -184,6 +198,14 @@ pub struct TrainArgs {
     /// names the missing rank.
     #[arg(long, default_value_t = 300.0)]
     dist_timeout: f64,
+}
+
+/// Whether `inner` is `outer` or inside it (both resolved as far as they exist).
+pub(crate) fn contains(outer: &Path, inner: &Path) -> bool {
+    let resolve = |p: &Path| {
+        std::fs::canonicalize(p).unwrap_or_else(|_| std::env::current_dir().map(|d| d.join(p)).unwrap_or(p.into()))
+    };
+    resolve(inner).starts_with(resolve(outer))
 }
 
 /// The run config as given: a complete one (a `fixed` file, or the `--init-from` checkpoint's), or, for the
@@ -295,6 +317,18 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         (cfg, _) => cfg,
     };
     let out = a.out.clone().unwrap_or_else(|| m6rec_train::default_run_dir(&ds.name));
+    if !a.resume {
+        if contains(&out, &a.data) {
+            anyhow::bail!("--out {} contains the dataset {}: choose another --out", out.display(), a.data.display());
+        }
+        m6rec_train::checkpoint::CHECKPOINT_DIR.check_replaceable(&out).context("--out")?;
+        if out.join("state.json").is_file() && !a.force {
+            anyhow::bail!(
+                "{} holds a training run already: --resume continues it, --force replaces it (its best model too)",
+                out.display()
+            );
+        }
+    }
     let mut fp = DatasetFingerprint::of(&ds);
     fp.path = std::fs::canonicalize(&a.data).ok();
     let tower_run = if a.resume {
@@ -739,6 +773,10 @@ pub fn features(a: &FeaturesArgs) -> Result<()> {
         });
     }
     let cache = a.cache.clone().unwrap_or_else(|| m6rec_features::default_cache_dir(&a.data));
+    if contains(&cache, &a.data) {
+        anyhow::bail!("the cache {} contains the dataset {}: choose another --cache", cache.display(), a.data.display());
+    }
+    m6rec_features::FEATURES_DIR.check_replaceable(&cache).context("the feature cache")?;
     let start = Instant::now();
     let progress = crate::progress::FeatureProgress::new();
     let report = m6rec_features::build(&a.data, &ds, &cache, &cfg, &progress)

@@ -152,6 +152,14 @@ pub fn update(a: &UpdateArgs) -> Result<()> {
         a.from.with_file_name(format!("{name}-updated"))
     });
     let out_data = PathBuf::from(format!("{}.data", out.display()));
+    // The checkpoint and dataset read here are left untouched (the --help promise): refuse to write over them.
+    for (written, read) in [(&out, &a.from), (&out, &data), (&out_data, &a.from), (&out_data, &data)] {
+        if crate::commands::contains(written, read) || crate::commands::contains(read, written) {
+            bail!("--out {} would overwrite {}, which update reads; choose another --out", out.display(), read.display());
+        }
+    }
+    m6rec_train::checkpoint::CHECKPOINT_DIR.check_replaceable(&out).context("--out")?;
+    m6rec_data::DATASET_DIR.check_replaceable(&out_data).context("--out")?;
     ds.save(&out_data).with_context(|| format!("writing {}", out_data.display()))?;
     println!(
         "{} new events for {} users ({} new) appended: {} ({} interactions)",

@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
 
+/// A dataset directory as m6rec writes it: only ever replaced by another (`.m6rec-dataset` marker; see
+/// [`m6rec_tensor::atomic::DirKind`]).
+pub const DATASET_DIR: m6rec_tensor::atomic::DirKind =
+    m6rec_tensor::atomic::DirKind { name: "dataset", legacy: "dataset.json" };
+
 /// The on-disk format version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -148,7 +153,7 @@ impl Dataset {
 
     /// [`Dataset::save`], letting `extra` add files to the new directory before it replaces the old one.
     pub(crate) fn save_then(&self, dir: &Path, extra: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-        m6rec_tensor::atomic::write_dir(dir, |tmp| -> Result<()> {
+        m6rec_tensor::atomic::write_dir(dir, DATASET_DIR, |tmp| -> Result<()> {
             extra(tmp)?;
             table::write_users(&tmp.join("users.parquet"), &self.users)?;
             table::write_items(&tmp.join("items.parquet"), &self.items)?;

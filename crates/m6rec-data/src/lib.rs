@@ -33,6 +33,6 @@ pub mod synth;
 mod table;
 
 pub use batch::{SeqBatch, IGNORE};
-pub use dataset::{Dataset, Interactions, Item, Meta, FORMAT_VERSION};
+pub use dataset::{Dataset, Interactions, Item, Meta, DATASET_DIR, FORMAT_VERSION};
 pub use error::{Error, Result};
 pub use split::{Split, Target};

@@ -14,6 +14,11 @@ use tch::Tensor;
 use crate::manifest::{Entry, FeatureConfig, ItemEntry, Manifest, FORMAT_VERSION};
 use crate::{Error, Result};
 
+/// A feature cache directory as m6rec writes it: only ever replaced by another (`.m6rec-features` marker; see
+/// [`m6rec_tensor::atomic::DirKind`]).
+pub const FEATURES_DIR: m6rec_tensor::atomic::DirKind =
+    m6rec_tensor::atomic::DirKind { name: "features", legacy: "manifest.json" };
+
 /// Progress of a build, for bars (implemented for `()` as "no progress shown").
 pub trait Progress: Sync {
     /// A modality starts, with this many files to look at.
@@ -131,7 +136,7 @@ pub fn build(
         .collect();
     let manifest = Manifest { format_version: FORMAT_VERSION, config: cfg.clone(), items };
     let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Config(e.to_string()))?;
-    m6rec_tensor::atomic::write_dir(cache, |tmp| -> Result<()> {
+    m6rec_tensor::atomic::write_dir(cache, FEATURES_DIR, |tmp| -> Result<()> {
         Tensor::write_safetensors(&[("pixels", &pixels)], tmp.join("images.safetensors"))?;
         Tensor::write_safetensors(&[("log_mel", &log_mel)], tmp.join("audio.safetensors"))?;
         Tensor::write_safetensors(&[("embeddings", &text_emb)], tmp.join("text.safetensors"))?;

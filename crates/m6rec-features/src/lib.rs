@@ -31,7 +31,7 @@ mod error;
 mod load;
 mod manifest;
 
-pub use build::{build, item_text, BadMedia, ModalityReport, Progress, Report};
+pub use build::{build, item_text, BadMedia, ModalityReport, Progress, Report, FEATURES_DIR};
 pub use error::{Error, Result};
 pub use load::{Features, AUDIO, IMAGE, TEXT};
 pub use manifest::{FeatureConfig, TextFeatureConfig};

@@ -3,6 +3,10 @@
 //! Files are written to `<name>.tmp-<pid>`, synced, then renamed over the target.
 //! Directories are filled under `<name>.tmp-<pid>/`, synced, and swapped in with two renames;
 //! if the process dies between them, the old directory survives as `<name>.old-<pid>`.
+//!
+//! A directory is only ever replaced by one of its own [`DirKind`]: each written directory holds a marker file
+//! (`.m6rec-<kind>`), and an existing `--out` without it (a user's folder, a dataset where a checkpoint goes, a
+//! file) is refused with [`Error::NotOurs`] and left untouched.
 
 use crate::{Error, Result};
 use std::fs::{self, File};
@@ -42,11 +46,63 @@ pub fn write_file<E: From<Error>>(
     result
 }
 
+/// What a directory from [`write_dir`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirKind {
+    /// Short name (`dataset`, `checkpoint`); the marker file is `.m6rec-<name>`.
+    pub name: &'static str,
+    /// A file that identifies such a directory written before markers existed.
+    pub legacy: &'static str,
+}
+
+impl DirKind {
+    /// The marker file's name.
+    pub fn marker(&self) -> String {
+        format!(".m6rec-{}", self.name)
+    }
+
+    /// Whether `dir` may be replaced by a directory of this kind: it does not exist, is empty, or is one of this
+    /// kind (its marker, or the legacy file and no other kind's marker).
+    pub fn check_replaceable(&self, dir: &Path) -> Result<()> {
+        let refuse = |reason: String| Err(Error::NotOurs { path: dir.to_path_buf(), reason });
+        let meta = match fs::symlink_metadata(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::Io { path: dir.to_path_buf(), source: e }),
+            Ok(m) => m,
+        };
+        if !meta.is_dir() {
+            return refuse(format!("it is not a directory; choose another path for the {}", self.name));
+        }
+        let names: Vec<String> = fs::read_dir(dir)
+            .map_err(io(dir))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        let other_marker = names.iter().find(|n| n.starts_with(".m6rec-") && **n != self.marker());
+        if names.is_empty() || names.contains(&self.marker()) {
+            return Ok(());
+        }
+        if other_marker.is_none() && names.iter().any(|n| n == self.legacy) {
+            return Ok(());
+        }
+        let what = match other_marker {
+            Some(m) => format!("it holds a {} written by m6rec", m.trim_start_matches(".m6rec-")),
+            None => format!("it is not a {} written by m6rec (no {})", self.name, self.marker()),
+        };
+        refuse(format!("{what}; choose another path, or remove it first if you mean to replace it"))
+    }
+}
+
 /// Writes a whole directory atomically: `fill` populates a fresh temporary directory, which then replaces `dir`.
+///
+/// `dir` must not exist, be empty, or be a directory of the same `kind` ([`DirKind::check_replaceable`]); the new
+/// one gets the kind's marker.
 pub fn write_dir<E: From<Error>>(
     dir: &Path,
+    kind: DirKind,
     fill: impl FnOnce(&Path) -> std::result::Result<(), E>,
 ) -> std::result::Result<(), E> {
+    kind.check_replaceable(dir)?;
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).map_err(io(parent))?;
     }
@@ -57,6 +113,8 @@ pub fn write_dir<E: From<Error>>(
     fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     let result = (|| -> std::result::Result<(), E> {
         fill(&tmp)?;
+        fs::write(tmp.join(kind.marker()), b"written by m6rec; replaced only by the same kind\n")
+            .map_err(io(&tmp))?;
         for entry in fs::read_dir(&tmp).map_err(io(&tmp))? {
             let p = entry.map_err(io(&tmp))?.path();
             if p.is_file() {
@@ -102,6 +160,44 @@ pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
 mod tests {
     use super::*;
 
+    const CK: DirKind = DirKind { name: "checkpoint", legacy: "state.json" };
+    const DS: DirKind = DirKind { name: "dataset", legacy: "dataset.json" };
+
+    /// Regression (issue 19, 2 and 10): `--out` naming a user's folder deleted its files; a file as `--out` was
+    /// renamed away. Both are refused now and left as they were.
+    #[test]
+    fn only_a_directory_of_the_same_kind_is_replaced() {
+        let root = tempfile::tempdir().unwrap();
+        let user = root.path().join("notes");
+        fs::create_dir(&user).unwrap();
+        fs::write(user.join("u.data"), b"mine").unwrap();
+        let err = write_dir(&user, DS, |t| write_bytes(&t.join("x"), b"1")).unwrap_err().to_string();
+        assert!(err.contains("not a dataset written by m6rec") && err.contains("notes"), "{err}");
+        assert_eq!(fs::read(user.join("u.data")).unwrap(), b"mine");
+        let file = root.path().join("file.txt");
+        fs::write(&file, b"keep").unwrap();
+        let err = write_dir(&file, DS, |t| write_bytes(&t.join("x"), b"1")).unwrap_err().to_string();
+        assert!(err.contains("not a directory"), "{err}");
+        assert_eq!(fs::read(&file).unwrap(), b"keep");
+        // A dataset is not replaced by a checkpoint, and the reverse.
+        let ds = root.path().join("ds");
+        write_dir(&ds, DS, |t| write_bytes(&t.join("dataset.json"), b"{}")).unwrap();
+        let err = write_dir(&ds, CK, |t| write_bytes(&t.join("x"), b"1")).unwrap_err().to_string();
+        assert!(err.contains("holds a dataset"), "{err}");
+        assert!(ds.join("dataset.json").exists());
+        // Same kind, an empty directory, and a directory written before markers existed are replaced.
+        write_dir(&ds, DS, |t| write_bytes(&t.join("dataset.json"), b"{\"v\": 2}")).unwrap();
+        let empty = root.path().join("empty");
+        fs::create_dir(&empty).unwrap();
+        write_dir(&empty, CK, |t| write_bytes(&t.join("state.json"), b"{}")).unwrap();
+        let legacy = root.path().join("legacy");
+        fs::create_dir(&legacy).unwrap();
+        fs::write(legacy.join("state.json"), b"{}").unwrap();
+        write_dir(&legacy, CK, |t| write_bytes(&t.join("state.json"), b"{\"new\": 1}")).unwrap();
+        assert_eq!(fs::read(legacy.join("state.json")).unwrap(), b"{\"new\": 1}");
+        assert!(legacy.join(CK.marker()).exists());
+    }
+
     #[test]
     fn failed_fill_keeps_the_old_contents_and_leaves_no_temp() {
         let dir = tempfile::tempdir().unwrap();
@@ -120,11 +216,11 @@ mod tests {
     fn directories_are_replaced_whole() {
         let root = tempfile::tempdir().unwrap();
         let d = root.path().join("ckpt");
-        write_dir(&d, |t| write_bytes(&t.join("x"), b"1")).unwrap();
-        write_dir(&d, |t| write_bytes(&t.join("y"), b"2")).unwrap();
+        write_dir(&d, CK, |t| write_bytes(&t.join("x"), b"1")).unwrap();
+        write_dir(&d, CK, |t| write_bytes(&t.join("y"), b"2")).unwrap();
         assert!(!d.join("x").exists());
         assert_eq!(fs::read(d.join("y")).unwrap(), b"2");
-        let failed: Result<()> = write_dir(&d, |t| {
+        let failed: Result<()> = write_dir(&d, CK, |t| {
             write_bytes(&t.join("z"), b"3")?;
             Err(Error::BadDevice("boom".into()))
         });

@@ -20,6 +20,14 @@ pub enum Error {
     /// CUDA was asked for but this libtorch has none.
     #[error("device `{0}` asked for, but libtorch reports no CUDA device (on a GPU machine, build with CUDA: `cargo xtask build-cuda`)")]
     NoCuda(String),
+    /// [`crate::atomic::write_dir`] would replace something it did not write.
+    #[error("refusing to replace {path}: {reason}")]
+    NotOurs {
+        /// The directory (or file) in the way.
+        path: PathBuf,
+        /// What it is, and what to do.
+        reason: String,
+    },
     /// Filesystem failure, with the path involved.
     #[error("{path}: {source}")]
     Io {

@@ -19,6 +19,11 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use tch::{nn, Device, Tensor};
 
+/// A checkpoint directory as m6rec writes it: only ever replaced by another (`.m6rec-checkpoint` marker; see
+/// [`m6rec_tensor::atomic::DirKind`]).
+pub const CHECKPOINT_DIR: m6rec_tensor::atomic::DirKind =
+    m6rec_tensor::atomic::DirKind { name: "checkpoint", legacy: "state.json" };
+
 /// Checkpoint format version written by this build.
 pub const CHECKPOINT_VERSION: u32 = 1;
 
@@ -85,7 +90,7 @@ pub(crate) struct CheckpointParts<'a> {
 }
 
 pub(crate) fn save(dir: &Path, parts: &CheckpointParts<'_>) -> Result<()> {
-    m6rec_tensor::atomic::write_dir(dir, |tmp| -> Result<()> {
+    m6rec_tensor::atomic::write_dir(dir, CHECKPOINT_DIR, |tmp| -> Result<()> {
         write_json(&tmp.join("config.json"), parts.config)?;
         write_json(&tmp.join("state.json"), parts.state)?;
         let st = |p: &Path, t: &[(String, Tensor)]| {
