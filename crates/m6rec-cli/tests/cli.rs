@@ -343,3 +343,49 @@ fn out_of_range_flags_are_refused_before_anything_starts() {
         assert!(err.contains(flag), "{err}");
     }
 }
+
+/// Regression (issue 19, 2): `--out` deleted whatever it named. Each case is refused before any work, and what was
+/// there is untouched.
+#[test]
+fn out_never_replaces_an_input_a_users_folder_or_a_finished_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = small_demo(dir.path());
+    let src = dir.path().join("src");
+    // Import into its own source folder, or a folder holding it.
+    let err = fails(&m6rec(&["import", "recbole", p(&src), "--out", p(&src)]));
+    assert!(err.contains("contains the input"), "{err}");
+    let err = fails(&m6rec(&["import", "recbole", p(&src), "--out", p(dir.path())]));
+    assert!(err.contains("contains the input"), "{err}");
+    assert!(src.join("demo.inter").exists() && src.join("demo.item").exists());
+    // Import over a user's folder.
+    let notes = dir.path().join("notes");
+    std::fs::create_dir(&notes).unwrap();
+    std::fs::write(notes.join("todo.txt"), "mine").unwrap();
+    let err = fails(&m6rec(&["import", "recbole", p(&src), "--out", p(&notes)]));
+    assert!(err.contains("not a dataset written by m6rec"), "{err}");
+    assert_eq!(std::fs::read_to_string(notes.join("todo.txt")).unwrap(), "mine");
+    // Train over the dataset, and over a finished run without --resume / --force.
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(&cfg, "[model]\nd_model = 16\nmax_len = 20\n[train]\nepochs = 1\n").unwrap();
+    let err = fails(&m6rec(&["train", "--data", p(&ds), "--config", p(&cfg), "--out", p(&ds)]));
+    assert!(err.contains("contains the dataset"), "{err}");
+    assert!(ds.join("dataset.json").exists());
+    let ck = dir.path().join("ck");
+    ok(&m6rec(&["train", "--data", p(&ds), "--config", p(&cfg), "--out", p(&ck)]));
+    let best = std::fs::read(ck.join("model.safetensors")).unwrap();
+    let err = fails(&m6rec(&["train", "--data", p(&ds), "--config", p(&cfg), "--out", p(&ck)]));
+    assert!(err.contains("--resume") && err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read(ck.join("model.safetensors")).unwrap(), best);
+    ok(&m6rec(&["train", "--data", p(&ds), "--config", p(&cfg), "--out", p(&ck), "--force"]));
+    // Update onto the checkpoint it reads.
+    let events = dir.path().join("events.csv");
+    std::fs::write(&events, "user_id,item_id\nu0,i5\n").unwrap();
+    let err = fails(&m6rec(&["update", "--from", p(&ck), "--events", p(&events), "--out", p(&ck)]));
+    assert!(err.contains("would overwrite"), "{err}");
+    // A file as --out.
+    let file = dir.path().join("file.txt");
+    std::fs::write(&file, "keep").unwrap();
+    let err = fails(&m6rec(&["import", "recbole", p(&src), "--out", p(&file)]));
+    assert!(err.contains("not a directory"), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep");
+}
