@@ -57,6 +57,19 @@ impl Observer for TrainProgress {
             r.padding * 100.0,
             r.elapsed
         );
+        self.say(line);
+    }
+
+    fn on_replan(&mut self, epochs: usize) {
+        // The bar's length is set again from the next epoch's batches.
+        self.n_epochs = epochs;
+        self.bar.set_length(0);
+        self.say(format!("train.replan: train.epochs = {epochs}, from the measured epoch time and train.max_seconds"));
+    }
+}
+
+impl TrainProgress {
+    fn say(&self, line: String) {
         if self.bar.is_hidden() {
             // Not a terminal (a log file, CI): print plain lines instead of a bar.
             println!("{line}");

@@ -79,6 +79,11 @@ pub struct TrainConfig {
     /// progress ends there, is validated and checkpointed. Default 0.
     #[serde(default)]
     pub max_seconds: f64,
+    /// With `max_seconds`: after epoch 2, replace `epochs` by what the measured epoch time fits (fewer than 60:
+    /// those in 90% of the budget, so the cosine decay ends with it; else 200 and early stopping). The automatic
+    /// strategy turns it on, since its epoch time is an estimate. One process only. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replan: bool,
     /// Train on every window of each long sequence, not only its most recent `max_len` items. Default true.
     #[serde(default = "d::yes")]
     pub windows: bool,
@@ -147,6 +152,7 @@ impl Default for TrainConfig {
             seed: d::seed(),
             filter_history: false,
             max_seconds: 0.0,
+            replan: false,
             windows: true,
             eval_batch_size: d::eval_batch(),
             cold_items: 0.0,

@@ -331,7 +331,12 @@ pub fn resolve(user: &toml::Table, p: &Profile, m: &Machine, budget: Option<f64>
     );
     if let Some(b) = budget {
         auto.train.max_seconds = b;
+        auto.train.replan = true;
         note("train.max_seconds", format!("the budget, {b:.0} s, checked after every step"));
+        note(
+            "train.replan",
+            "after epoch 2 the measured epoch time replaces the estimate in this rule (the estimate misses an item tower's cost)".into(),
+        );
     }
     auto.train.windows = true;
 
@@ -519,6 +524,7 @@ mod tests {
         let r = resolve(&toml::Table::new(), &p, &CPU, Some(6000.0)).unwrap();
         assert_eq!((r.config.train.epochs, r.config.train.patience), (200, 20), "{}", table(&r.decisions));
         assert_eq!(r.config.train.max_seconds, 6000.0);
+        assert!(r.config.train.replan, "with a budget, the measured epoch time re-plans after epoch 2");
         assert!(r.config.train.buckets);
         assert!(r.config.item_tower.is_none());
         assert!(decided(&r, "item_tower") == "none", "{:?}", r.decisions);
@@ -532,6 +538,7 @@ mod tests {
         assert_eq!(r.config.model.dropout, 0.2);
         assert_eq!(r.config.optim.lr, 2e-3);
         assert_eq!(r.config.train.max_seconds, 0.0, "no budget, no cap");
+        assert!(!r.config.train.replan);
         assert_eq!(r.config.train.patience, 20);
         assert_eq!(r.config.train.epochs, 200, "no budget: early stopping decides");
         let gpu = resolve(&toml::Table::new(), &p, &Machine { threads: 2, cuda: true, roof: None }, None).unwrap();

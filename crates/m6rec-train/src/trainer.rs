@@ -84,6 +84,8 @@ pub trait Observer {
     fn batch_end(&mut self, _loss: f64, _n_seqs: usize) {}
     /// An epoch finished (validation included).
     fn epoch_end(&mut self, _record: &EpochRecord, _state: &TrainState) {}
+    /// `train.replan` changed `train.epochs` to this, from the measured epoch time.
+    fn on_replan(&mut self, _epochs: usize) {}
 }
 
 /// An observer that shows nothing.
@@ -345,7 +347,7 @@ impl Trainer {
         until_epoch: usize,
     ) -> Result<()> {
         let n_items = self.fingerprint.n_items;
-        let t = self.cfg.train.clone();
+        let mut t = self.cfg.train.clone();
         let max_len = m6rec_tensor::dim::to_usize("max_len", self.cfg.model.max_len)?;
         let spans = training_spans(split, max_len, t.windows);
         if spans.is_empty() {
@@ -378,7 +380,8 @@ impl Trainer {
         let accumulate = self.cfg.optim.accumulate.max(1);
         let steps_per_epoch = n_batches.div_ceil(accumulate) as u64;
         let total_steps = t.epochs as u64 * steps_per_epoch;
-        let schedule = Schedule::from_config(&self.cfg.optim.schedule, t.warmup_steps, total_steps, steps_per_epoch);
+        let mut schedule =
+            Schedule::from_config(&self.cfg.optim.schedule, t.warmup_steps, total_steps, steps_per_epoch);
         let eval_opts =
             EvalOptions { filter_history: t.filter_history, batch_size: t.eval_batch_size, ..Default::default() };
         self.start_data_parallel()?;
@@ -520,6 +523,24 @@ impl Trainer {
                 }
             }
             self.state.history.push(record.clone());
+            // `train.replan`: after the second epoch the measured epoch time replaces the estimate the epochs were
+            // planned with. Once only (a resume past it keeps the plan); one process only (ranks would disagree).
+            if let Some(epochs) = (t.replan && epoch == 2 && self.dp.is_none() && cut.is_none())
+                .then(|| replanned_epochs(t.max_seconds, self.state.elapsed / 2.0))
+                .flatten()
+                .filter(|&e| e != t.epochs)
+            {
+                let epochs = epochs.max(epoch + 1);
+                t.epochs = epochs;
+                self.cfg.train.epochs = epochs;
+                schedule = Schedule::from_config(
+                    &self.cfg.optim.schedule,
+                    t.warmup_steps,
+                    epochs as u64 * steps_per_epoch,
+                    steps_per_epoch,
+                );
+                observer.on_replan(epochs);
+            }
             if let Some((done, of)) = cut {
                 self.stop(format!(
                     "reached train.max_seconds = {} during epoch {epoch} (after {done} of {of} batches)",
@@ -612,6 +633,17 @@ fn weighted_spans(spans: &[Span], seqs: &[Vec<u32>], item_weight: &[f64], rng: &
 
 /// Pools of this many batches are sorted by length before they are cut (see [`plan_batches`]).
 const POOL_BATCHES: usize = 100;
+
+/// The epochs to plan for when epochs take `epoch_secs` and the run has `max_seconds` (0: no replanning): those that
+/// fit 90% of the time when fewer than 60 do (the cosine decay then ends with the budget), else 200 and early
+/// stopping (the automatic strategy's rule, `m6rec_train::strategy`).
+fn replanned_epochs(max_seconds: f64, epoch_secs: f64) -> Option<usize> {
+    if max_seconds <= 0.0 || !(epoch_secs > 0.0) {
+        return None;
+    }
+    let fit = 0.9 * max_seconds / epoch_secs;
+    Some(if fit < 60.0 { (fit as usize).clamp(5, 200) } else { 200 })
+}
 
 /// The batches of one epoch: rows weighted and shuffled by a generator seeded with `seed + epoch` (every rank and
 /// every resume plans the same), then grouped by [`plan_batches`].
@@ -756,6 +788,19 @@ pub fn default_run_dir(dataset_name: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replanning_fits_a_binding_budget_and_leaves_a_loose_one_to_early_stopping() {
+        // Toys on 2 cores: 11 s epochs, 10 minutes → 49 epochs, the cosine ending with the budget.
+        assert_eq!(replanned_epochs(600.0, 11.0), Some(49));
+        // Scientific with a text tower was estimated at 1.5 s an epoch and took 7 s: 38 fit, not 200.
+        assert_eq!(replanned_epochs(300.0, 7.0), Some(38));
+        assert_eq!(replanned_epochs(300.0, 1.5), Some(200));
+        assert_eq!(replanned_epochs(60.0, 30.0), Some(5), "never fewer than 5");
+        assert_eq!(replanned_epochs(0.0, 3.0), None, "no budget, no replanning");
+        assert_eq!(replanned_epochs(600.0, 0.0), None);
+        assert_eq!(replanned_epochs(600.0, f64::NAN), None);
+    }
 
     use proptest::prelude::*;
 
