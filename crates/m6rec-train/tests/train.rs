@@ -122,6 +122,29 @@ fn the_time_cap_stops_within_an_epoch_with_a_loadable_checkpoint() {
     assert!(a.unwrap().get("ndcg", 10).is_finite());
 }
 
+/// `train.replan` replaces `train.epochs` after epoch 2 by what the measured epoch time fits (never 1000: at most
+/// 200), saves it in the checkpoint's config, and the run ends by that plan or the time cap.
+#[test]
+fn replanning_rewrites_the_epochs_from_the_measured_epoch_time() {
+    let _rng = torch_rng();
+    let ds = small_demo(200);
+    let split = Split::leave_one_out(&ds.interactions, ds.n_users());
+    let fp = DatasetFingerprint::of(&ds);
+    let mut cfg = small_config(1000);
+    cfg.train.patience = 1000;
+    cfg.train.replan = true;
+    cfg.train.max_seconds = 3.0;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("replanned");
+    let mut t = Trainer::new(cfg, fp.clone(), Device::Cpu).unwrap();
+    let state = t.fit(&split, Some(&out), &mut Silent).unwrap().clone();
+    let planned = t.config().train.epochs;
+    assert!((5..=200).contains(&planned), "{planned}");
+    assert!(state.epoch <= planned && state.finished, "{state:?}");
+    let saved = m6rec_train::checkpoint::load_config(&out).unwrap();
+    assert_eq!(saved.run.train.epochs, planned, "the checkpoint holds the new plan");
+}
+
 /// With a token budget the batches hold more short rows; the run still learns, and the epoch's padding share is
 /// recorded and small.
 #[test]
