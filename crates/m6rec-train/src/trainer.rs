@@ -539,7 +539,7 @@ impl Trainer {
                     epochs as u64 * steps_per_epoch,
                     steps_per_epoch,
                 );
-                observer.on_replan(epochs);
+                obs.on_replan(epochs);
             }
             if let Some((done, of)) = cut {
                 self.stop(format!(
