@@ -12,7 +12,8 @@
 //! token budget as configured), after a few warm-up steps.
 //!
 //! Usage: bench-step --data DIR [--config RUN.toml] [--steps 30] [--warmup 3] [--threads 2] [--json PATH]
-//! [--chunk ROWS] (rows of the full softmax's logits at once; 0: libtorch's autograd over the whole matrix)
+//! [--chunk ROWS] (the full softmax in chunks of ROWS rows; 0: libtorch's autograd over the whole matrix; default:
+//! what training does, `m6rec_model::loss::full_softmax`)
 
 use anyhow::{Context, Result};
 use m6rec_data::{Dataset, SeqBatch, IGNORE};
@@ -104,7 +105,8 @@ fn main() -> Result<()> {
         LossConfig::SampledSoftmax { n_uniform, .. } => n_uniform, // plus the batch's distinct targets, added per step
     };
 
-    let chunk: i64 = arg(&args, "--chunk", m6rec_model::loss::CHUNK_ROWS);
+    // Default: whatever `full_softmax` does (the whole matrix for catalogs like these, chunks for huge ones).
+    let chunk: i64 = arg(&args, "--chunk", -1);
     let mut secs = [0.0f64; 5];
     let (mut flops, mut real, mut computed, mut rows) = (0.0, 0usize, 0usize, 0usize);
     for (i, job) in planned.iter().cycle().take(warmup + steps).enumerate() {
@@ -136,6 +138,7 @@ fn main() -> Result<()> {
                 IGNORE,
                 0.0,
             ),
+            LossConfig::FullSoftmax if chunk < 0 => m6rec_model::loss::full_softmax(&h, &table, &y),
             LossConfig::FullSoftmax => m6rec_model::loss::full_softmax_chunked(&h, &table, &y, chunk),
             LossConfig::SampledSoftmax { n_uniform, in_batch } => {
                 m6rec_model::loss::sampled_softmax(&h, &table, &y, n_uniform, in_batch)

@@ -3,17 +3,35 @@
 use m6rec_data::IGNORE;
 use tch::{Kind, Reduction, Tensor};
 
-/// Rows of the logit matrix [`full_softmax`] holds at once (see [`full_softmax_chunked`]).
-pub const CHUNK_ROWS: i64 = 128;
+/// Logit-matrix size (targets × items) up to which [`full_softmax`] lets libtorch's autograd keep the whole matrix
+/// (2²⁶ entries, 256 MiB of f32). On Toys (12k items) `cargo xtask bench step -- --chunk 0` and `--chunk 128` did
+/// not differ beyond this machine's ±20% run-to-run noise (the same path twice: 1,309-1,930 rows/s), so the simpler
+/// path stays below the bound; above it the chunks keep memory bounded whatever the catalog.
+pub const WHOLE_MATRIX_MAX: i64 = 1 << 26;
+
+/// Logit entries per chunk when [`full_softmax`] chunks (2²⁴, 64 MiB of f32).
+pub const CHUNK_ENTRIES: i64 = 1 << 24;
+
+/// Rows per chunk [`full_softmax`] uses for a catalog of `n_items`: [`CHUNK_ENTRIES`] / `n_items`, at least 1.
+pub fn chunk_rows(n_items: i64) -> i64 {
+    (CHUNK_ENTRIES / n_items.max(1)).max(1)
+}
 
 /// Full-softmax cross-entropy over the whole catalog: the mean over rows whose target is not [`IGNORE`].
 ///
-/// Computed [`CHUNK_ROWS`] rows at a time by [`full_softmax_chunked`].
+/// Through libtorch's autograd while the logit matrix has at most [`WHOLE_MATRIX_MAX`] entries; in chunks of
+/// [`chunk_rows`] rows ([`full_softmax_chunked`]) above, so memory stays bounded whatever the catalog.
 ///
 /// # Shapes
 /// - `hidden`: `[n, d]`, `items`: `[n_items, d]`, `targets`: `[n]` (item index or [`IGNORE`])
 pub fn full_softmax(hidden: &Tensor, items: &Tensor, targets: &Tensor) -> Tensor {
-    full_softmax_chunked(hidden, items, targets, CHUNK_ROWS)
+    let (n, n_items) = (hidden.size()[0], items.size()[0]);
+    if n.saturating_mul(n_items) <= WHOLE_MATRIX_MAX {
+        let logits = hidden.matmul(&items.tr()); // [n, n_items]
+        logits.cross_entropy_loss::<Tensor>(targets, None, Reduction::Mean, IGNORE, 0.0)
+    } else {
+        full_softmax_chunked(hidden, items, targets, chunk_rows(n_items))
+    }
 }
 
 /// [`full_softmax`], `chunk` rows at a time, with its gradient formed in the same pass.
@@ -131,6 +149,13 @@ mod tests {
         hidden.matmul(&items.tr()).cross_entropy_loss::<Tensor>(targets, None, Reduction::Mean, IGNORE, 0.0)
     }
 
+    #[test]
+    fn chunks_hold_a_bounded_number_of_entries() {
+        assert_eq!(chunk_rows(12_000), CHUNK_ENTRIES / 12_000);
+        assert_eq!(chunk_rows(1 << 30), 1, "at least one row");
+        assert!(chunk_rows(1_000_000) * 1_000_000 <= CHUNK_ENTRIES);
+    }
+
     fn value_and_grads(f: impl Fn(&Tensor, &Tensor) -> Tensor, h: &Tensor, e: &Tensor) -> (f64, Tensor, Tensor) {
         let (h, e) = (h.detach().set_requires_grad(true), e.detach().set_requires_grad(true));
         // Through a product, as in the model: items reach the loss as a function of a parameter.
@@ -174,7 +199,7 @@ mod tests {
         let h = Tensor::randn([5, 3], (Kind::Float, Device::Cpu));
         let e = Tensor::randn([7, 3], (Kind::Float, Device::Cpu));
         let t = Tensor::from_slice(&[0i64, 1, 2, 3, 4]);
-        let got = tch::no_grad(|| full_softmax(&h, &e, &t));
+        let got = tch::no_grad(|| full_softmax_chunked(&h, &e, &t, 2));
         assert!(!got.requires_grad());
         assert!((got.double_value(&[]) - reference(&h, &e, &t).double_value(&[])).abs() < 1e-5);
     }

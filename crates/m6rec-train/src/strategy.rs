@@ -114,7 +114,7 @@ pub struct Machine {
 
 impl Machine {
     /// Useful FLOP/s a training step reaches on this machine. On CPU 30% of the measured matmul roof (`cargo xtask
-    /// bench step` with the chunked softmax: 25-35% on Toys; a Toys epoch of 11 s at a 146 GFLOP/s roof is 34%),
+    /// bench step`: 25-40% on Toys; a Toys epoch of 11 s at a 146 GFLOP/s roof is 34%),
     /// or 25 GFLOP/s per thread when it was not measured;
     /// on a GPU a conservative 2 TFLOP/s (small models are launch-bound there; never measured here).
     pub fn flops(&self) -> f64 {
