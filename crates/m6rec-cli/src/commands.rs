@@ -150,7 +150,7 @@ pub struct TrainArgs {
     config: Option<PathBuf>,
     /// Training time budget (`90s`, `10m`, `1h`): the automatic strategy plans for it and stops there (sets
     /// train.max_seconds).
-    #[arg(long, value_parser = m6rec_train::strategy::parse_duration)]
+    #[arg(long, value_parser = m6rec_train::strategy::parse_duration, conflicts_with = "max_seconds")]
     budget: Option<f64>,
     /// `auto` or `fixed`: overrides the config's `strategy` (`fixed` without a config: every field its default).
     #[arg(long, value_parser = ["auto", "fixed"])]
@@ -240,6 +240,7 @@ fn auto_strategy(
     table: &toml::Table,
     device: tch::Device,
     leader: bool,
+    data_parallel: bool,
 ) -> Result<RunConfig> {
     use m6rec_train::strategy;
     let cache = a.features.clone().unwrap_or_else(|| m6rec_features::default_cache_dir(&a.data));
@@ -255,17 +256,19 @@ fn auto_strategy(
     let machine = strategy::Machine {
         threads: usize::try_from(tch::get_num_threads()).unwrap_or(1).max(1),
         cuda: device.is_cuda(),
-        roof: Some(strategy::Machine::measure_roof(device)),
+        // Data-parallel ranks must decide alike: a measured rate differs from rank to rank, the constant does not.
+        roof: (!data_parallel).then(|| strategy::Machine::measure_roof(device)),
     };
     let budget = a.budget.or(a.max_seconds).or_else(|| {
-        table.get("train").and_then(|t| t.get("max_seconds")).and_then(toml::Value::as_float).filter(|&s| s > 0.0)
+        let v = table.get("train").and_then(|t| t.get("max_seconds"))?;
+        v.as_float().or_else(|| v.as_integer().map(|i| i as f64)).filter(|&s| s > 0.0)
     });
     let origin = a.config.as_ref().map_or("no --config".to_string(), |p| p.display().to_string());
     let resolved = strategy::resolve(table, &profile, &machine, budget)
         .with_context(|| format!("the automatic strategy for {} ({origin})", a.data.display()))?;
     if leader {
         println!(
-            "automatic strategy for {} users, {} items, {} events (histories: mean {:.1}, p90 {}), {} on {} thread(s) ({:.0} GFLOP/s matmul), {}:",
+            "automatic strategy for {} users, {} items, {} events (histories: mean {:.1}, p90 {}), {} on {} thread(s) ({}), {}:",
             profile.users,
             profile.items,
             profile.events,
@@ -273,7 +276,10 @@ fn auto_strategy(
             profile.len_p90,
             if machine.cuda { "GPU" } else { "CPU" },
             machine.threads,
-            machine.roof.unwrap_or(0.0) / 1e9,
+            machine.roof.map_or("matmul rate not measured under data parallelism".into(), |r| format!(
+                "{:.0} GFLOP/s matmul",
+                r / 1e9
+            )),
             budget.map_or("no time budget".into(), |b| format!("budget {b:.0} s"))
         );
         if let Some(n) = cache_note {
@@ -313,7 +319,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
     let (cfg, user_table) = read_run_config(a)?;
     let ds = load_dataset(&a.data)?;
     let cfg = match (cfg, user_table) {
-        (_, Some(table)) if !a.resume => Some(auto_strategy(a, &ds, &table, device, leader)?),
+        (_, Some(table)) if !a.resume => Some(auto_strategy(a, &ds, &table, device, leader, launch.is_some())?),
         (cfg, _) => cfg,
     };
     let out = a.out.clone().unwrap_or_else(|| m6rec_train::default_run_dir(&ds.name));
