@@ -10,9 +10,9 @@
 //!   `bench serve`, `bench allreduce [--json PATH] [-- --mb 0.844,25]`: measurements
 
 mod bench;
-mod peers;
 mod cuda;
 mod download;
+mod peers;
 mod prune;
 mod setup;
 mod tidy;
@@ -150,66 +150,64 @@ fn run(cli: Cli) -> Result<()> {
             println!("{} ready in {}", archive.name, dir.display());
             Ok(())
         }
-        Cmd::Bench { what, data, config, json, threads, seconds, extra } => {
-            match what.as_str() {
-                "quality" => {
-                    let Some(data) = data else {
-                        bail!("`bench quality` needs --data DIR (for example ../shared/data/ml-100k)")
-                    };
-                    setup::ensure(&root)?;
-                    bench::quality(&root, &data, config.as_deref(), json.as_deref())
-                }
-                "criterion" => {
-                    setup::ensure(&root)?;
-                    run_cmd(cargo(&root).args(["bench", "-p", "m6rec-benches"]))
-                }
-                "encoders" => {
-                    setup::ensure(&root)?;
-                    bench::encoders(&root, data.as_deref(), threads, json.as_deref())
-                }
-                "peers" => {
-                    let Some(data) = data else {
-                        bail!("`bench peers` needs --data DIR (a dataset from `m6rec import`, or a folder to import)")
-                    };
-                    setup::ensure(&root)?;
-                    peers::peers(&root, &data, seconds, threads, json.as_deref())
-                }
-                "allreduce" => {
-                    setup::ensure(&root)?;
-                    bench::allreduce(&root, json.as_deref(), &extra)
-                }
-                "catalog" | "serve" | "step" => {
-                    setup::ensure(&root)?;
-                    if what == "serve" {
-                        bench::ensure_wrk()?;
-                    }
-                    let bin = format!("bench-{what}");
-                    run_cmd(cargo(&root).args(["build", "--quiet", "-p", "m6rec-benches", "--bin", &bin]))?;
-                    let target =
-                        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-                    let mut cmd = std::process::Command::new(target.join("debug").join(&bin));
-                    if what == "catalog" || what == "step" {
-                        cmd.args(["--threads", &threads.to_string()]);
-                    }
-                    if what == "step" {
-                        let data =
-                            data.as_ref().context("`bench step` needs --data DIR (a dataset from `m6rec import`)")?;
-                        cmd.arg("--data").arg(data);
-                        if let Some(c) = &config {
-                            cmd.arg("--config").arg(c);
-                        }
-                    }
-                    if let Some(j) = &json {
-                        cmd.arg("--json").arg(j);
-                    }
-                    cmd.args(&extra);
-                    run_cmd(&mut cmd)
-                }
-                other => {
-                    bail!("unknown bench `{other}`: expected quality, criterion, encoders, catalog, step, serve, allreduce or peers")
-                }
+        Cmd::Bench { what, data, config, json, threads, seconds, extra } => match what.as_str() {
+            "quality" => {
+                let Some(data) = data else {
+                    bail!("`bench quality` needs --data DIR (for example ../shared/data/ml-100k)")
+                };
+                setup::ensure(&root)?;
+                bench::quality(&root, &data, config.as_deref(), json.as_deref())
             }
-        }
+            "criterion" => {
+                setup::ensure(&root)?;
+                run_cmd(cargo(&root).args(["bench", "-p", "m6rec-benches"]))
+            }
+            "encoders" => {
+                setup::ensure(&root)?;
+                bench::encoders(&root, data.as_deref(), threads, json.as_deref())
+            }
+            "peers" => {
+                let Some(data) = data else {
+                    bail!("`bench peers` needs --data DIR (a dataset from `m6rec import`, or a folder to import)")
+                };
+                setup::ensure(&root)?;
+                peers::peers(&root, &data, seconds, threads, json.as_deref())
+            }
+            "allreduce" => {
+                setup::ensure(&root)?;
+                bench::allreduce(&root, json.as_deref(), &extra)
+            }
+            "catalog" | "serve" | "step" => {
+                setup::ensure(&root)?;
+                if what == "serve" {
+                    bench::ensure_wrk()?;
+                }
+                let bin = format!("bench-{what}");
+                run_cmd(cargo(&root).args(["build", "--quiet", "-p", "m6rec-benches", "--bin", &bin]))?;
+                let target =
+                    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+                let mut cmd = std::process::Command::new(target.join("debug").join(&bin));
+                if what == "catalog" || what == "step" {
+                    cmd.args(["--threads", &threads.to_string()]);
+                }
+                if what == "step" {
+                    let data =
+                        data.as_ref().context("`bench step` needs --data DIR (a dataset from `m6rec import`)")?;
+                    cmd.arg("--data").arg(data);
+                    if let Some(c) = &config {
+                        cmd.arg("--config").arg(c);
+                    }
+                }
+                if let Some(j) = &json {
+                    cmd.arg("--json").arg(j);
+                }
+                cmd.args(&extra);
+                run_cmd(&mut cmd)
+            }
+            other => {
+                bail!("unknown bench `{other}`: expected quality, criterion, encoders, catalog, step, serve, allreduce or peers")
+            }
+        },
     }
 }
 

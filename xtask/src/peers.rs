@@ -87,10 +87,12 @@ pub fn peers(root: &Path, data: &Path, seconds: f64, threads: usize, json_out: O
     let seqs = work.join("sequences.txt");
     crate::run_cmd(crate::cargo(root).args(["build", "--quiet", "-p", "m6rec-benches", "--bin", "bench-peers-split"]))?;
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    crate::run_cmd(
-        std::process::Command::new(target.join("debug").join("bench-peers-split"))
-            .args(["--data", &p(&ds), "--out", &p(&seqs)]),
-    )?;
+    crate::run_cmd(std::process::Command::new(target.join("debug").join("bench-peers-split")).args([
+        "--data",
+        &p(&ds),
+        "--out",
+        &p(&seqs),
+    ]))?;
     let python = crate::bench::bench_python()?;
     let peer_json = work.join("peer.json");
     let num = |v: &Value, default: f64| v.as_f64().unwrap_or(default).to_string();
@@ -137,7 +139,8 @@ pub fn peers(root: &Path, data: &Path, seconds: f64, threads: usize, json_out: O
     println!("real tokens per second, m6rec / peer: {ratio:.2}x; validation NDCG@10 against time: {}", chart.display());
     if let Some(out) = json_out {
         let report = json!({"dataset": name, "seconds": seconds, "threads": threads, "m6rec": ours, "peer": peer, "tokens_per_sec_ratio": ratio});
-        std::fs::write(out, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", out.display()))?;
+        std::fs::write(out, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", out.display()))?;
     }
     Ok(())
 }
@@ -149,7 +152,12 @@ fn curves_svg(series: &[(&str, &Value)]) -> String {
         .iter()
         .map(|(_, c)| {
             c.as_array()
-                .map(|a| a.iter().map(|e| (f(&e["elapsed"]), f(&e["valid_ndcg10"]))).filter(|(x, y)| x.is_finite() && y.is_finite()).collect())
+                .map(|a| {
+                    a.iter()
+                        .map(|e| (f(&e["elapsed"]), f(&e["valid_ndcg10"])))
+                        .filter(|(x, y)| x.is_finite() && y.is_finite())
+                        .collect()
+                })
                 .unwrap_or_default()
         })
         .collect();
@@ -170,7 +178,8 @@ fn curves_svg(series: &[(&str, &Value)]) -> String {
     );
     for i in 0..=4 {
         let (x, y) = (xmax * i as f64 / 4.0, ymax * i as f64 / 4.0);
-        svg += &format!("<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{x:.0}</text>\n", sx(x), h - bottom + 16.0);
+        svg +=
+            &format!("<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{x:.0}</text>\n", sx(x), h - bottom + 16.0);
         svg += &format!("<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{y:.3}</text>\n", left - 4.0, sy(y) + 4.0);
     }
     for (k, ((label, _), pts)) in series.iter().zip(&points).enumerate() {

@@ -131,13 +131,9 @@ fn main() -> Result<()> {
         let table = model.item_embeddings();
         let loss = match cfg.model.loss {
             // --chunk 0: libtorch's autograd over the whole logit matrix, for comparison.
-            LossConfig::FullSoftmax if chunk == 0 => h.matmul(&table.tr()).cross_entropy_loss::<Tensor>(
-                &y,
-                None,
-                tch::Reduction::Mean,
-                IGNORE,
-                0.0,
-            ),
+            LossConfig::FullSoftmax if chunk == 0 => {
+                h.matmul(&table.tr()).cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Mean, IGNORE, 0.0)
+            }
             LossConfig::FullSoftmax if chunk < 0 => m6rec_model::loss::full_softmax(&h, &table, &y),
             LossConfig::FullSoftmax => m6rec_model::loss::full_softmax_chunked(&h, &table, &y, chunk),
             LossConfig::SampledSoftmax { n_uniform, in_batch } => {

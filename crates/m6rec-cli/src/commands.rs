@@ -780,7 +780,11 @@ pub fn features(a: &FeaturesArgs) -> Result<()> {
     }
     let cache = a.cache.clone().unwrap_or_else(|| m6rec_features::default_cache_dir(&a.data));
     if contains(&cache, &a.data) {
-        anyhow::bail!("the cache {} contains the dataset {}: choose another --cache", cache.display(), a.data.display());
+        anyhow::bail!(
+            "the cache {} contains the dataset {}: choose another --cache",
+            cache.display(),
+            a.data.display()
+        );
     }
     m6rec_features::FEATURES_DIR.check_replaceable(&cache).context("the feature cache")?;
     let start = Instant::now();

@@ -155,7 +155,11 @@ pub fn update(a: &UpdateArgs) -> Result<()> {
     // The checkpoint and dataset read here are left untouched (the --help promise): refuse to write over them.
     for (written, read) in [(&out, &a.from), (&out, &data), (&out_data, &a.from), (&out_data, &data)] {
         if crate::commands::contains(written, read) || crate::commands::contains(read, written) {
-            bail!("--out {} would overwrite {}, which update reads; choose another --out", out.display(), read.display());
+            bail!(
+                "--out {} would overwrite {}, which update reads; choose another --out",
+                out.display(),
+                read.display()
+            );
         }
     }
     m6rec_train::checkpoint::CHECKPOINT_DIR.check_replaceable(&out).context("--out")?;

@@ -318,7 +318,10 @@ fn without_a_config_the_automatic_strategy_decides_prints_and_saves_its_choices(
     std::fs::write(&cfg, "strategy = \"auto\"\n[model]\ndropout = 0.05\nd_model = 16\n[train]\nepochs = 1\n").unwrap();
     let ck2 = dir.path().join("auto2");
     let out = ok(&m6rec(&["train", "--data", p(&ds), "--config", p(&cfg), "--out", p(&ck2)]));
-    assert!(out.lines().any(|l| l.contains("model.dropout") && l.contains("0.05*") && l.contains("set in the run config")), "{out}");
+    assert!(
+        out.lines().any(|l| l.contains("model.dropout") && l.contains("0.05*") && l.contains("set in the run config")),
+        "{out}"
+    );
     let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(ck2.join("config.json")).unwrap()).unwrap();
     assert_eq!(saved["run"]["model"]["dropout"].as_f64(), Some(0.05));
     assert_eq!(saved["run"]["model"]["d_model"].as_i64(), Some(16));
@@ -336,7 +339,8 @@ fn without_a_config_the_automatic_strategy_decides_prints_and_saves_its_choices(
 /// were accepted and then failed every request. All are refused at parse time, naming the flag.
 #[test]
 fn out_of_range_flags_are_refused_before_anything_starts() {
-    let err = fails(&Command::new(env!("CARGO_BIN_EXE_m6rec")).args(["--threads", "100000", "doctor"]).output().unwrap());
+    let err =
+        fails(&Command::new(env!("CARGO_BIN_EXE_m6rec")).args(["--threads", "100000", "doctor"]).output().unwrap());
     assert!(err.contains("--threads") && err.contains("100000"), "{err}");
     for flag in ["--max-body-mib", "--timeout-s"] {
         let err = fails(&m6rec(&["serve", "--checkpoint", "nowhere", flag, "0"]));

@@ -113,8 +113,7 @@ pub fn write_dir<E: From<Error>>(
     fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     let result = (|| -> std::result::Result<(), E> {
         fill(&tmp)?;
-        fs::write(tmp.join(kind.marker()), b"written by m6rec; replaced only by the same kind\n")
-            .map_err(io(&tmp))?;
+        fs::write(tmp.join(kind.marker()), b"written by m6rec; replaced only by the same kind\n").map_err(io(&tmp))?;
         for entry in fs::read_dir(&tmp).map_err(io(&tmp))? {
             let p = entry.map_err(io(&tmp))?.path();
             if p.is_file() {

@@ -137,10 +137,9 @@ pub fn load_config(dir: &Path) -> Result<CheckpointConfig> {
             ),
         });
     }
-    cfg.run.validate(&dir.join("config.json")).map_err(|e| Error::Checkpoint {
-        path: dir.to_path_buf(),
-        reason: format!("config.json is invalid: {e}"),
-    })?;
+    cfg.run
+        .validate(&dir.join("config.json"))
+        .map_err(|e| Error::Checkpoint { path: dir.to_path_buf(), reason: format!("config.json is invalid: {e}") })?;
     Ok(cfg)
 }
 

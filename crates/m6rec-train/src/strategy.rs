@@ -260,7 +260,8 @@ pub fn resolve(user: &toml::Table, p: &Profile, m: &Machine, budget: Option<f64>
     let budget_flops = budget.map(|b| b * m.flops());
     let full = epoch_flops(p, d_model, layers, max_len, None);
     let min_epochs = 30.0;
-    let full_fits = budget_flops.is_none_or(|b| full * min_epochs <= b) && p.items <= if m.cuda { 2_000_000 } else { 200_000 };
+    let full_fits =
+        budget_flops.is_none_or(|b| full * min_epochs <= b) && p.items <= if m.cuda { 2_000_000 } else { 200_000 };
     let negatives = if full_fits {
         note(
             "model.loss",
@@ -325,10 +326,7 @@ pub fn resolve(user: &toml::Table, p: &Profile, m: &Machine, budget: Option<f64>
             (None, None) => "up to 200, early stopping on validation NDCG@10 (no budget)".into(),
         },
     );
-    note(
-        "train.patience",
-        format!("{} epochs without a better validation NDCG@10", auto.train.patience),
-    );
+    note("train.patience", format!("{} epochs without a better validation NDCG@10", auto.train.patience));
     if let Some(b) = budget {
         auto.train.max_seconds = b;
         auto.train.replan = true;
@@ -364,7 +362,9 @@ pub fn resolve(user: &toml::Table, p: &Profile, m: &Machine, budget: Option<f64>
         note(
             "item_tower",
             match p.text_items {
-                0 => "none (item ids): no text embeddings in a feature cache (`m6rec features DATA` builds them)".into(),
+                0 => {
+                    "none (item ids): no text embeddings in a feature cache (`m6rec features DATA` builds them)".into()
+                }
                 n => format!("none (item ids): only {n} of {} items have a text embedding", p.items),
             },
         );
@@ -512,8 +512,17 @@ mod tests {
     fn a_binding_budget_fits_the_schedule_to_it_and_a_loose_one_leaves_it_to_early_stopping() {
         // The Toys shape: 10 minutes on 2 cores fit about 36 epochs.
         let p = Profile {
-            users: 19_412, items: 11_924, events: 167_597, len_mean: 8.63, len_p50: 6, len_p90: 14, len_max: 550,
-            text_items: 0, image_items: 0, audio_items: 0, domains: 1,
+            users: 19_412,
+            items: 11_924,
+            events: 167_597,
+            len_mean: 8.63,
+            len_p50: 6,
+            len_p90: 14,
+            len_max: 550,
+            text_items: 0,
+            image_items: 0,
+            audio_items: 0,
+            domains: 1,
         };
         let r = resolve(&toml::Table::new(), &p, &CPU, Some(600.0)).unwrap();
         let fit = (0.9 * 600.0 / r.epoch_seconds) as usize;
@@ -567,7 +576,8 @@ mod tests {
         let r = resolve(&toml::Table::new(), &p, &CPU, None).unwrap();
         assert!(matches!(r.config.model.loss, m6rec_model::LossConfig::SampledSoftmax { .. }));
         // The same catalog with a generous budget on a GPU stays exact.
-        let r = resolve(&toml::Table::new(), &p, &Machine { threads: 1, cuda: true, roof: None }, Some(36_000.0)).unwrap();
+        let r =
+            resolve(&toml::Table::new(), &p, &Machine { threads: 1, cuda: true, roof: None }, Some(36_000.0)).unwrap();
         assert_eq!(r.config.model.loss, m6rec_model::LossConfig::FullSoftmax);
     }
 

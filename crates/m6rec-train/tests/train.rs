@@ -204,8 +204,15 @@ fn checkpoints_refuse_another_dataset_and_name_what_is_wrong() {
     let ck = dir.path().join("ck");
     let mut t = Trainer::new(small_config(1), DatasetFingerprint::of(&ds), Device::Cpu).unwrap();
     t.fit(&split, Some(&ck), &mut Silent).unwrap();
-    let expected: Vec<&str> =
-        vec![".m6rec-checkpoint", "config.json", "curves.svg", "last.safetensors", "model.safetensors", "optim.safetensors", "state.json"];
+    let expected: Vec<&str> = vec![
+        ".m6rec-checkpoint",
+        "config.json",
+        "curves.svg",
+        "last.safetensors",
+        "model.safetensors",
+        "optim.safetensors",
+        "state.json",
+    ];
     let mut files: Vec<String> =
         std::fs::read_dir(&ck).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     files.sort();

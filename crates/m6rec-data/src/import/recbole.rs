@@ -123,7 +123,10 @@ fn read_inter(b: &mut Builder, path: &Path, name: &str) -> Result<()> {
     let ts_col = h.col("timestamp");
     let restrict = b.known_item_count() > 0;
     for (line_no, f) in rows(b, path, &h, lines) {
-        if let Some(reason) = super::bad_id(f[u_col]).map(|r| format!("user {r}")).or_else(|| super::bad_id(f[i_col]).map(|r| format!("item {r}"))) {
+        if let Some(reason) = super::bad_id(f[u_col])
+            .map(|r| format!("user {r}"))
+            .or_else(|| super::bad_id(f[i_col]).map(|r| format!("item {r}")))
+        {
             b.skip(path, line_no, reason);
             continue;
         }

@@ -28,7 +28,9 @@ fn read_index(b: &mut Builder, path: &Path, what: &str) -> Result<Vec<Option<Str
             (Some(_), Some(idx)) if idx > n_lines => b.skip(
                 path,
                 n + 1,
-                format!("index {idx} is out of range: the file has {n_lines} lines, so indices run from 0 to {n_lines}"),
+                format!(
+                    "index {idx} is out of range: the file has {n_lines} lines, so indices run from 0 to {n_lines}"
+                ),
             ),
             (Some(id), Some(idx)) if !id.is_empty() => {
                 if ids.len() <= idx {
