@@ -5,7 +5,36 @@ use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 use std::path::Path;
 
-fn read_json(p: &Path) -> Result<Value> {
+/// `m6rec eval` of checkpoint `ck` on `ds`, history not filtered then filtered, into `<stem>.json` and
+/// `<stem>-filtered.json` (with `plot`, an SVG beside each); `global` goes before the subcommand (`--threads N`).
+pub(crate) fn eval_both(
+    root: &Path,
+    ck: &Path,
+    ds: &Path,
+    stem: &Path,
+    global: &[&str],
+    plot: bool,
+) -> Result<Vec<Value>> {
+    let p = |x: &Path| x.to_string_lossy().into_owned();
+    let mut evals = Vec::new();
+    for filtered in [false, true] {
+        let out =
+            std::path::PathBuf::from(format!("{}{}.json", stem.display(), if filtered { "-filtered" } else { "" }));
+        let mut cmd = crate::m6rec(root)?;
+        cmd.args(global).args(["eval", "--checkpoint", &p(ck), "--data", &p(ds), "--json", &p(&out)]);
+        if plot {
+            cmd.arg("--plot").arg(out.with_extension("svg"));
+        }
+        if filtered {
+            cmd.arg("--filter-history");
+        }
+        crate::run_cmd(&mut cmd)?;
+        evals.push(read_json(&out)?);
+    }
+    Ok(evals)
+}
+
+pub(crate) fn read_json(p: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))
 }
@@ -32,18 +61,7 @@ pub fn quality(root: &Path, data: &Path, config: Option<&Path>, json_out: Option
         &p(&summary),
         "--force",
     ]))?;
-    let mut evals = Vec::new();
-    for filtered in [false, true] {
-        let out = work.join(if filtered { "eval-filtered.json" } else { "eval.json" });
-        let mut cmd = crate::m6rec(root)?;
-        let chart = out.with_extension("svg");
-        cmd.args(["eval", "--checkpoint", &p(&ck), "--data", &p(&ds), "--json", &p(&out), "--plot", &p(&chart)]);
-        if filtered {
-            cmd.arg("--filter-history");
-        }
-        crate::run_cmd(&mut cmd)?;
-        evals.push(read_json(&out)?);
-    }
+    let evals = eval_both(root, &ck, &ds, &work.join("eval"), &[], true)?;
     let train = read_json(&summary)?;
     let mut report = Map::new();
     for model in ["popularity", "model"] {

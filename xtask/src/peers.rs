@@ -3,14 +3,10 @@
 //! threads, one after the other: test NDCG@10 / HR@10 (history filtered and not), sequences and real tokens per
 //! second, and validation NDCG@10 against wall time for both (`peers.svg`).
 
+use crate::bench::read_json;
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-
-fn read_json(p: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))
-}
 
 fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
@@ -50,17 +46,7 @@ pub fn peers(root: &Path, data: &Path, seconds: f64, threads: usize, json_out: O
         &p(&summary),
         "--force",
     ]))?;
-    let mut evals = Vec::new();
-    for filtered in [false, true] {
-        let out = work.join(if filtered { "m6rec-eval-filtered.json" } else { "m6rec-eval.json" });
-        let mut cmd = crate::m6rec(root)?;
-        cmd.args(["--threads", &threads_s, "eval", "--checkpoint", &p(&ck), "--data", &p(&ds), "--json", &p(&out)]);
-        if filtered {
-            cmd.arg("--filter-history");
-        }
-        crate::run_cmd(&mut cmd)?;
-        evals.push(read_json(&out)?);
-    }
+    let evals = crate::bench::eval_both(root, &ck, &ds, &work.join("m6rec-eval"), &["--threads", &threads_s], false)?;
     let config = read_json(&ck.join("config.json"))?;
     let state = read_json(&ck.join("state.json"))?;
     let model = &config["run"]["model"];
