@@ -33,8 +33,8 @@ pub mod api;
 mod engine;
 mod error;
 mod http;
-pub mod index;
-mod ivf;
+/// Top-k over the item table: the [`m6rec_index`] crate.
+pub use m6rec_index as index;
 pub mod journal;
 mod metrics;
 mod model;

@@ -1,4 +1,4 @@
-//! The inverted file behind [`crate::index::IndexKind::Ivf`]: items split into cells by k-means (libtorch matrix
+//! The inverted file behind [`crate::IndexKind::Ivf`]: items split into cells by k-means (libtorch matrix
 //! products), each cell's rows stored together in 8 bits (one scale per row: a quarter of the memory a scan streams);
 //! a query ranks the cells by its inner product with their centres, scores the rows of the best ones, and hands the
 //! best of those, with a margin, to be re-ranked exactly.
