@@ -1,6 +1,6 @@
 //! `m6rec tune`: automated strategy search over run-config fields.
 //!
-//! The study ([`m6rec_optim::search::Study`]) decides what to train; this driver trains each trial as a separate
+//! The study ([`m6rec_search::Study`]) decides what to train; this driver trains each trial as a separate
 //! `m6rec train` process (so a crashing or diverging trial cannot take the study down, and trials never share
 //! libtorch's global RNG), at most `concurrency` at a time, within the time budget. `study.json` is rewritten
 //! atomically after every event; a killed study started again with the same `--out` continues, rerunning only the
@@ -14,7 +14,7 @@ use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt32Array}
 use arrow_schema::{DataType, Field, Schema};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use m6rec_optim::search::{self, Dist, Job, Outcome, Status, Study, StudySpec, Trial};
+use m6rec_search::{self as search, Dist, Job, Outcome, Status, Study, StudySpec, Trial};
 use m6rec_train::RunConfig;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -8,7 +8,8 @@
 //!   so a checkpoint saves it and a resumed run continues exactly.
 //! - [`Schedule`]: constant, warm-up then constant, cosine, linear or step decay; [`Plateau`]: reduce on plateau.
 //! - [`clip_grad_norm`]: clipping by global norm.
-//! - [`search`]: automated strategy search (search spaces, random and TPE samplers, ASHA, a resumable study).
+//!
+//! Strategy search (spaces, samplers, ASHA, studies) is the `m6rec-search` crate, which needs no libtorch.
 //!
 //! Why not `tch::nn::Optimizer`: tch keeps libtorch's optimizer state inside libtorch with no way to read or write
 //! it, so a resumed run would restart its moments from zero. The update rules here are a few tensor operations each.
@@ -28,7 +29,6 @@
 
 mod optimizer;
 mod schedule;
-pub mod search;
 
 pub use optimizer::{clip_grad_norm, decays, Algorithm, OptimConfig, Optimizer, ScheduleConfig};
 pub use schedule::{Plateau, Schedule};
