@@ -5,6 +5,7 @@
 use m6rec_data::SeqBatch;
 use m6rec_fusion::{FusionConfig, ItemTower, ItemTowerConfig, TowerMode};
 use m6rec_model::{SeqRec, SeqRecConfig};
+use m6rec_objective::{FullSoftmax, Targets};
 use m6rec_tensor::Mode;
 use rand::{Rng, SeedableRng};
 use tch::{nn, Device, Kind, Tensor};
@@ -50,7 +51,10 @@ fn a_content_tower_recommends_unseen_items_of_the_right_kind() {
     for _ in 0..150 {
         let batch = SeqBatch::for_training(&refs, 8, TRAIN_ITEMS).unwrap();
         let table = tower.forward(&train_items, &[train_feats.shallow_clone()], &present, Mode::Train).unwrap();
-        opt.backward_step(&model.loss_with(&batch, &table, Device::Cpu, Mode::Train).unwrap());
+        let tokens = batch.tokens_tensor(Device::Cpu).unwrap();
+        let states = model.forward(&tokens, &table, Mode::Train).view([-1, 16]);
+        let targets = Targets::new(states, table, batch.targets_tensor(Device::Cpu).unwrap().view([-1]));
+        opt.backward_step(&m6rec_objective::mean_loss(&FullSoftmax, targets));
     }
     // Score the whole catalog, new items included, by content.
     let all_items = Tensor::arange(ALL_ITEMS as i64, (Kind::Int64, Device::Cpu));
@@ -61,7 +65,9 @@ fn a_content_tower_recommends_unseen_items_of_the_right_kind() {
     for cat in 0..CATEGORIES {
         let history: Vec<u32> = (0..5).map(|k| (k * CATEGORIES + cat) as u32).collect();
         let batch = SeqBatch::for_prediction(&[&history], 8, ALL_ITEMS).unwrap();
-        let scores = tch::no_grad(|| model.score_next_with(&batch, &table, Device::Cpu)).unwrap().get(0);
+        let tokens = batch.tokens_tensor(Device::Cpu).unwrap();
+        let state = tch::no_grad(|| model.forward(&tokens, &table, Mode::Eval)).select(1, -1);
+        let scores = state.matmul(&table.transpose(0, 1)).get(0);
         // Among the 20 new items only, the top 5 should be of the history's category (5 of them exist).
         let new_scores = scores.narrow(0, TRAIN_ITEMS as i64, (ALL_ITEMS - TRAIN_ITEMS) as i64);
         let top: Vec<i64> = Vec::try_from(new_scores.topk(5, 0, true, true).1).unwrap();

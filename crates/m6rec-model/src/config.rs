@@ -1,4 +1,5 @@
 use crate::{Error, Result};
+pub use m6rec_objective::LossConfig;
 use serde::{Deserialize, Serialize};
 
 /// Hyper-parameters of [`crate::SeqRec`]. `n_items` comes from the dataset, everything else from the run config.
@@ -23,7 +24,7 @@ pub struct SeqRecConfig {
     /// Dropout on embeddings, attention and feed-forward, in `Mode::Train` only. Default 0.2.
     #[serde(default = "d::dropout")]
     pub dropout: f64,
-    /// Training objective.
+    /// Training objective ([`m6rec_objective`]).
     #[serde(default)]
     pub loss: LossConfig,
     /// Soft prompts: this many learned vectors read before every sequence (M6-Rec's option tuning; `m6rec adapt`
@@ -38,26 +39,6 @@ pub struct SeqRecConfig {
 
 fn is_zero(x: &i64) -> bool {
     *x == 0
-}
-
-/// The generative next-item objective.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum LossConfig {
-    /// Cross-entropy over the whole catalog at every position (exact; cost grows with the catalog).
-    #[default]
-    FullSoftmax,
-    /// Sampled softmax for catalogs too large for a full softmax: the positive against `n_uniform` uniformly sampled
-    /// items (shared by the batch) and, when `in_batch`, the batch's other targets; logits are corrected by
-    /// `log Q` (the sampling probability), and accidental hits are masked.
-    SampledSoftmax {
-        /// Uniform negatives per step. Default 256.
-        #[serde(default = "d::n_uniform")]
-        n_uniform: i64,
-        /// Also use the batch's targets as negatives. Default true.
-        #[serde(default = "d::yes")]
-        in_batch: bool,
-    },
 }
 
 mod d {
@@ -75,12 +56,6 @@ mod d {
     }
     pub fn dropout() -> f64 {
         0.2
-    }
-    pub fn n_uniform() -> i64 {
-        256
-    }
-    pub fn yes() -> bool {
-        true
     }
 }
 
@@ -169,10 +144,8 @@ impl SeqRecConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return bad("dropout", format!("is {}, must be in [0, 1)", self.dropout));
         }
-        if let LossConfig::SampledSoftmax { n_uniform, in_batch } = self.loss {
-            if n_uniform < 0 || (n_uniform == 0 && !in_batch) {
-                return bad("loss.n_uniform", "must be positive (or in_batch true)".into());
-            }
+        if let Err((field, reason)) = self.loss.validate() {
+            return bad(field, reason);
         }
         Ok(())
     }

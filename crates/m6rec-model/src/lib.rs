@@ -2,18 +2,21 @@
 //!
 //! # Brief overview
 //! - [`SeqRecConfig`] (serde, part of the run's TOML) → [`SeqRec::init`] (validates, creates named variables) →
-//!   [`SeqRec::forward`] (hidden states) / [`SeqRec::score_next`] (catalog scores) / [`SeqRec::loss`] (objective).
-//! - [`LossConfig`]: full-softmax cross-entropy at every position, or sampled softmax (uniform and in-batch negatives,
-//!   `log Q` corrected) for catalogs too big for a full softmax. The functions are in [`loss`].
+//!   [`SeqRec::forward`]: the one forward, tokens and an item table in, one scoring state per position out (a
+//!   candidate's score is `state · its table row`).
+//! - The objective is its own layer, [`m6rec_objective`] ([`LossConfig`] is re-exported for `[model.loss]`); the
+//!   recommender that puts the model, its item table and the objective together is `m6rec-recommender`.
 //!
 //! ```
 //! use m6rec_model::{SeqRec, SeqRecConfig};
 //! use m6rec_data::SeqBatch;
 //! let vs = tch::nn::VarStore::new(tch::Device::Cpu);
 //! let model = SeqRec::init(&(vs.root() / "model"), &SeqRecConfig { d_model: 16, ..Default::default() }, 10)?;
-//! let batch = SeqBatch::for_training(&[&[1, 2, 3]], 50, 10)?;
-//! let loss = model.loss(&batch, tch::Device::Cpu, m6rec_tensor::Mode::Train)?;
-//! let scores = model.score_next(&SeqBatch::for_prediction(&[&[1, 2]], 50, 10)?, tch::Device::Cpu)?;
+//! let batch = SeqBatch::for_prediction(&[&[1, 2]], 50, 10)?;
+//! let tokens = model.fit_len(batch.tokens_tensor(tch::Device::Cpu)?);
+//! let table = model.item_embeddings();
+//! let states = model.forward(&tokens, &table, m6rec_tensor::Mode::Eval); // [1, 2, 16]
+//! let scores = states.select(1, -1).matmul(&table.tr()); // the next item's score for every catalog item
 //! assert_eq!(scores.size(), vec![1, 10]);
 //! # Ok::<(), m6rec_model::Error>(())
 //! ```
@@ -21,7 +24,6 @@
 
 mod config;
 mod error;
-pub mod loss;
 mod model;
 
 pub use config::{LossConfig, SeqRecConfig};

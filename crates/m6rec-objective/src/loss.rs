@@ -1,4 +1,4 @@
-//! Next-item objectives over hidden states and the tied item embedding table.
+//! The loss functions behind the objectives: next-item cross-entropy over hidden states and the tied item table.
 
 use m6rec_data::IGNORE;
 use tch::{Kind, Reduction, Tensor};

@@ -87,10 +87,10 @@ impl DomainEmbedding {
     /// `table + domain embedding of each row's item` (`table`: `[n_items, d]`).
     pub fn add(&self, table: &Tensor) -> Result<Tensor> {
         let idx = self.item_domain.as_ref().ok_or_else(|| {
-            Error::NoData("the run has [domains] but the items' domains were not given (set_item_domains)".into())
+            Error::Domains("the run has [domains] but the items' domains were not given (set_item_domains)".into())
         })?;
         if idx.size()[0] != table.size()[0] {
-            return Err(Error::NoData(format!(
+            return Err(Error::Domains(format!(
                 "{} item domains for an item table of {} rows",
                 idx.size()[0],
                 table.size()[0]
