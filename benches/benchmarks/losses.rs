@@ -1,7 +1,7 @@
 //! Full softmax against sampled softmax (forward + backward) as the catalog grows: the reason sampled softmax exists.
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use m6rec_model::loss::{full_softmax, sampled_softmax};
+use m6rec_objective::loss::{full_softmax, sampled_softmax};
 use tch::{Device, Kind, Tensor};
 
 pub fn bench(c: &mut Criterion) {

@@ -13,7 +13,7 @@
 //!
 //! Usage: bench-step --data DIR [--config RUN.toml] [--steps 30] [--warmup 3] [--threads 2] [--json PATH]
 //! [--chunk ROWS] (the full softmax in chunks of ROWS rows; 0: libtorch's autograd over the whole matrix; default:
-//! what training does, `m6rec_model::loss::full_softmax`)
+//! what training does, `m6rec_objective::loss::full_softmax`)
 
 use anyhow::{Context, Result};
 use m6rec_data::{Dataset, SeqBatch, IGNORE};
@@ -122,7 +122,7 @@ fn main() -> Result<()> {
         let tokens = batch.tokens_tensor(Device::Cpu)?;
         let targets = batch.targets_tensor(Device::Cpu)?.view([-1]);
         lap(0, &mut secs);
-        let hidden = model.forward(&tokens, Mode::Train);
+        let hidden = model.forward(&tokens, &model.item_embeddings(), Mode::Train);
         let _ = hidden.double_value(&[0, 0, 0]);
         lap(1, &mut secs);
         let keep = targets.ne(IGNORE).nonzero().squeeze_dim(1);
@@ -134,10 +134,10 @@ fn main() -> Result<()> {
             LossConfig::FullSoftmax if chunk == 0 => {
                 h.matmul(&table.tr()).cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Mean, IGNORE, 0.0)
             }
-            LossConfig::FullSoftmax if chunk < 0 => m6rec_model::loss::full_softmax(&h, &table, &y),
-            LossConfig::FullSoftmax => m6rec_model::loss::full_softmax_chunked(&h, &table, &y, chunk),
+            LossConfig::FullSoftmax if chunk < 0 => m6rec_objective::loss::full_softmax(&h, &table, &y),
+            LossConfig::FullSoftmax => m6rec_objective::loss::full_softmax_chunked(&h, &table, &y, chunk),
             LossConfig::SampledSoftmax { n_uniform, in_batch } => {
-                m6rec_model::loss::sampled_softmax(&h, &table, &y, n_uniform, in_batch)
+                m6rec_objective::loss::sampled_softmax(&h, &table, &y, n_uniform, in_batch)
             }
         };
         let _ = loss.double_value(&[]);

@@ -101,7 +101,7 @@ pub fn adapt(a: &AdaptArgs) -> Result<()> {
     fp.path = std::fs::canonicalize(&a.data).ok();
     let content = match cfg.item_tower {
         Some(_) => Some(
-            m6rec_train::open::item_content(&a.data, a.features.as_deref(), &ds, &cfg)
+            m6rec_train::open::item_content(&a.data, a.features.as_deref(), &ds, &cfg.recommender())
                 .context("reading the new domain's item content for [item_tower]")?,
         ),
         None => None,

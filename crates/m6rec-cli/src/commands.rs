@@ -344,7 +344,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
     };
     let content = match &tower_run {
         Some(run) => Some(
-            m6rec_train::open::item_content(&a.data, a.features.as_deref(), &ds, run)
+            m6rec_train::open::item_content(&a.data, a.features.as_deref(), &ds, &run.recommender())
                 .context("reading the item content for [item_tower]")?,
         ),
         None => None,
@@ -546,7 +546,10 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
     } else {
         open_model(&a.device, &a.data, &a.checkpoint, a.features.as_deref())?
     };
-    let split = loaded.config.run.split(&ds.interactions, ds.n_users(), ds.n_items());
+    // The split (cold items, seed) is the trainer's part of the checkpoint's config.
+    let run =
+        checkpoint::load_config(&a.checkpoint).with_context(|| format!("loading {}", a.checkpoint.display()))?.run;
+    let split = run.split(&ds.interactions, ds.n_users(), ds.n_items());
     let stage = if a.stage == "valid" { Stage::Valid } else { Stage::Test };
     let opts = EvalOptions { filter_history: a.filter_history, batch_size: 256, targets: Targets::All };
     // With cold items, every scorer is also measured on the targets it never saw in training, and on the rest.

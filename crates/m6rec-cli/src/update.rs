@@ -216,7 +216,7 @@ pub fn update(a: &UpdateArgs) -> Result<()> {
     fp.path = std::fs::canonicalize(&out_data).ok();
     let content = match cfg.item_tower {
         Some(_) => Some(
-            m6rec_train::open::item_content(&data, a.features.as_deref(), &ds, &cfg)
+            m6rec_train::open::item_content(&data, a.features.as_deref(), &ds, &cfg.recommender())
                 .context("reading the item content for [item_tower]")?,
         ),
         None => None,

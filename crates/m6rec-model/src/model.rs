@@ -181,7 +181,8 @@ mod tests {
         let (_vs, m) = model(20);
         let a = Tensor::from_slice(&[0i64, 3, 4, 5, 6]).view([1, 5]);
         let b = Tensor::from_slice(&[0i64, 3, 4, 9, 1]).view([1, 5]);
-        let (ha, hb) = (m.forward(&a, &m.item_embeddings(), Mode::Eval), m.forward(&b, &m.item_embeddings(), Mode::Eval));
+        let (ha, hb) =
+            (m.forward(&a, &m.item_embeddings(), Mode::Eval), m.forward(&b, &m.item_embeddings(), Mode::Eval));
         let diff_prefix = (ha.narrow(1, 0, 3) - hb.narrow(1, 0, 3)).abs().max().double_value(&[]);
         let diff_after = (ha.narrow(1, 3, 2) - hb.narrow(1, 3, 2)).abs().max().double_value(&[]);
         assert!(diff_prefix < 1e-6, "prefix changed by {diff_prefix}");
@@ -216,7 +217,8 @@ mod tests {
         let m = SeqRec::init(&(vs.root() / "model"), &cfg, 20).unwrap();
         let a = Tensor::from_slice(&[0i64, 3, 4, 5, 6]).view([1, 5]);
         let b = Tensor::from_slice(&[0i64, 3, 4, 9, 1]).view([1, 5]);
-        let (ha, hb) = (m.forward(&a, &m.item_embeddings(), Mode::Eval), m.forward(&b, &m.item_embeddings(), Mode::Eval));
+        let (ha, hb) =
+            (m.forward(&a, &m.item_embeddings(), Mode::Eval), m.forward(&b, &m.item_embeddings(), Mode::Eval));
         assert_eq!(ha.size(), vec![1, 5, 16], "prompt positions are not in the output");
         let diff_prefix = (ha.narrow(1, 0, 3) - hb.narrow(1, 0, 3)).abs().max().double_value(&[]);
         assert!(diff_prefix < 1e-6, "prefix changed by {diff_prefix}");

@@ -229,13 +229,8 @@ mod tests {
         let states = Tensor::randn([5, 4], (Kind::Float, Device::Cpu));
         let table = Tensor::randn([6, 4], (Kind::Float, Device::Cpu));
         let targets = Tensor::from_slice(&[1i64, IGNORE, 5, IGNORE, 0]);
-        let padded = states.matmul(&table.tr()).cross_entropy_loss::<Tensor>(
-            &targets,
-            None,
-            tch::Reduction::Mean,
-            IGNORE,
-            0.0,
-        );
+        let padded =
+            states.matmul(&table.tr()).cross_entropy_loss::<Tensor>(&targets, None, tch::Reduction::Mean, IGNORE, 0.0);
         let t = Targets::new(states, table, targets).gathered().expect("three rows carry a target");
         assert_eq!(t.len(), 3);
         let got = FullSoftmax.loss(&t);

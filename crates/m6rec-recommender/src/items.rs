@@ -188,8 +188,7 @@ impl ContentItems {
             let cache = Tensor::zeros([n, out_dim], (Kind::Float, device));
             slots.push(Slot::Encoded(Encoded { encoder, data: data.to_device(device), row_of: row_of.clone(), cache }));
         }
-        let tower =
-            ItemTower::new(vs, cfg, &dims, id_rows, d_model).map_err(|e| Error::Tower(e.to_string()))?;
+        let tower = ItemTower::new(vs, cfg, &dims, id_rows, d_model).map_err(|e| Error::Tower(e.to_string()))?;
         let similarity = if content_cfg.similarity {
             let found = slots.iter().enumerate().find_map(|(i, s)| match s {
                 Slot::Fixed(x) => Some((i, Similarity::unit(x))),
@@ -288,10 +287,8 @@ impl ContentItems {
             }
         }
         let items = Tensor::arange(self.n_items(), (Kind::Int64, device));
-        let table = self
-            .tower
-            .forward(&items, &inputs, &self.present, Mode::Train)
-            .map_err(|e| Error::Tower(e.to_string()))?;
+        let table =
+            self.tower.forward(&items, &inputs, &self.present, Mode::Train).map_err(|e| Error::Tower(e.to_string()))?;
         Ok(match &self.similarity {
             Some(sim) => sim.extend(table, &sim.unit),
             None => table,
@@ -362,14 +359,11 @@ impl ContentItems {
                 Slot::Encoded(e) => e.encode_all(),
             })
             .collect();
-        let table = self
-            .tower
-            .embed_all(&items, &inputs, &self.present, 4096)
-            .map_err(|e| Error::Tower(e.to_string()))?;
+        let table =
+            self.tower.embed_all(&items, &inputs, &self.present, 4096).map_err(|e| Error::Tower(e.to_string()))?;
         Ok(match &self.similarity {
             Some(sim) => tch::no_grad(|| sim.extend(table, &sim.unit)),
             None => table,
         })
     }
 }
-

@@ -38,4 +38,4 @@ pub mod saved;
 
 pub use config::RecommenderConfig;
 pub use error::{Error, Result};
-pub use recommender::Recommender;
+pub use recommender::{CatalogScorer, Recommender};

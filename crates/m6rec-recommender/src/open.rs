@@ -3,17 +3,24 @@
 
 use crate::content::{center_rows, ItemContent, Modality, ModalityName};
 use crate::saved::{self, DatasetFingerprint};
-use crate::{Error, RecommenderConfig, Recommender, Result};
+use crate::{Error, Recommender, RecommenderConfig, Result};
 use m6rec_data::Dataset;
 use std::path::Path;
 use tch::Device;
 
 /// Every item's content for a run with `[item_tower]`, read from the feature cache of dataset `data` (`features`,
 /// or the default cache beside it), in the modalities and order that `run`'s `[content]` names.
-pub fn item_content(data: &Path, features: Option<&Path>, ds: &Dataset, run: &RecommenderConfig) -> Result<ItemContent> {
+pub fn item_content(
+    data: &Path,
+    features: Option<&Path>,
+    ds: &Dataset,
+    run: &RecommenderConfig,
+) -> Result<ItemContent> {
     let cache = features.map(Path::to_path_buf).unwrap_or_else(|| m6rec_features::default_cache_dir(data));
     let feats = m6rec_features::Features::load(&cache, ds)?;
-    let all: Vec<u32> = (0..u32::try_from(ds.n_items()).map_err(|_| Error::Content(format!("{} items do not fit 32-bit item indices", ds.n_items())))?).collect();
+    let all: Vec<u32> = (0..u32::try_from(ds.n_items())
+        .map_err(|_| Error::Content(format!("{} items do not fit 32-bit item indices", ds.n_items())))?)
+        .collect();
     let content = run.content();
     let mut modalities = Vec::new();
     let mut columns = Vec::new();

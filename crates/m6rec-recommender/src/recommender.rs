@@ -235,6 +235,39 @@ impl Recommender {
     }
 }
 
+/// A recommender with its item table computed once: scores whole catalogs for batches of histories (evaluation,
+/// recommendation). The table's rows are the catalog it scores (another one in zero-shot transfer).
+#[derive(Debug)]
+pub struct CatalogScorer<'a> {
+    rec: &'a Recommender,
+    table: Tensor,
+}
+
+impl CatalogScorer<'_> {
+    /// `[histories.len(), n_items]` scores (higher is better) of every table row as each history's next item.
+    pub fn score_histories(&self, histories: &[&[u32]]) -> Result<Tensor> {
+        let batch = SeqBatch::for_prediction(histories, self.rec.max_len()?, self.rows())?;
+        tch::no_grad(|| self.rec.score_next(&batch, &self.table))
+    }
+
+    /// Rows of the table.
+    pub fn rows(&self) -> usize {
+        usize::try_from(self.table.size()[0]).unwrap_or(0)
+    }
+
+    /// The table `[n_items, width]`.
+    pub fn table(&self) -> &Tensor {
+        &self.table
+    }
+}
+
+impl Recommender {
+    /// A scorer over the whole catalog (the item table is computed once, here).
+    pub fn scorer(&self) -> Result<CatalogScorer<'_>> {
+        Ok(CatalogScorer { rec: self, table: self.item_table()? })
+    }
+}
+
 fn domain_embedding(vs: &nn::VarStore, run: &RecommenderConfig) -> Result<Option<DomainEmbedding>> {
     match &run.domains {
         Some(d) if d.embed => {

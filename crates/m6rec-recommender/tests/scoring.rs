@@ -134,4 +134,3 @@ proptest::proptest! {
         proptest::prop_assert!((want - got).abs() <= 1e-5 * want.abs().max(1.0), "padded {} vs gathered {}", want, got);
     }
 }
-

@@ -404,8 +404,7 @@ impl Engine {
         }
         let batch = m6rec_data::SeqBatch::for_prediction(&hist, self.model.max_len(), self.model.rows())
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        let device = self.model.loaded.vs.device();
-        let states = tch::no_grad(|| self.model.loaded.model.user_state_with(&batch, &self.model.table, device))
+        let states = tch::no_grad(|| self.model.loaded.user_states(&batch, &self.model.table))
             .map_err(|e| ApiError::internal(e.to_string()))?;
         Ok(self.model.index.recall_at_k(&states.to_device(tch::Device::Cpu), k))
     }
@@ -576,7 +575,6 @@ impl Engine {
 
     /// Top-k `(item, score)` lists, one per query, from one forward pass over the histories not in the cache.
     fn rank(&mut self, queries: &[Query]) -> Result<Vec<Vec<(usize, f32)>>, ApiError> {
-        let device = self.model.loaded.vs.device();
         let rows = self.model.rows();
         let max_len = self.model.max_len();
         // States: cached, computed now, or none (an empty history falls back to popularity).
@@ -598,7 +596,7 @@ impl Engine {
             let hist: Vec<&[u32]> = missing.iter().map(|&qi| queries[qi].history.as_slice()).collect();
             let batch = m6rec_data::SeqBatch::for_prediction(&hist, max_len, rows)
                 .map_err(|e| ApiError::internal(e.to_string()))?;
-            let computed = tch::no_grad(|| self.model.loaded.model.user_state_with(&batch, &self.model.table, device))
+            let computed = tch::no_grad(|| self.model.loaded.user_states(&batch, &self.model.table))
                 .map_err(|e| ApiError::internal(e.to_string()))?
                 .to_device(tch::Device::Cpu);
             for (j, &qi) in missing.iter().enumerate() {

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 pub enum Error {
     /// Opening the checkpoint, dataset or feature cache failed.
     #[error("loading the model: {0}")]
-    Load(#[from] m6rec_train::Error),
+    Load(#[from] m6rec_recommender::Error),
     /// The state directory (journal, media) could not be read or written.
     #[error("state {path}: {reason}")]
     State {

@@ -2,8 +2,8 @@
 //! encoder for new items' text, and the per-user state cache.
 
 use crate::error::{ApiError, Result};
-use m6rec_train::checkpoint::LoadedModel;
-use m6rec_train::content::{ItemContent, Modality, ModalityName};
+use m6rec_recommender::content::{ItemContent, Modality, ModalityName};
+use m6rec_recommender::Recommender;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
@@ -41,7 +41,7 @@ pub struct ModelSource {
 /// The model side of the service.
 pub struct Model {
     /// The checkpoint.
-    pub loaded: LoadedModel,
+    pub loaded: Recommender,
     /// `[rows, d_model]`: the training catalog, then items added since (in catalog order).
     pub table: Tensor,
     /// Load counter.
@@ -68,7 +68,7 @@ impl Model {
     /// Loads the checkpoint with its dataset and feature cache, and the text encoder when the model reads text.
     pub fn load(src: &ModelSource, generation: u64) -> Result<(Model, m6rec_data::Dataset)> {
         let (ds, loaded) =
-            m6rec_train::open::open_model(src.device, &src.data, &src.checkpoint, src.features.as_deref())?;
+            m6rec_recommender::open::open_model(src.device, &src.data, &src.checkpoint, src.features.as_deref())?;
         let table = loaded.item_table()?;
         let index = crate::index::ItemIndex::build(&table.to_device(Device::Cpu), src.index);
         let mut model = Model {
@@ -88,7 +88,7 @@ impl Model {
             return Ok((model, ds));
         }
         let cache = src.features.clone().unwrap_or_else(|| m6rec_features::default_cache_dir(&src.data));
-        let feats = m6rec_features::Features::load(&cache, &ds).map_err(m6rec_train::Error::from)?;
+        let feats = m6rec_features::Features::load(&cache, &ds).map_err(m6rec_recommender::Error::from)?;
         model.features = Some(feats.config.clone());
         if run.content().modalities.contains(&ModalityName::Text) {
             let tcfg = feats.config.text.clone();
@@ -106,9 +106,9 @@ impl Model {
             }
             if run.content().center_text {
                 let all: Vec<u32> = (0..u32::try_from(ds.n_items()).unwrap_or(u32::MAX)).collect();
-                let x = feats.texts(&all).map_err(m6rec_train::Error::from)?;
+                let x = feats.texts(&all).map_err(m6rec_recommender::Error::from)?;
                 let present = feats.present.select(1, m6rec_features::TEXT);
-                model.text_mean = Some(m6rec_train::content::text_mean(&x, &present));
+                model.text_mean = Some(m6rec_recommender::content::text_mean(&x, &present));
             }
         }
         Ok((model, ds))
@@ -130,13 +130,9 @@ impl Model {
         if hist.is_empty() {
             return;
         }
-        let device = self.loaded.vs.device();
         let states = m6rec_data::SeqBatch::for_prediction(&hist, self.max_len(), self.rows())
             .map_err(|e| e.to_string())
-            .and_then(|batch| {
-                tch::no_grad(|| self.loaded.model.user_state_with(&batch, &self.table, device))
-                    .map_err(|e| e.to_string())
-            });
+            .and_then(|batch| tch::no_grad(|| self.loaded.user_states(&batch, &self.table)).map_err(|e| e.to_string()));
         match states {
             Ok(states) => {
                 if let Some(recall) = self.index.tune(&states.to_device(Device::Cpu), 10) {
@@ -208,7 +204,7 @@ impl Model {
                             let mask = Tensor::from_slice(&has.iter().map(|&h| i64::from(h)).collect::<Vec<_>>())
                                 .gt(0)
                                 .to_device(x.device());
-                            m6rec_train::content::center_with(&x, &mask, &mean.to_device(x.device()))
+                            m6rec_recommender::content::center_with(&x, &mask, &mean.to_device(x.device()))
                         }
                         None => x,
                     };

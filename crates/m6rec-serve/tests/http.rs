@@ -52,7 +52,7 @@ fn fixture() -> &'static Fixture {
         cfg.item_tower =
             Some(ItemTowerConfig { mode: TowerMode::ContentOnly, fusion: FusionConfig::Mean, id_dropout: 0.0 });
         cfg.content = Some(m6rec_train::content::ContentConfig::default());
-        let content = m6rec_train::open::item_content(&data, None, &ds, &cfg).expect("content");
+        let content = m6rec_train::open::item_content(&data, None, &ds, &cfg.recommender()).expect("content");
         let mut t = Trainer::with_content(cfg.clone(), DatasetFingerprint::of(&ds), Some(&content), tch::Device::Cpu)
             .expect("trainer");
         let split = cfg.split(&ds.interactions, ds.n_users(), ds.n_items());

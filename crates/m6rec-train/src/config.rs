@@ -182,7 +182,17 @@ impl RunConfig {
         }
     }
 
-    /// The `[content]` table, or its defaults.
+    /// The sections that define the recommender (`[model]`, `[item_tower]`, `[content]`, `[domains]`).
+    pub fn recommender(&self) -> m6rec_recommender::RecommenderConfig {
+        m6rec_recommender::RecommenderConfig {
+            model: self.model.clone(),
+            item_tower: self.item_tower.clone(),
+            content: self.content.clone(),
+            domains: self.domains.clone(),
+        }
+    }
+
+    /// `[content]` with defaults.
     pub fn content(&self) -> crate::content::ContentConfig {
         self.content.clone().unwrap_or_default()
     }

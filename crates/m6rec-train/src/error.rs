@@ -38,6 +38,9 @@ pub enum Error {
     /// Error from the model layer.
     #[error(transparent)]
     Model(#[from] m6rec_model::Error),
+    /// Error from the recommender (loading, item content, tower, domains).
+    #[error(transparent)]
+    Recommender(#[from] m6rec_recommender::Error),
     /// Error from the optimizer layer.
     #[error(transparent)]
     Optim(#[from] m6rec_optim::Error),

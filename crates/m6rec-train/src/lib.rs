@@ -10,7 +10,8 @@
 //! - [`recommend::recommend`]: top-k for a history.
 //! - [`parallel`]: data-parallel training over several processes ([`parallel::DataParallel`]; with the
 //!   `distributed` feature, `ddp::DdpGroup` over PyTorch's c10d, launched by torchrun).
-//! - [`open`]: a checkpoint with the dataset and feature cache it reads, ready to score (eval, recommend, serve).
+//! - The model itself is [`Recommender`] (`m6rec-recommender`, re-exported with its [`content`], [`domains`] and
+//!   [`open`] modules): the trainer holds one, and so does everything that scores.
 //!
 //! ```no_run
 //! use m6rec_train::{checkpoint::DatasetFingerprint, RunConfig, Silent, Trainer};
@@ -24,14 +25,11 @@
 
 pub mod checkpoint;
 mod config;
-pub mod content;
 #[cfg(feature = "distributed")]
 pub mod ddp;
-pub mod domains;
 mod error;
 pub mod eval;
 pub mod metrics;
-pub mod open;
 pub mod parallel;
 mod plot;
 pub mod recommend;
@@ -41,6 +39,7 @@ mod trainer;
 
 pub use config::{RunConfig, TrainConfig};
 pub use error::{Error, Result};
+pub use m6rec_recommender::{content, domains, open, Recommender};
 pub use plot::{metrics_chart, search_progress, training_curves, TrialPoint};
 pub use scorer::{ModelScorer, Popularity, Scorer};
 pub use trainer::{

@@ -2,9 +2,8 @@
 //! Evaluation and recommendation go through this one trait, so baselines share the code path.
 
 use crate::Result;
-use m6rec_data::{SeqBatch, Split};
-use m6rec_model::SeqRec;
-use tch::{Device, Kind, Tensor};
+use m6rec_data::Split;
+use tch::{Kind, Tensor};
 
 /// Scores every item as the next item of each history.
 pub trait Scorer {
@@ -15,39 +14,16 @@ pub trait Scorer {
     fn n_items(&self) -> usize;
 }
 
-/// The sequence model as a scorer.
-#[derive(Debug)]
-pub struct ModelScorer<'a> {
-    model: &'a SeqRec,
-    table: Option<Tensor>,
-    device: Device,
-}
-
-impl<'a> ModelScorer<'a> {
-    /// Wraps a model whose variables live on `device`.
-    pub fn new(model: &'a SeqRec, device: Device) -> Self {
-        ModelScorer { model, table: None, device }
-    }
-
-    /// Wraps a model that reads its items from an external table (an item tower's output, `[n_items, d_model]`).
-    pub fn with_table(model: &'a SeqRec, table: Tensor, device: Device) -> Self {
-        ModelScorer { model, table: Some(table), device }
-    }
-}
+/// The recommender as a scorer (its item table computed once: [`m6rec_recommender::Recommender::scorer`]).
+pub type ModelScorer<'a> = m6rec_recommender::CatalogScorer<'a>;
 
 impl Scorer for ModelScorer<'_> {
     fn score(&self, histories: &[&[u32]]) -> Result<Tensor> {
-        let max_len = m6rec_tensor::dim::to_usize("max_len", self.model.config().max_len)?;
-        let batch = SeqBatch::for_prediction(histories, max_len, self.n_items())?;
-        Ok(tch::no_grad(|| match &self.table {
-            Some(table) => self.model.score_next_with(&batch, table, self.device),
-            None => self.model.score_next(&batch, self.device),
-        })?)
+        Ok(self.score_histories(histories)?)
     }
-    /// The table's rows when there is one (it may be another catalog: zero-shot, or items added since training).
+    /// The table's rows (it may be another catalog: zero-shot, or items added since training).
     fn n_items(&self) -> usize {
-        let n = self.table.as_ref().map_or(self.model.n_items(), |t| t.size()[0]);
-        usize::try_from(n).unwrap_or(0)
+        self.rows()
     }
 }
 
@@ -92,25 +68,4 @@ impl Scorer for Popularity {
     fn n_items(&self) -> usize {
         self.n_items
     }
-}
-
-/// A scorer for a model whose item table may come from an item tower and may carry domain embeddings.
-pub(crate) fn scorer_for<'a>(
-    model: &'a SeqRec,
-    items: Option<&crate::content::ContentItems>,
-    domains: Option<&crate::domains::DomainEmbedding>,
-    device: Device,
-) -> crate::Result<ModelScorer<'a>> {
-    tch::no_grad(|| {
-        let table = match (items, domains) {
-            (None, None) => return Ok(ModelScorer::new(model, device)),
-            (Some(items), _) => items.table_eval()?,
-            (None, Some(_)) => model.item_embeddings().detach(),
-        };
-        let table = match domains {
-            Some(d) => d.add(&table)?,
-            None => table,
-        };
-        Ok(ModelScorer::with_table(model, table, device))
-    })
 }

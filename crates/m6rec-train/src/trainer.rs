@@ -8,8 +8,7 @@
 
 use crate::checkpoint::{self, CheckpointConfig, CheckpointParts, DatasetFingerprint, CHECKPOINT_VERSION};
 use crate::config::RunConfig;
-use crate::content::{ContentItems, ItemContent};
-use crate::domains::DomainEmbedding;
+use crate::content::ItemContent;
 use crate::eval::{evaluate, EvalOptions, Stage};
 use crate::parallel::{self, DataParallel};
 use crate::scorer::ModelScorer;
@@ -17,6 +16,7 @@ use crate::{Error, Result};
 use m6rec_data::{loader, SeqBatch, Split};
 use m6rec_model::SeqRec;
 use m6rec_optim::{Optimizer, Plateau, Schedule, ScheduleConfig};
+use m6rec_recommender::Recommender;
 use m6rec_tensor::Mode;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -96,11 +96,8 @@ impl Observer for Silent {}
 /// A model under training, with its optimizer and loop state.
 pub struct Trainer {
     cfg: RunConfig,
-    fingerprint: DatasetFingerprint,
-    vs: nn::VarStore,
-    model: SeqRec,
-    items: Option<ContentItems>,
-    domains: Option<DomainEmbedding>,
+    /// The model, its item table and objective, and the catalog it is for.
+    rec: Recommender,
     /// Sampling weight of each item's domain (empty: all 1).
     item_weight: Vec<f64>,
     opt: Optimizer,
@@ -139,44 +136,11 @@ impl Trainer {
     ) -> Result<Trainer> {
         cfg.validate(Path::new("<run config>"))?;
         m6rec_tensor::seed(cfg.train.seed);
-        let vs = nn::VarStore::new(device);
-        let model = SeqRec::init(&(vs.root() / "model"), &cfg.model, fingerprint.n_items)?;
-        let items = match (&cfg.item_tower, content) {
-            (Some(tower), Some(content)) => {
-                Some(ContentItems::new(&(vs.root() / "tower"), tower, &cfg.content(), content, cfg.model.d_model)?)
-            }
-            (None, None) => None,
-            (Some(_), None) => {
-                return Err(Error::NoData(
-                    "the run has [item_tower] but no item content was given; build the feature cache with `m6rec features` and pass --features".into(),
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(Error::NoData("item content was given but the run has no [item_tower] table".into()))
-            }
-        };
-        let domains = match &cfg.domains {
-            Some(d) if d.embed => {
-                Some(DomainEmbedding::new(&(vs.root() / "domains"), d.vocab.len(), cfg.model.d_model)?)
-            }
-            _ => None,
-        };
-        let opt = Optimizer::new(&vs, &cfg.optim);
-        let best = copy_vars(&vs);
-        Ok(Trainer {
-            cfg,
-            fingerprint,
-            vs,
-            model,
-            items,
-            domains,
-            item_weight: Vec::new(),
-            opt,
-            state: TrainState::default(),
-            best,
-            device,
-            dp: None,
-        })
+        let rec = Recommender::init(cfg.recommender(), fingerprint, content, device)?;
+        let vs = &rec.vs;
+        let opt = Optimizer::new(vs, &cfg.optim);
+        let best = copy_vars(vs);
+        Ok(Trainer { cfg, rec, item_weight: Vec::new(), opt, state: TrainState::default(), best, device, dp: None })
     }
 
     /// Continues from a checkpoint directory written by [`Trainer::fit`], for the same dataset.
@@ -194,9 +158,9 @@ impl Trainer {
         let ck = checkpoint::load_config(dir)?;
         ck.dataset.check(fingerprint, dir)?;
         let mut t = Trainer::with_content(ck.run, ck.dataset, content, device)?;
-        checkpoint::load_weights(&mut t.vs, dir, "model.safetensors")?;
-        t.best = copy_vars(&t.vs);
-        checkpoint::load_weights(&mut t.vs, dir, "last.safetensors")?;
+        checkpoint::load_weights(&mut t.rec.vs, dir, "model.safetensors")?;
+        t.best = copy_vars(&t.rec.vs);
+        checkpoint::load_weights(&mut t.rec.vs, dir, "last.safetensors")?;
         let p = dir.join("optim.safetensors");
         let optim = Tensor::read_safetensors(&p)
             .map_err(|e| Error::Checkpoint { path: dir.to_path_buf(), reason: format!("optim.safetensors: {e}") })?;
@@ -209,8 +173,8 @@ impl Trainer {
     /// and shape match is copied (the sequence model, the tower's projections, fusion and encoders); catalog-sized
     /// tables keep their fresh initialisation. Returns `(copied, skipped)` names.
     pub fn init_from(&mut self, dir: &Path) -> Result<(Vec<String>, Vec<String>)> {
-        let out = checkpoint::init_from(&self.vs, dir)?;
-        self.best = copy_vars(&self.vs);
+        let out = self.rec.init_from(dir)?;
+        self.best = copy_vars(&self.rec.vs);
         Ok(out)
     }
 
@@ -221,8 +185,8 @@ impl Trainer {
     /// the item vectors). They are frozen and not counted.
     pub fn freeze_except(&mut self, train: impl Fn(&str) -> bool) -> (i64, i64) {
         let (mut trainable, mut total) = (0, 0);
-        for (name, var) in self.vs.variables() {
-            if self.items.is_some() && name == "model.item_emb.weight" {
+        for (name, var) in self.rec.vs.variables() {
+            if self.rec.items.is_some() && name == "model.item_emb.weight" {
                 let _ = var.shallow_clone().set_requires_grad(false);
                 continue;
             }
@@ -234,41 +198,25 @@ impl Trainer {
                 let _ = var.shallow_clone().set_requires_grad(false);
             }
         }
-        self.opt = Optimizer::new(&self.vs, &self.cfg.optim);
+        self.opt = Optimizer::new(&self.rec.vs, &self.cfg.optim);
         (trainable, total)
     }
 
     /// Gives each catalog item's domain name (runs with `[domains]`: embeddings and sampling weights need them).
     pub fn set_item_domains(&mut self, names: &[&str]) -> Result<()> {
-        if names.len() != self.fingerprint.n_items {
+        if names.len() != self.rec.config.dataset.n_items {
             return Err(Error::NoData(format!(
                 "{} item domains for a catalog of {} items",
                 names.len(),
-                self.fingerprint.n_items
+                self.rec.config.dataset.n_items
             )));
         }
         let Some(cfg) = &self.cfg.domains else { return Ok(()) };
-        if let Some(d) = &mut self.domains {
+        if let Some(d) = &mut self.rec.domains {
             d.set_items(&cfg.index(names), self.device);
         }
         self.item_weight = names.iter().map(|n| cfg.weight(n)).collect();
         Ok(())
-    }
-
-    /// The item table for one training step (item tower and/or domain embeddings), or `None` for the plain id model
-    /// (`always`: the id model's own table too).
-    fn step_table(&mut self, batch: &SeqBatch, always: bool) -> Result<Option<Tensor>> {
-        if self.items.is_none() && self.domains.is_none() && !always {
-            return Ok(None);
-        }
-        let table = match &mut self.items {
-            Some(items) => items.table_for_step(&batch_items(batch))?,
-            None => self.model.item_embeddings(),
-        };
-        Ok(Some(match &self.domains {
-            Some(d) => d.add(&table)?,
-            None => table,
-        }))
     }
 
     /// Trains data-parallel in `group` (see [`crate::parallel`]): call it on every rank, before [`Trainer::fit`].
@@ -293,7 +241,11 @@ impl Trainer {
     }
     /// The model (with the best weights once [`Trainer::fit`] returns).
     pub fn model(&self) -> &SeqRec {
-        &self.model
+        &self.rec.model
+    }
+    /// The recommender (with the best weights once [`Trainer::fit`] returns).
+    pub fn recommender(&self) -> &Recommender {
+        &self.rec
     }
     /// Device of the variables.
     pub fn device(&self) -> Device {
@@ -301,7 +253,7 @@ impl Trainer {
     }
     /// A scorer over the current weights (the item tower's table is computed once, here).
     pub fn scorer(&self) -> Result<ModelScorer<'_>> {
-        crate::scorer::scorer_for(&self.model, self.items.as_ref(), self.domains.as_ref(), self.device)
+        Ok(self.rec.scorer()?)
     }
 
     /// Trains until early stopping, `train.epochs` or `train.max_seconds`; checkpoints into `ckpt` after every
@@ -332,7 +284,7 @@ impl Trainer {
     /// Makes every rank's variables rank 0's and attaches gradient averaging to the trainable ones.
     fn start_data_parallel(&mut self) -> Result<()> {
         let Some(g) = &mut self.dp else { return Ok(()) };
-        let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        let mut vars: Vec<(String, Tensor)> = self.rec.vs.variables().into_iter().collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         g.broadcast(&vars.iter().map(|(_, t)| t).collect::<Vec<_>>())?;
         let trainable: Vec<(String, Tensor)> = vars.into_iter().filter(|(_, t)| t.requires_grad()).collect();
@@ -346,7 +298,7 @@ impl Trainer {
         obs: &mut dyn Observer,
         until_epoch: usize,
     ) -> Result<()> {
-        let n_items = self.fingerprint.n_items;
+        let n_items = self.rec.config.dataset.n_items;
         let mut t = self.cfg.train.clone();
         let max_len = m6rec_tensor::dim::to_usize("max_len", self.cfg.model.max_len)?;
         let spans = training_spans(split, max_len, t.windows);
@@ -355,12 +307,12 @@ impl Trainer {
         }
         // Sequences shared with the loader thread (plain data, no tensors).
         let seqs: Arc<Vec<Vec<u32>>> = Arc::new((0..split.n_users()).map(|u| split.train(u).to_vec()).collect());
-        if let Some(items) = &mut self.items {
+        if let Some(items) = &mut self.rec.items {
             // Items without training events (held out, or simply never interacted with) must not lean on an id
             // embedding that never trained.
             let seen: Vec<bool> = split.train_counts(n_items).iter().map(|&c| c > 0).collect();
             items.set_seen(&seen);
-            let vars = self.vs.variables();
+            let vars = self.rec.vs.variables();
             for (name, t) in &mut self.best {
                 if name.ends_with("id_seen") {
                     if let Some(v) = vars.get(name.as_str()) {
@@ -428,13 +380,8 @@ impl Trainer {
                 }
                 let (loss, share) = match &batch {
                     Some(batch) => {
-                        let loss = match (self.step_table(batch, warm.is_some())?, &warm) {
-                            (Some(table), Some(warm)) => {
-                                self.model.loss_over(batch, &table, warm, self.device, Mode::Train)?
-                            }
-                            (Some(table), None) => self.model.loss_with(batch, &table, self.device, Mode::Train)?,
-                            (None, _) => self.model.loss(batch, self.device, Mode::Train)?,
-                        };
+                        let table = self.rec.step_table(&batch_items(batch))?;
+                        let loss = self.rec.loss(batch, &table, warm.as_ref(), Mode::Train)?;
                         let local = batch.targets().iter().filter(|&&y| y >= 0).count();
                         (loss, local as f64 / n_targets.max(1) as f64)
                     }
@@ -454,7 +401,7 @@ impl Trainer {
                 }
                 if sync {
                     if t.clip_norm > 0.0 {
-                        m6rec_optim::clip_grad_norm(&self.vs, t.clip_norm);
+                        m6rec_optim::clip_grad_norm(&self.rec.vs, t.clip_norm);
                     }
                     let peak = self.cfg.optim.lr * self.state.plateau.scale;
                     self.opt.step(schedule.lr(peak, self.state.step));
@@ -517,7 +464,7 @@ impl Trainer {
                     self.state.best_ndcg10 = ndcg;
                     self.state.best_epoch = epoch;
                     self.state.bad_evals = 0;
-                    self.best = self.opt.with_ema(|| copy_vars(&self.vs));
+                    self.best = self.opt.with_ema(|| copy_vars(&self.rec.vs));
                 } else {
                     self.state.bad_evals += 1;
                 }
@@ -574,7 +521,8 @@ impl Trainer {
 
     /// A zero loss that still reaches every trainable variable (so each gets a zero gradient).
     fn zero_loss(&self) -> Tensor {
-        self.vs
+        self.rec
+            .vs
             .trainable_variables()
             .iter()
             .fold(Tensor::zeros([], (tch::Kind::Float, self.device)), |total, v| total + v.sum(tch::Kind::Float) * 0.0)
@@ -590,17 +538,17 @@ impl Trainer {
         let config = CheckpointConfig {
             format_version: CHECKPOINT_VERSION,
             run: self.cfg.clone(),
-            dataset: self.fingerprint.clone(),
+            dataset: self.rec.config.dataset.clone(),
         };
         let optim = self.opt.state();
         checkpoint::save(
             dir,
-            &CheckpointParts { config: &config, best: &self.best, vs: &self.vs, optim: &optim, state: &self.state },
+            &CheckpointParts { config: &config, best: &self.best, vs: &self.rec.vs, optim: &optim, state: &self.state },
         )
     }
 
     fn restore_best(&mut self) {
-        let vars = self.vs.variables();
+        let vars = self.rec.vs.variables();
         tch::no_grad(|| {
             for (name, t) in &self.best {
                 if let Some(v) = vars.get(name) {

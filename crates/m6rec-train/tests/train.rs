@@ -6,7 +6,7 @@ use m6rec_data::{synth, Dataset, Split};
 use m6rec_testkit::torch_rng; // tests that train take turns (the exact-resume test needs its own draws)
 use m6rec_train::checkpoint::{self, DatasetFingerprint};
 use m6rec_train::eval::{evaluate, EvalOptions, Stage};
-use m6rec_train::{ModelScorer, Popularity, RunConfig, Silent, Trainer};
+use m6rec_train::{Popularity, RunConfig, Silent, Trainer};
 use tch::Device;
 
 fn small_demo(n_users: usize) -> Dataset {
@@ -43,7 +43,7 @@ fn the_model_learns_what_popularity_cannot() {
     let last = state.history.last().unwrap().loss;
     assert!(last < first * 0.8, "training loss must fall: {first} -> {last}");
     let opts = EvalOptions::default();
-    let model = evaluate(&ModelScorer::new(trainer.model(), Device::Cpu), &split, Stage::Test, opts).unwrap();
+    let model = evaluate(&trainer.scorer().unwrap(), &split, Stage::Test, opts).unwrap();
     let pop = evaluate(&Popularity::fit_before_test(&split, ds.n_items()), &split, Stage::Test, opts).unwrap();
     let (m, p) = (model.get("ndcg", 10), pop.get("ndcg", 10));
     assert!(m > 2.0 * p && m > 0.2, "model NDCG@10 {m:.4} vs popularity {p:.4}");
@@ -118,7 +118,7 @@ fn the_time_cap_stops_within_an_epoch_with_a_loadable_checkpoint() {
     let back = Trainer::resume(&out, &fp, Device::Cpu).unwrap();
     let got = back.state();
     assert_eq!((got.epoch, got.step, got.finished, &got.stop_reason), (1, 1, true, &state.stop_reason));
-    let a = evaluate(&ModelScorer::new(back.model(), Device::Cpu), &split, Stage::Valid, EvalOptions::default());
+    let a = evaluate(&back.scorer().unwrap(), &split, Stage::Valid, EvalOptions::default());
     assert!(a.unwrap().get("ndcg", 10).is_finite());
 }
 
@@ -248,8 +248,7 @@ fn sampled_softmax_training_learns_too() {
     let mut trainer = Trainer::new(cfg, DatasetFingerprint::of(&ds), Device::Cpu).unwrap();
     trainer.fit(&split, None, &mut Silent).unwrap();
     let opts = EvalOptions::default();
-    let m =
-        evaluate(&ModelScorer::new(trainer.model(), Device::Cpu), &split, Stage::Test, opts).unwrap().get("ndcg", 10);
+    let m = evaluate(&trainer.scorer().unwrap(), &split, Stage::Test, opts).unwrap().get("ndcg", 10);
     let p = evaluate(&Popularity::fit_before_test(&split, ds.n_items()), &split, Stage::Test, opts)
         .unwrap()
         .get("ndcg", 10);
