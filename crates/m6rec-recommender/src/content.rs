@@ -59,7 +59,7 @@ pub struct ContentConfig {
     /// Every score gains `s² · cos(text of the user's most recent item, text of the candidate)`, with `s` learned
     /// (`tower.sim_scale`, starting at 2): a "more like the last one" prior over frozen text vectors that means the
     /// same in every catalog, so it carries over to domains the model never trained on. The item table gets the
-    /// scaled unit text vectors as extra columns (see `SeqRec::states_with`). Needs `"text"`. Default false.
+    /// scaled unit text vectors as extra columns (see `SeqRec::forward`). Needs `"text"`. Default false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub similarity: bool,
     /// With `similarity`: `s` fixed at this value instead of learned (still saved as `tower.sim_scale`). A source
