@@ -3,7 +3,7 @@
 //! - `setup [--cuda]`: installs libtorch 2.13.0 from PyPI (idempotent) and links it where `.cargo/config.toml` expects it
 //! - `build-cuda [--no-smoke]`: the CUDA libtorch, a `cuda` + `nccl` build, and a GPU smoke test when there is a GPU
 //! - `doctor`: prints what was found
-//! - `test [-- ARGS]`: setup, then `cargo test --workspace` (without ARGS, stale build artifacts are pruned first)
+//! - `test [-- ARGS]`: setup, `cargo fmt --all -- --check` (without ARGS), then `cargo test --workspace` (without ARGS, stale build artifacts are pruned first)
 //! - `demo [--data DIR]`: setup, then import, train, evaluate and recommend on the embedded demo data (or DIR)
 //! - `download ml-100k|ml-1m`: fetches the official MovieLens archives, checksummed
 //! - `bench quality --data DIR [--json PATH]`, `bench criterion`, `bench encoders [--json PATH]`, `bench catalog`,
@@ -114,6 +114,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// The formatting gate of the whole-suite run: `cargo fmt --all -- --check`, installing rustfmt with rustup when the
+/// toolchain lacks it. Fails with the command that fixes it.
+fn fmt_gate(root: &std::path::Path) -> Result<()> {
+    let has_fmt = cargo(root).args(["fmt", "--version"]).output().is_ok_and(|o| o.status.success());
+    if !has_fmt {
+        eprintln!("rustfmt is missing: rustup component add rustfmt");
+        run_cmd(std::process::Command::new("rustup").args(["component", "add", "rustfmt"]))?;
+    }
+    run_cmd(cargo(root).args(["fmt", "--all", "--", "--check"]))
+        .context("formatting differs from rustfmt's (diff above); run `cargo fmt --all` and commit the result")
+}
+
 fn run(cli: Cli) -> Result<()> {
     let root = project_root();
     match cli.command {
@@ -125,6 +137,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Test { args } => {
             setup::ensure(&root)?;
             if args.is_empty() {
+                fmt_gate(&root)?;
                 // The whole workspace: build first, listing what the tree uses, and drop what it no longer uses.
                 let (keep, dirs) = prune::build_and_list(cargo(&root).args(["test", "--workspace", "--no-run"]))?;
                 for deps in dirs {
