@@ -212,9 +212,7 @@ impl Trainer {
             )));
         }
         let Some(cfg) = &self.cfg.domains else { return Ok(()) };
-        if let Some(d) = &mut self.rec.domains {
-            d.set_items(&cfg.index(names), self.device);
-        }
+        self.rec.set_item_domains(names);
         self.item_weight = names.iter().map(|n| cfg.weight(n)).collect();
         Ok(())
     }
