@@ -57,6 +57,14 @@ pub enum Error {
         /// How many lines were skipped.
         skipped: usize,
     },
+    /// A filter removed every event.
+    #[error("{filter} removed every one of the {events} events; loosen it")]
+    FilteredOut {
+        /// The filter, as the flags that set it.
+        filter: String,
+        /// Events before filtering.
+        events: usize,
+    },
     /// An external item id that the dataset does not contain.
     #[error("unknown item `{0}` (not in the dataset's items.parquet)")]
     UnknownItem(String),

@@ -25,6 +25,7 @@
 mod batch;
 mod dataset;
 mod error;
+pub mod filter;
 pub mod import;
 pub mod loader;
 pub mod media;

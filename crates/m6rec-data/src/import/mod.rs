@@ -3,14 +3,22 @@
 //! Each importer returns an [`Imported`]: the dataset plus a [`ImportReport`] that lists every skipped line with its
 //! file, line number and reason. A partly bad file is not an error; a file with nothing usable is ([`Error::Empty`]).
 
+mod amazon;
+mod events;
 mod movielens;
 mod recbole;
+mod rows;
 mod seqtext;
+mod time;
 mod unisrec;
 
+pub use amazon::{import_amazon, AmazonLayout};
+pub use events::{import_events, EventsSpec, ItemsSpec};
 pub use movielens::import_movielens;
 pub use recbole::import_recbole;
+pub use rows::{Location, TableFormat};
 pub use seqtext::import_seqtext;
+pub use time::{parse_time_ms, TimeUnit};
 pub use unisrec::import_unisrec;
 
 use crate::dataset::{Dataset, Interactions, Item};
@@ -84,6 +92,12 @@ pub struct ImportReport {
     pub n_users: usize,
     /// Lines skipped, each with file, line and reason.
     pub skipped: Vec<Skipped>,
+    /// Rows used in part: an item table's second row for an item, a media path that is missing or escapes its folder.
+    pub warnings: Vec<Skipped>,
+    /// Events rated below the minimum rating (not interactions, by the user's choice; not listed).
+    pub below_min_rating: usize,
+    /// Item table rows naming no item of the log (not listed).
+    pub unused_item_rows: usize,
 }
 
 /// A dataset and the report of how it was made.
@@ -93,6 +107,8 @@ pub struct Imported {
     pub dataset: Dataset,
     /// The report.
     pub report: ImportReport,
+    /// Media files to copy into the dataset directory when it is saved ([`Dataset::save_with_media`]).
+    pub media: Vec<crate::media::MediaCopy>,
 }
 
 /// Why `id` cannot be a user or item id, if it cannot: empty, blank, or holding control characters (NUL, tabs,
@@ -172,10 +188,11 @@ impl Builder {
             n_items: self.items.len(),
             n_users: self.users.len(),
             skipped: self.skipped,
+            ..ImportReport::default()
         };
         let dataset =
             Dataset { name: name.to_string(), source, users: self.users, items: self.items, interactions: self.inter };
-        Ok(Imported { dataset, report })
+        Ok(Imported { dataset, report, media: Vec::new() })
     }
 }
 

@@ -1,0 +1,388 @@
+//! Rows of a table file, whatever its format: CSV, TSV, JSON lines or Parquet, each optionally gzip-compressed
+//! (`.gz`). Reading streams: a row's cells are read, handed over and dropped, so a log of any length is read in
+//! constant memory.
+//!
+//! Only the columns asked for are read (a Parquet projection; in text formats the other fields are skipped). Cells are
+//! text: numbers as written, JSON and Parquet lists joined with `, `, Parquet timestamps and dates as ISO-8601.
+
+use crate::error::io;
+use crate::{Error, Result};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Date32Type, Date64Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type,
+    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt16Type,
+    UInt32Type, UInt64Type, UInt8Type,
+};
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::{DataType, TimeUnit};
+use std::fmt;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+/// How a table file is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableFormat {
+    /// Comma-separated, header row, RFC 4180 quoting.
+    Csv,
+    /// Tab-separated, header row.
+    Tsv,
+    /// One JSON object per line (`.jsonl`, `.ndjson`, and `.json` when it is one object per line).
+    JsonLines,
+    /// Apache Parquet.
+    Parquet,
+}
+
+impl TableFormat {
+    /// The format a file name implies (`.csv`, `.tsv`/`.tab`, `.jsonl`/`.ndjson`/`.json`, `.parquet`/`.pq`), looking
+    /// through a trailing `.gz`.
+    pub fn from_path(path: &Path) -> Option<TableFormat> {
+        let name = path.file_name()?.to_string_lossy().to_ascii_lowercase();
+        let name = name.strip_suffix(".gz").unwrap_or(&name);
+        let ext = name.rsplit_once('.')?.1;
+        match ext {
+            "csv" => Some(TableFormat::Csv),
+            "tsv" | "tab" => Some(TableFormat::Tsv),
+            "jsonl" | "ndjson" | "json" => Some(TableFormat::JsonLines),
+            "parquet" | "pq" => Some(TableFormat::Parquet),
+            _ => None,
+        }
+    }
+}
+
+impl std::str::FromStr for TableFormat {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "csv" => Ok(TableFormat::Csv),
+            "tsv" | "tab" => Ok(TableFormat::Tsv),
+            "jsonl" | "ndjson" | "json" | "json-lines" => Ok(TableFormat::JsonLines),
+            "parquet" | "pq" => Ok(TableFormat::Parquet),
+            _ => Err(format!("unknown table format `{s}`: expected csv, tsv, jsonl or parquet")),
+        }
+    }
+}
+
+/// Where a row is in its file: a line (text formats, 1-based, the header being line 1) or a row (Parquet, 0-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Location {
+    /// A text line.
+    Line(u64),
+    /// A Parquet row.
+    Row(u64),
+}
+
+impl Location {
+    /// The number, for reports that hold one.
+    pub fn number(self) -> u64 {
+        match self {
+            Location::Line(n) | Location::Row(n) => n,
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Line(n) => write!(f, "line {n}"),
+            Location::Row(n) => write!(f, "row {n}"),
+        }
+    }
+}
+
+/// A column asked for: its name and whether the table must have it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Want<'a> {
+    pub name: &'a str,
+    pub required: bool,
+}
+
+/// One row: the wanted columns' cells in the order asked (`None`: absent or null).
+pub(crate) type Cells = Vec<Option<String>>;
+
+/// Streams the rows of a table file.
+pub(crate) struct Rows {
+    inner: Inner,
+}
+
+enum Inner {
+    Delimited { records: csv::StringRecordsIntoIter<Box<dyn Read>>, cols: Vec<Option<usize>> },
+    Json { lines: std::io::Lines<Box<dyn BufRead>>, line: u64, names: Vec<String>, first: Option<String> },
+    Parquet { reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader, batch: Option<Batch>, row: u64 },
+}
+
+struct Batch {
+    columns: Vec<Option<ArrayRef>>,
+    at: usize,
+    len: usize,
+}
+
+fn open_bytes(path: &Path) -> Result<Box<dyn Read>> {
+    let file = std::fs::File::open(path).map_err(io(path))?;
+    let gz = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz"));
+    Ok(if gz { Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))) } else { Box::new(file) })
+}
+
+fn missing(path: &Path, name: &str, found: &[String]) -> Error {
+    Error::BadFormat {
+        path: path.to_path_buf(),
+        reason: format!(
+            "no column `{name}` (the columns are: {}); name the right one with the matching flag",
+            if found.is_empty() { "none".to_string() } else { found.join(", ") }
+        ),
+    }
+}
+
+impl Rows {
+    /// Opens `path` read as `format`, checking that every required wanted column exists.
+    pub(crate) fn open(path: &Path, format: TableFormat, want: &[Want<'_>]) -> Result<Rows> {
+        let inner = match format {
+            TableFormat::Csv | TableFormat::Tsv => Self::delimited(path, format, want)?,
+            TableFormat::JsonLines => Self::json(path, want)?,
+            TableFormat::Parquet => Self::parquet(path, want)?,
+        };
+        Ok(Rows { inner })
+    }
+
+    fn delimited(path: &Path, format: TableFormat, want: &[Want<'_>]) -> Result<Inner> {
+        let delimiter = if format == TableFormat::Tsv { b'\t' } else { b',' };
+        let mut reader = csv::ReaderBuilder::new()
+            .delimiter(delimiter)
+            .flexible(true)
+            .quoting(format == TableFormat::Csv)
+            .from_reader(open_bytes(path)?);
+        let headers = reader
+            .headers()
+            .map_err(|e| Error::BadFormat { path: path.to_path_buf(), reason: format!("line 1 (header): {e}") })?;
+        // A spreadsheet's byte-order mark would become part of the first name.
+        let names: Vec<String> = headers.iter().map(|h| h.trim_start_matches('\u{feff}').trim().to_string()).collect();
+        let mut cols = Vec::with_capacity(want.len());
+        for w in want {
+            let c = names.iter().position(|n| n == w.name);
+            if c.is_none() && w.required {
+                return Err(missing(path, w.name, &names));
+            }
+            cols.push(c);
+        }
+        Ok(Inner::Delimited { records: reader.into_records(), cols })
+    }
+
+    fn json(path: &Path, want: &[Want<'_>]) -> Result<Inner> {
+        let mut lines = (Box::new(BufReader::new(open_bytes(path)?)) as Box<dyn BufRead>).lines();
+        // The first object names the fields; a required field it lacks is a wrong column name, not a bad row.
+        let mut line = 0;
+        let first = loop {
+            match lines.next() {
+                None => break None,
+                Some(l) => {
+                    line += 1;
+                    let l = l.map_err(|e| read_error(path, Location::Line(line), e))?;
+                    if !l.trim().is_empty() {
+                        break Some(l);
+                    }
+                }
+            }
+        };
+        if let Some(text) = &first {
+            if let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(text) {
+                let found: Vec<String> = map.keys().cloned().collect();
+                if let Some(w) = want.iter().find(|w| w.required && !map.contains_key(w.name)) {
+                    return Err(missing(path, w.name, &found));
+                }
+            }
+        }
+        let names = want.iter().map(|w| w.name.to_string()).collect();
+        Ok(Inner::Json { lines, line: line.saturating_sub(1), names, first })
+    }
+
+    fn parquet(path: &Path, want: &[Want<'_>]) -> Result<Inner> {
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        use parquet::arrow::ProjectionMask;
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz")) {
+            return Err(Error::BadFormat {
+                path: path.to_path_buf(),
+                reason: "a gzipped Parquet file: Parquet compresses its columns itself; gunzip it first".into(),
+            });
+        }
+        let file = std::fs::File::open(path).map_err(io(path))?;
+        let table = |e: parquet::errors::ParquetError| Error::Table { path: path.to_path_buf(), reason: e.to_string() };
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(table)?;
+        let schema = builder.schema().clone();
+        let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let mut roots = Vec::new();
+        for w in want {
+            match names.iter().position(|n| n == w.name) {
+                Some(c) => roots.push(c),
+                None if w.required => return Err(missing(path, w.name, &names)),
+                None => {}
+            }
+        }
+        roots.sort_unstable();
+        roots.dedup();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        let reader = builder.with_projection(mask).with_batch_size(8192).build().map_err(table)?;
+        Ok(Inner::Parquet { reader, batch: None, row: 0 })
+    }
+
+    /// The next row, `None` at the end. A row that cannot be read at all (a broken CSV quote, a line that is not a
+    /// JSON object) is `Some(Err)` with its location, and reading can go on.
+    pub(crate) fn next_row(&mut self, want: &[Want<'_>]) -> Option<Result<(Location, Cells), (Location, String)>> {
+        match &mut self.inner {
+            Inner::Delimited { records, cols } => {
+                let record = records.next()?;
+                Some(match record {
+                    Ok(r) => {
+                        let line = r.position().map_or(0, |p| p.line());
+                        let cells = cols.iter().map(|c| c.and_then(|c| r.get(c)).map(str::to_string)).collect();
+                        Ok((Location::Line(line), cells))
+                    }
+                    Err(e) => {
+                        let line = e.position().map_or(0, |p| p.line());
+                        Err((Location::Line(line), e.to_string()))
+                    }
+                })
+            }
+            Inner::Json { lines, line, names, first } => loop {
+                let text = match first.take() {
+                    Some(t) => t,
+                    None => match lines.next()? {
+                        Ok(t) => t,
+                        Err(e) => {
+                            *line += 1;
+                            return Some(Err((Location::Line(*line), e.to_string())));
+                        }
+                    },
+                };
+                *line += 1;
+                if text.trim().is_empty() {
+                    continue;
+                }
+                let at = Location::Line(*line);
+                return Some(match serde_json::from_str::<serde_json::Value>(&text) {
+                    Ok(serde_json::Value::Object(map)) => {
+                        Ok((at, names.iter().map(|n| map.get(n).and_then(json_text)).collect()))
+                    }
+                    Ok(_) => Err((at, "not a JSON object".to_string())),
+                    Err(e) => Err((at, format!("not JSON: {e}"))),
+                });
+            },
+            Inner::Parquet { reader, batch, row } => loop {
+                if let Some(b) = batch {
+                    if b.at < b.len {
+                        let i = b.at;
+                        b.at += 1;
+                        let at = Location::Row(*row);
+                        *row += 1;
+                        let cells: std::result::Result<Cells, String> =
+                            b.columns.iter().map(|c| c.as_ref().map_or(Ok(None), |c| arrow_text(c, i))).collect();
+                        return Some(cells.map(|c| (at, c)).map_err(|e| (at, e)));
+                    }
+                }
+                match reader.next()? {
+                    Ok(rb) => *batch = Some(Batch::new(&rb, want)),
+                    Err(e) => return Some(Err((Location::Row(*row), e.to_string()))),
+                }
+            },
+        }
+    }
+}
+
+impl Batch {
+    fn new(rb: &RecordBatch, want: &[Want<'_>]) -> Batch {
+        let schema = rb.schema();
+        let columns = want.iter().map(|w| schema.index_of(w.name).ok().map(|c| rb.column(c).clone())).collect();
+        Batch { columns, at: 0, len: rb.num_rows() }
+    }
+}
+
+fn read_error(path: &Path, at: Location, e: std::io::Error) -> Error {
+    Error::BadFormat { path: path.to_path_buf(), reason: format!("{at}: {e}") }
+}
+
+/// A JSON value as a cell: strings as they are, numbers and booleans as written, arrays (nested too) joined with `, `,
+/// objects as JSON; null and empty arrays are no value.
+fn json_text(v: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Array(a) => {
+            let parts: Vec<String> = a.iter().filter_map(json_text).filter(|s| !s.is_empty()).collect();
+            (!parts.is_empty()).then(|| parts.join(", "))
+        }
+        Value::Object(_) => Some(v.to_string()),
+    }
+}
+
+/// Cell `i` of an Arrow column as text; `Err` names a type this reader does not convert.
+fn arrow_text(a: &ArrayRef, i: usize) -> std::result::Result<Option<String>, String> {
+    if a.is_null(i) {
+        return Ok(None);
+    }
+    macro_rules! prim {
+        ($t:ty) => {
+            a.as_primitive::<$t>().value(i).to_string()
+        };
+    }
+    let iso = |ms: Option<chrono::DateTime<chrono::Utc>>| {
+        ms.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)).ok_or("timestamp out of range".to_string())
+    };
+    let text = match a.data_type() {
+        DataType::Utf8 => a.as_string::<i32>().value(i).to_string(),
+        DataType::LargeUtf8 => a.as_string::<i64>().value(i).to_string(),
+        DataType::Utf8View => a.as_string_view().value(i).to_string(),
+        DataType::Boolean => a.as_boolean().value(i).to_string(),
+        DataType::Int8 => prim!(Int8Type),
+        DataType::Int16 => prim!(Int16Type),
+        DataType::Int32 => prim!(Int32Type),
+        DataType::Int64 => prim!(Int64Type),
+        DataType::UInt8 => prim!(UInt8Type),
+        DataType::UInt16 => prim!(UInt16Type),
+        DataType::UInt32 => prim!(UInt32Type),
+        DataType::UInt64 => prim!(UInt64Type),
+        DataType::Float32 => prim!(Float32Type),
+        DataType::Float64 => prim!(Float64Type),
+        DataType::Timestamp(unit, _) => {
+            let v = match unit {
+                TimeUnit::Second => a.as_primitive::<TimestampSecondType>().value(i).checked_mul(1_000_000_000),
+                TimeUnit::Millisecond => a.as_primitive::<TimestampMillisecondType>().value(i).checked_mul(1_000_000),
+                TimeUnit::Microsecond => a.as_primitive::<TimestampMicrosecondType>().value(i).checked_mul(1_000),
+                TimeUnit::Nanosecond => Some(a.as_primitive::<TimestampNanosecondType>().value(i)),
+            };
+            iso(v.map(chrono::DateTime::from_timestamp_nanos))?
+        }
+        DataType::Date32 => {
+            let days = i64::from(a.as_primitive::<Date32Type>().value(i));
+            iso(chrono::DateTime::from_timestamp(days * 86_400, 0))?
+        }
+        DataType::Date64 => iso(chrono::DateTime::from_timestamp_millis(a.as_primitive::<Date64Type>().value(i)))?,
+        DataType::List(_) => {
+            let list = a.as_list::<i32>().value(i);
+            let parts: Vec<String> = (0..list.len())
+                .filter_map(|j| arrow_text(&list, j).transpose())
+                .collect::<std::result::Result<_, _>>()?;
+            if parts.is_empty() {
+                return Ok(None);
+            }
+            parts.join(", ")
+        }
+        DataType::LargeList(_) => {
+            let list = a.as_list::<i64>().value(i);
+            let parts: Vec<String> = (0..list.len())
+                .filter_map(|j| arrow_text(&list, j).transpose())
+                .collect::<std::result::Result<_, _>>()?;
+            if parts.is_empty() {
+                return Ok(None);
+            }
+            parts.join(", ")
+        }
+        DataType::Dictionary(_, _) => {
+            let d = a.as_any_dictionary();
+            let key = d.normalized_keys()[i];
+            return arrow_text(d.values(), key);
+        }
+        other => return Err(format!("a column of type {other} cannot be read as text; cast it to string")),
+    };
+    Ok(Some(text))
+}
