@@ -1,141 +1,20 @@
 //! The subcommands. Each adds context (what it was doing, with which path) to the library errors.
 
-use crate::progress::TrainProgress;
+use crate::progress::{spinner, TrainProgress};
 use crate::table::metrics_table;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
-use m6rec_data::{import::Format, Dataset, Split};
+use m6rec_data::{Dataset, Split};
 use m6rec_train::checkpoint::{self, DatasetFingerprint};
 use m6rec_train::eval::{evaluate, EvalOptions, Stage, Targets};
 use m6rec_train::metrics::Metrics;
 use m6rec_train::{recommend, Popularity, RunConfig, Trainer};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-
-fn spinner(msg: String) -> ProgressBar {
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    bar.set_message(msg);
-    bar.enable_steady_tick(Duration::from_millis(120));
-    bar
-}
+use std::time::Instant;
 
 fn load_dataset(dir: &Path) -> Result<Dataset> {
     Dataset::load(dir).with_context(|| format!("loading dataset {}", dir.display()))
-}
-
-#[derive(Debug, Args)]
-pub struct ImportArgs {
-    /// Source format: movielens (ml-100k/ml-1m folder), recbole (atomic files folder), seqtext (file), unisrec
-    /// (UniSRec-processed Amazon folder, for example Scientific).
-    format: Format,
-    /// Source folder or file.
-    src: PathBuf,
-    /// Dataset directory to write (replaced atomically).
-    #[arg(short, long)]
-    out: PathBuf,
-    /// Print every skipped line (default: the first 10).
-    #[arg(long)]
-    all_skipped: bool,
-    /// Folder of item images named `<item id>.<jpg|jpeg|png|webp|gif>` (for example the TMDB posters); copied into
-    /// the dataset's `media/images/`.
-    #[arg(long)]
-    images: Option<PathBuf>,
-    /// Folder of item audio clips named `<item id>.<ogg|mp3|flac|wav>`; copied into the dataset's `media/audio/`.
-    #[arg(long)]
-    audio: Option<PathBuf>,
-    /// A CSV file (header row) whose `--text-column` is appended to the text of the item named in `--id-column`,
-    /// for example TMDB plot overviews: `--item-text items_tmdb.csv --id-column movie_id --text-column overview`.
-    #[arg(long)]
-    item_text: Option<PathBuf>,
-    /// Column of `--item-text` holding item ids.
-    #[arg(long, default_value = "item_id", requires = "item_text")]
-    id_column: String,
-    /// Column of `--item-text` holding the text.
-    #[arg(long, default_value = "text", requires = "item_text")]
-    text_column: String,
-    /// Set every item's domain (for example `movies`), for datasets that will be mixed with others.
-    #[arg(long)]
-    domain: Option<String>,
-}
-
-pub fn import(a: &ImportArgs) -> Result<()> {
-    use m6rec_data::media::{attach, MediaKind};
-    let (format, src, out) = (a.format, a.src.as_path(), a.out.as_path());
-    // Refused before any work: an --out that holds the input, or anything but an earlier dataset.
-    for input in [Some(src), a.images.as_deref(), a.audio.as_deref(), a.item_text.as_deref()].into_iter().flatten() {
-        if contains(out, input) {
-            anyhow::bail!(
-                "--out {} contains the input {}: the import would replace it; write the dataset somewhere else",
-                out.display(),
-                input.display()
-            );
-        }
-    }
-    m6rec_data::DATASET_DIR.check_replaceable(out).context("--out")?;
-    let (images, audio, all_skipped) = (a.images.as_deref(), a.audio.as_deref(), a.all_skipped);
-    let bar = spinner(format!("importing {}", src.display()));
-    let mut imported = m6rec_data::import::import(format, src)
-        .with_context(|| format!("importing {:?} data from {}", format, src.display()))?;
-    let mut copies = Vec::new();
-    let mut media_lines = Vec::new();
-    if let Some(domain) = &a.domain {
-        for it in &mut imported.dataset.items {
-            it.domain.clone_from(domain);
-        }
-    }
-    if let Some(csv) = &a.item_text {
-        let r = m6rec_data::import::join_text(&mut imported.dataset, csv, &a.id_column, &a.text_column)
-            .with_context(|| format!("joining item text from {}", csv.display()))?;
-        media_lines.push(format!(
-            "item text: {} items extended from {} ({} rows with empty text, {} rows for unknown ids{})",
-            r.joined,
-            csv.display(),
-            r.empty,
-            r.n_unknown,
-            if r.unknown.is_empty() { String::new() } else { format!(": {}", r.unknown.join(", ")) }
-        ));
-    }
-    for (kind, dir) in [(MediaKind::Image, images), (MediaKind::Audio, audio)] {
-        let Some(dir) = dir else { continue };
-        let (c, without) = attach(&mut imported.dataset, kind, dir)
-            .with_context(|| format!("attaching {kind:?} files from {}", dir.display()))?;
-        media_lines.push(format!(
-            "{kind:?} files: {} items have one, {without} have none (from {})",
-            c.len(),
-            dir.display()
-        ));
-        copies.extend(c);
-    }
-    imported.dataset.save_with_media(out, &copies).with_context(|| format!("writing dataset {}", out.display()))?;
-    bar.finish_and_clear();
-    for line in media_lines {
-        println!("{line}");
-    }
-    let r = &imported.report;
-    println!(
-        "imported {} interactions ({} users, {} items) from {} into {}",
-        r.imported,
-        r.n_users,
-        r.n_items,
-        src.display(),
-        out.display()
-    );
-    if !r.skipped.is_empty() {
-        println!("skipped {} lines:", r.skipped.len());
-        let shown = if all_skipped { r.skipped.len() } else { 10 };
-        for s in r.skipped.iter().take(shown) {
-            println!("  {s}");
-        }
-        if r.skipped.len() > shown {
-            println!("  ... and {} more (--all-skipped lists them all)", r.skipped.len() - shown);
-        }
-    }
-    Ok(())
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@
 
 mod adapt;
 mod commands;
+mod import;
 mod progress;
 mod serve;
 mod table;
@@ -28,8 +29,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Import raw data (movielens, recbole, seqtext) into an m6rec dataset directory.
-    Import(commands::ImportArgs),
+    /// Import data into an m6rec dataset directory: any event log (CSV, TSV, JSON lines, Parquet) with an item
+    /// table, Amazon reviews, or a research format (movielens, recbole, seqtext, unisrec).
+    Import(import::ImportArgs),
     /// Decode every item's image and audio once, in parallel, into a feature cache beside the dataset.
     Features(commands::FeaturesArgs),
     /// Train the sequence model with chronological leave-one-out validation and early stopping.
@@ -94,7 +96,7 @@ fn main() -> ExitCode {
     tch::set_num_threads(i32::try_from(threads).unwrap_or(1));
     let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
     let res = match cli.command {
-        Command::Import(a) => commands::import(&a),
+        Command::Import(a) => import::import(&a),
         Command::Features(a) => commands::features(&a),
         Command::Train(a) => commands::train(&a),
         Command::Eval(a) => commands::eval(&a),

@@ -1,8 +1,59 @@
 //! Progress bars (indicatif): training (one bar over all optimizer steps) and the feature cache (one per modality),
-//! each with rate and ETA.
+//! each with rate and ETA. When stderr is not a terminal (a scheduler's log, CI) the bars do not draw; [`plain`]
+//! prints a plain line with the same numbers every few seconds instead (`M6REC_PROGRESS_SECS`, default 10).
 
 use indicatif::{ProgressBar, ProgressStyle};
 use m6rec_train::{EpochRecord, Observer, TrainState};
+
+/// Seconds between plain progress lines.
+fn plain_interval() -> std::time::Duration {
+    let secs = std::env::var("M6REC_PROGRESS_SECS").ok().and_then(|v| v.trim().parse::<f64>().ok());
+    std::time::Duration::from_secs_f64(secs.filter(|s| s.is_finite() && *s >= 0.1).unwrap_or(10.0).min(3600.0))
+}
+
+/// When stderr is not a terminal, a thread that prints `label: pos/len unit (rate/s, ETA, elapsed)` for `bar` every
+/// few seconds until it finishes or is dropped. A terminal gets the bar itself.
+pub fn plain(bar: &ProgressBar, label: &str, unit: &'static str) {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        return;
+    }
+    let (weak, label, every) = (bar.downgrade(), label.to_string(), plain_interval());
+    let spawned = std::thread::Builder::new().name("progress".into()).spawn(move || loop {
+        std::thread::sleep(every);
+        let Some(bar) = weak.upgrade() else { return };
+        if bar.is_finished() {
+            return;
+        }
+        let elapsed = bar.elapsed().as_secs_f64();
+        let msg = bar.message();
+        let what = [label.as_str(), msg.as_ref()].into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" ");
+        let line = match bar.length().filter(|&l| l > 0) {
+            Some(len) => format!(
+                "{what}: {}/{len} {unit} ({:.1}/s, ETA {:.0}s, {elapsed:.0}s elapsed)",
+                bar.position(),
+                bar.per_sec(),
+                bar.eta().as_secs_f64()
+            ),
+            None => format!("{what}: {elapsed:.0}s elapsed"),
+        };
+        eprintln!("{line}");
+    });
+    // Without the thread the run goes on, only quieter.
+    drop(spawned);
+}
+
+/// A spinner with a message and the time elapsed.
+pub fn spinner(msg: String) -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.set_message(msg);
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    plain(&bar, "", "");
+    bar
+}
 
 pub struct TrainProgress {
     bar: ProgressBar,
@@ -21,6 +72,7 @@ impl TrainProgress {
             .progress_chars("=> "),
         );
         bar.set_message(format!("epoch {}", start_epoch + 1));
+        plain(&bar, "train", "steps");
         TrainProgress { bar, n_epochs, last_loss: f64::NAN }
     }
 
@@ -100,6 +152,7 @@ impl m6rec_features::Progress for FeatureProgress {
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
         );
+        plain(&bar, &format!("features {modality}"), "files");
         if let Ok(mut slot) = self.bar.lock() {
             *slot = Some(bar);
         }

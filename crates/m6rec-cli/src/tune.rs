@@ -247,6 +247,7 @@ fn progress_bar(budget: f64, elapsed0: f64) -> ProgressBar {
     );
     bar.set_position(elapsed0 as u64);
     bar.enable_steady_tick(Duration::from_millis(500));
+    crate::progress::plain(&bar, "tune", "s of budget");
     bar
 }
 

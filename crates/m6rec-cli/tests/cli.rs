@@ -393,3 +393,89 @@ fn out_never_replaces_an_input_a_users_folder_or_a_finished_run() {
     assert!(err.contains("not a directory"), "{err}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep");
 }
+
+/// A warehouse export: a CSV log with its own column names and ISO-8601 times, an item table in JSON lines, the
+/// k-core applied; then training under a scheduler (stderr not a terminal) prints plain progress lines.
+#[test]
+fn an_event_log_imports_with_its_item_table_and_training_reports_progress_without_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let inter = std::fs::read_to_string(m6rec_testkit::fixture("demo/demo.inter")).unwrap();
+    let mut log = String::from("visitor,product,at,kind\n");
+    for line in inter.lines().skip(1).take(6000) {
+        let f: Vec<&str> = line.split('\t').collect();
+        let t = chrono::DateTime::from_timestamp(f[2].parse().unwrap(), 0).unwrap().to_rfc3339();
+        log.push_str(&format!("{},{},{t},view\n", f[0], f[1]));
+    }
+    log.push_str("u0,i1,yesterday,view\n");
+    let log_path = dir.path().join("events.csv");
+    std::fs::write(&log_path, log).unwrap();
+    let items = std::fs::read_to_string(m6rec_testkit::fixture("demo/demo.item")).unwrap();
+    let mut jsonl = String::new();
+    for line in items.lines().skip(1) {
+        let f: Vec<&str> = line.split('\t').collect();
+        let row = serde_json::json!({ "sku": f[0], "name": f[1], "genre": f[2], "tags": [f[2], f[3]] });
+        jsonl.push_str(&format!("{row}\n"));
+    }
+    let items_path = dir.path().join("items.jsonl");
+    std::fs::write(&items_path, jsonl).unwrap();
+    let ds = dir.path().join("ds");
+    let out = ok(&m6rec(&[
+        "import",
+        "events",
+        p(&log_path),
+        "--user",
+        "visitor",
+        "--item",
+        "product",
+        "--time",
+        "at",
+        "--event",
+        "kind",
+        "--items",
+        p(&items_path),
+        "--item-id",
+        "sku",
+        "--title",
+        "name",
+        "--text",
+        "tags",
+        "--item-domain",
+        "genre",
+        "--min-user-events",
+        "5",
+        "--min-item-events",
+        "5",
+        "--out",
+        p(&ds),
+    ]));
+    assert!(out.contains("events.csv:6002: time `yesterday`"), "{out}");
+    let data = m6rec_data::Dataset::load(&ds).unwrap();
+    let mut per_user = vec![0; data.n_users()];
+    let mut per_item = vec![0; data.n_items()];
+    for (&u, &i) in data.interactions.user.iter().zip(&data.interactions.item) {
+        per_user[u as usize] += 1;
+        per_item[i as usize] += 1;
+    }
+    assert!(per_user.iter().chain(&per_item).all(|&n| n >= 5), "the 5-core holds");
+    assert!(out.contains(&format!("imported {} interactions", data.interactions.len())), "{out}");
+    assert!(data.items.iter().all(|it| it.title.contains("Book") || it.title.contains(' ')), "titles from `name`");
+    assert!(data.items.iter().all(|it| it.domain != "events"), "domains from `genre`");
+    assert!(data.items.iter().all(|it| it.text.as_deref().is_some_and(|t| t.starts_with(&format!("{}, ", it.domain)))));
+    assert_eq!(data.interactions.event[0].as_deref(), Some("view"));
+
+    // Under a scheduler: no terminal, plain lines with the step count, rate and ETA.
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(&cfg, "[model]\nd_model = 16\nmax_len = 20\n[train]\nepochs = 3\nbatch_size = 16\n").unwrap();
+    let train = Command::new(env!("CARGO_BIN_EXE_m6rec"))
+        .args(["train", "--data", p(&ds), "--config", p(&cfg), "--out", p(&dir.path().join("ck"))])
+        .args(["--device", "cpu", "--threads", "2"])
+        .env("M6REC_PROGRESS_SECS", "0.2")
+        .output()
+        .unwrap();
+    ok(&train);
+    let stderr = String::from_utf8_lossy(&train.stderr);
+    let line = stderr.lines().find(|l| l.starts_with("train epoch") && l.contains(" steps (")).unwrap_or_else(|| {
+        panic!("no plain progress line in: {stderr}");
+    });
+    assert!(line.contains("/s, ETA ") && line.contains("s elapsed"), "{line}");
+}

@@ -3,8 +3,10 @@
 //! # Brief overview
 //! - [`Dataset`]: users, an item catalog and interactions; [`Dataset::save`] / [`Dataset::load`] read and write the
 //!   versioned directory format (`dataset.json` + three Parquet tables, documented in `docs/formats.md`), atomically.
-//! - [`import`]: MovieLens raw files, RecBole atomic files, and SASRec-style sequence text, each with an
+//! - [`import`]: any event log (CSV, TSV, JSON lines, Parquet) with an item table, Amazon reviews, MovieLens raw
+//!   files, RecBole atomic files, SASRec-style sequence text and UniSRec folders, each with an
 //!   [`import::ImportReport`] that lists skipped lines by file, line and reason.
+//! - [`filter`]: exact duplicates, iterative k-core, a per-user history cap.
 //! - [`media`]: item images and audio inside the dataset directory; paths that escape it are refused.
 //! - [`Split`]: chronological leave-one-out with file order kept for equal timestamps.
 //! - [`SeqBatch`]: padded sequences and next-item targets, built only by validating constructors.

@@ -126,7 +126,7 @@ fn missing(path: &Path, name: &str, found: &[String]) -> Error {
     Error::BadFormat {
         path: path.to_path_buf(),
         reason: format!(
-            "no column `{name}` (the columns are: {}); name the right one with the matching flag",
+            "no column `{name}` (the columns are: {})",
             if found.is_empty() { "none".to_string() } else { found.join(", ") }
         ),
     }
