@@ -77,9 +77,10 @@ enum Cmd {
     /// (training throughput against catalog size, content tower vs id table), `encoders`
     /// (image/audio/text throughput against the Python pipelines), `serve` (HTTP latency under load from wrk) or
     /// `allreduce` (c10d all-reduce over loopback, 2 ranks: `-- --mb 0.844,25`) or `peers` (m6rec's automatic strategy
-    /// against a plain PyTorch SASRec, same split, size and budget: `--data D --seconds 600`).
+    /// against a plain PyTorch SASRec, same split, size and budget: `--data D --seconds 600`) or `import` (rows/s and
+    /// peak memory importing a generated event log as CSV and Parquet: `-- --rows 10000000`).
     Bench {
-        /// quality, criterion, encoders, catalog, step, serve, allreduce or peers.
+        /// quality, criterion, encoders, catalog, step, serve, import, allreduce or peers.
         what: String,
         /// Dataset for `quality` (folder to import) and `step` (a dataset from `m6rec import`); for `encoders`, the
         /// shared data folder (default ../shared/data).
@@ -190,7 +191,7 @@ fn run(cli: Cli) -> Result<()> {
                 setup::ensure(&root)?;
                 bench::allreduce(&root, json.as_deref(), &extra)
             }
-            "catalog" | "serve" | "step" => {
+            "catalog" | "serve" | "step" | "import" => {
                 setup::ensure(&root)?;
                 if what == "serve" {
                     bench::ensure_wrk()?;
@@ -218,7 +219,7 @@ fn run(cli: Cli) -> Result<()> {
                 run_cmd(&mut cmd)
             }
             other => {
-                bail!("unknown bench `{other}`: expected quality, criterion, encoders, catalog, step, serve, allreduce or peers")
+                bail!("unknown bench `{other}`: expected quality, criterion, encoders, catalog, step, serve, import, allreduce or peers")
             }
         },
     }

@@ -5,7 +5,7 @@
 //! log names (a metadata dump of millions of products costs the memory of the few thousand used). Events are then
 //! ordered by time, events at the same instant keeping file order, and times are stored in seconds.
 
-use super::rows::{Cells, Location, Rows, TableFormat, Want};
+use super::rows::{Cells, Rows, TableFormat, Want};
 use super::time::{parse_time_ms, TimeUnit};
 use super::{bad_id, dataset_name, Builder, Imported, Skipped};
 use crate::media::{resolve, MediaCopy, MediaKind};
@@ -113,7 +113,8 @@ fn format_of(path: &Path, format: Option<TableFormat>) -> Result<TableFormat> {
 struct Log {
     b: Builder,
     time_ms: Vec<i64>,
-    at: Vec<Location>,
+    /// Line (text) or row (Parquet) number per event.
+    at: Vec<u64>,
     below_rating: usize,
 }
 
@@ -134,37 +135,46 @@ pub fn import_events(events: &EventsSpec, items: Option<&ItemsSpec>) -> Result<I
         described = Some(found);
     }
     let Log { mut b, time_ms, at, below_rating } = log;
-    let mut inter = std::mem::take(&mut b.inter);
-    let mut order: Vec<usize> = (0..inter.len()).collect();
-    order.sort_by_key(|&e| time_ms[e]); // stable: equal times keep file order
-    let mut sorted = crate::dataset::Interactions::default();
-    let mut events_col = std::mem::take(&mut inter.event);
-    for e in order {
-        let item = inter.item[e];
-        if let (Some(found), Some(spec)) = (&described, items) {
-            if !found[item as usize] {
+    // Events of items the item table lacks are skipped lines; the others are ordered by time (stable: equal times keep
+    // file order) and each column is permuted in turn, so the import holds one column twice at most.
+    let mut order: Vec<usize> = Vec::with_capacity(b.inter.len());
+    for (e, &item) in b.inter.item.iter().enumerate() {
+        match (&described, items) {
+            (Some(found), Some(spec)) if !found[item as usize] => {
                 let id = &b.items[item as usize].id;
                 let reason = format!("item `{id}` is not in the item table {}", spec.path.display());
-                b.skipped.push(Skipped { file: events.path.clone(), line: at[e].number() as usize, reason });
-                continue;
+                b.skipped.push(Skipped { file: events.path.clone(), line: at[e] as usize, reason });
             }
+            _ => order.push(e),
         }
-        // Without a time column the stored time is the row's position, as in every importer.
-        let t = if events.time.is_some() { time_ms[e].div_euclid(1000) } else { time_ms[e] };
-        sorted.push(inter.user[e], item, t, events_col[e].take());
     }
+    drop(at);
+    let dropped = order.len() < b.inter.len();
+    order.sort_by_key(|&e| time_ms[e]);
+    let inter = std::mem::take(&mut b.inter);
+    b.inter.user = permute(inter.user, &order);
+    b.inter.item = permute(inter.item, &order);
+    // Without a time column the stored time is the row's position, as in every importer.
+    let seconds = events.time.is_some();
+    b.inter.timestamp = order.iter().map(|&e| if seconds { time_ms[e].div_euclid(1000) } else { time_ms[e] }).collect();
+    drop(time_ms);
+    let mut event = inter.event;
+    b.inter.event = order.iter().map(|&e| event[e].take()).collect();
+    drop((event, order));
     b.skipped.sort_by_key(|s| s.line);
-    b.inter = sorted;
     let source = format!(
         "events import of {}{}",
         events.path.display(),
         items.map(|s| format!(" with items from {}", s.path.display())).unwrap_or_default()
     );
     let mut imported = b.finish(&name, source, &events.path)?;
-    // Users and items whose every event was skipped go too.
-    let keep = vec![true; imported.dataset.interactions.len()];
-    imported.dataset = crate::filter::compact(imported.dataset, &keep);
-    media.retain(|(item, _): &(String, MediaCopy)| imported.dataset.items.iter().any(|it| it.id == *item));
+    if dropped {
+        // Users and items whose every event was skipped go too.
+        let keep = vec![true; imported.dataset.interactions.len()];
+        imported.dataset = crate::filter::compact(imported.dataset, &keep);
+        let kept: std::collections::HashSet<&str> = imported.dataset.items.iter().map(|it| it.id.as_str()).collect();
+        media.retain(|(item, _): &(String, MediaCopy)| kept.contains(item.as_str()));
+    }
     imported.media = media.into_iter().map(|(_, c)| c).collect();
     let r = &mut imported.report;
     (r.n_users, r.n_items) = (imported.dataset.n_users(), imported.dataset.n_items());
@@ -212,7 +222,7 @@ fn read_log<'a>(spec: &'a EventsSpec, name: &str) -> Result<Log> {
                 let i = log.b.item(item, domain.unwrap_or(name));
                 log.b.event(u, i, 0, event);
                 log.time_ms.push(ms);
-                log.at.push(at);
+                log.at.push(at.number());
             }
             Ok(None) => log.below_rating += 1,
             Err(reason) => log.b.skip(path, at.number() as usize, reason),
@@ -330,6 +340,11 @@ fn read_items(
         }
     }
     Ok((found, unused))
+}
+
+/// `v` reordered by `order` (consumed, so that its memory goes as the new one is made).
+fn permute<T: Copy>(v: Vec<T>, order: &[usize]) -> Vec<T> {
+    order.iter().map(|&e| v[e]).collect()
 }
 
 fn push<'a>(want: &mut Vec<Want<'a>>, name: &'a str, required: bool) -> usize {
