@@ -52,6 +52,11 @@ pub struct TrainArgs {
     /// Override train.seed.
     #[arg(long)]
     seed: Option<u64>,
+    /// Override train.split: `leave-one-out` (per user, the last event is the test target) or `temporal` (a global
+    /// time cut: the last 10% of events by time are the test period, the 10% before it validation; set the fractions
+    /// in `[train.split]`).
+    #[arg(long, value_parser = ["leave-one-out", "temporal"])]
+    split: Option<String>,
     /// Override train.cold_items: hold this fraction of the catalog out of training for cold-start evaluation.
     #[arg(long)]
     cold_items: Option<f64>,
@@ -241,6 +246,15 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         }
         if let Some(s) = a.seed {
             cfg.train.seed = s;
+        }
+        if let Some(kind) = a.split.as_deref() {
+            cfg.train.split = match kind {
+                "temporal" => match cfg.train.split {
+                    t @ m6rec_train::SplitConfig::Temporal { .. } => t,
+                    _ => m6rec_train::SplitConfig::Temporal { valid: 0.1, test: 0.1 },
+                },
+                _ => m6rec_train::SplitConfig::LeaveOneOut,
+            };
         }
         if let Some(c) = a.cold_items {
             cfg.train.cold_items = c;
@@ -459,12 +473,13 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
         );
     }
     println!(
-        "{} metrics on {} ({} users), full ranking over {} items, history {}:",
+        "{} metrics on {} ({} users), full ranking over {} items, history {}, split {}:",
         a.stage,
         ds.name,
         rows[0].1.n_users,
         ds.n_items(),
-        if a.filter_history { "filtered" } else { "not filtered" }
+        if a.filter_history { "filtered" } else { "not filtered" },
+        split.describe()
     );
     let refs: Vec<(&str, &Metrics)> = rows.iter().map(|(n, m)| (n.as_str(), m)).collect();
     print!("{}", metrics_table(&refs));

@@ -6,6 +6,7 @@ mod adapt;
 mod commands;
 mod import;
 mod progress;
+mod run;
 mod serve;
 mod table;
 mod tune;
@@ -32,6 +33,9 @@ enum Command {
     /// Import data into an m6rec dataset directory: any event log (CSV, TSV, JSON lines, Parquet) with an item
     /// table, Amazon reviews, or a research format (movielens, recbole, seqtext, unisrec).
     Import(import::ImportArgs),
+    /// From a raw log (or a dataset) to a trained, evaluated model in one command: import, features, train with the
+    /// automatic strategy within --budget, eval; prints the `m6rec serve` line.
+    Run(run::RunArgs),
     /// Decode every item's image and audio once, in parallel, into a feature cache beside the dataset.
     Features(commands::FeaturesArgs),
     /// Train the sequence model with chronological leave-one-out validation and early stopping.
@@ -97,6 +101,7 @@ fn main() -> ExitCode {
     let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
     let res = match cli.command {
         Command::Import(a) => import::import(&a),
+        Command::Run(a) => run::run(&a, threads),
         Command::Features(a) => commands::features(&a),
         Command::Train(a) => commands::train(&a),
         Command::Eval(a) => commands::eval(&a),

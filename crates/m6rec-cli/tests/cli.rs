@@ -468,7 +468,7 @@ fn an_event_log_imports_with_its_item_table_and_training_reports_progress_withou
     std::fs::write(&cfg, "[model]\nd_model = 16\nmax_len = 20\n[train]\nepochs = 3\nbatch_size = 16\n").unwrap();
     let train = Command::new(env!("CARGO_BIN_EXE_m6rec"))
         .args(["train", "--data", p(&ds), "--config", p(&cfg), "--out", p(&dir.path().join("ck"))])
-        .args(["--device", "cpu", "--threads", "2"])
+        .args(["--device", "cpu", "--threads", "2", "--split", "temporal"])
         .env("M6REC_PROGRESS_SECS", "0.2")
         .output()
         .unwrap();
@@ -478,4 +478,39 @@ fn an_event_log_imports_with_its_item_table_and_training_reports_progress_withou
         panic!("no plain progress line in: {stderr}");
     });
     assert!(line.contains("/s, ETA ") && line.contains("s elapsed"), "{line}");
+    // The run's temporal split is the one evaluation uses, and says so.
+    let out = ok(&m6rec(&["eval", "--checkpoint", p(&dir.path().join("ck")), "--data", p(&ds)]));
+    assert!(out.contains("split temporal: validation from t=") && out.contains(" UTC), test from t="), "{out}");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[train.split]\nkind = \"temporal\"\nvalid = 0.6\ntest = 0.5\n").unwrap();
+    let err = fails(&m6rec(&["train", "--data", p(&ds), "--config", p(&bad), "--device", "cpu"]));
+    assert!(err.contains("train.split: valid 0.6 and test 0.5"), "{err}");
+}
+
+/// `m6rec run`: a raw CSV log to a trained, evaluated model with one command, import flags passed through; a second
+/// run into the same folder is refused without --force.
+#[test]
+fn run_goes_from_a_raw_log_to_an_evaluated_model_and_prints_the_serve_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let inter = std::fs::read_to_string(m6rec_testkit::fixture("demo/demo.inter")).unwrap();
+    let mut log = String::from("who,what,when\n");
+    for line in inter.lines().skip(1).take(5000) {
+        let f: Vec<&str> = line.split('\t').collect();
+        log.push_str(&format!("{},{},{}\n", f[0], f[1], f[2]));
+    }
+    let src = dir.path().join("shop.csv");
+    std::fs::write(&src, log).unwrap();
+    let out_dir = dir.path().join("run");
+    let args = [
+        "run", p(&src), "--budget", "8s", "--out", p(&out_dir), "--text-model", "none", "--", "--user", "who",
+        "--item", "what", "--time", "when",
+    ];
+    let out = ok(&m6rec(&args));
+    assert!(out.contains("== import") && out.contains("== train") && out.contains("== eval"), "{out}");
+    assert!(out.contains(&format!("m6rec serve --checkpoint {}", out_dir.join("model").display())), "{out}");
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("metrics.json")).unwrap()).unwrap();
+    assert!(metrics["model"]["ndcg@10"].as_f64().is_some_and(|v| v > 0.0), "{metrics}");
+    let err = fails(&m6rec(&args));
+    assert!(err.contains("--force"), "{err}");
 }

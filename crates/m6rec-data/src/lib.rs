@@ -38,4 +38,4 @@ mod table;
 pub use batch::{SeqBatch, IGNORE};
 pub use dataset::{Dataset, Interactions, Item, Meta, DATASET_DIR, FORMAT_VERSION};
 pub use error::{Error, Result};
-pub use split::{Split, Target};
+pub use split::{Split, Target, TimeCuts};

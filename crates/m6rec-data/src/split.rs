@@ -6,6 +6,11 @@
 //!
 //! Users with two events get a test target but no validation target; users with one event are train-only.
 //!
+//! A temporal split ([`Split::temporal`]) cuts the global timeline instead: events before the validation cut train;
+//! each user's first event in `[validation cut, test cut)` is their validation target and their first event from the
+//! test cut on their test target, each with all of the user's earlier events as history. Users with no event before
+//! a target have none (a model cannot rank for an empty history). [`Split::describe`] says which split it is.
+//!
 //! Cold-start evaluation ([`Split::with_cold_items`]): a set of items is removed from every training sequence, so a
 //! model never sees them in training; they stay in validation and test (as targets and in histories), where they
 //! are the items a model must recommend from content alone.
@@ -20,6 +25,39 @@ pub struct Split {
     train: Option<Vec<Vec<u32>>>,
     /// `cold[item]`: held out of training (empty when none is).
     cold: Vec<bool>,
+    /// Per user, for a temporal split: where training ends and the targets are.
+    cuts: Option<(TimeCuts, Vec<UserCut>)>,
+}
+
+/// The two instants of a temporal split (in the dataset's time unit, seconds for imported logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeCuts {
+    /// Events from here on are not trained on; the first one per user (before `test`) is the validation target.
+    pub valid: i64,
+    /// The first event per user from here on is the test target.
+    pub test: i64,
+}
+
+impl TimeCuts {
+    /// Cuts that leave the last `test` fraction of all events (by time) for testing and the `valid` fraction before
+    /// it for validation.
+    pub fn by_fraction(inter: &Interactions, valid: f64, test: f64) -> TimeCuts {
+        let mut ts = inter.timestamp.clone();
+        ts.sort_unstable();
+        let at = |frac: f64| {
+            let k = ((ts.len() as f64) * (1.0 - frac.clamp(0.0, 1.0))).floor() as usize;
+            ts.get(k.min(ts.len().saturating_sub(1))).copied().unwrap_or(0)
+        };
+        let test_cut = at(test);
+        TimeCuts { valid: at(valid + test).min(test_cut), test: test_cut }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct UserCut {
+    train: usize,
+    valid: Option<usize>,
+    test: Option<usize>,
 }
 
 /// A history and the item that followed it.
@@ -52,7 +90,44 @@ impl Split {
 
     /// Wraps already-ordered sequences (one per user).
     pub fn from_sequences(seqs: Vec<Vec<u32>>) -> Split {
-        Split { seqs, train: None, cold: Vec::new() }
+        Split { seqs, train: None, cold: Vec::new(), cuts: None }
+    }
+
+    /// The temporal split at `cuts` (see the module docs); events in file order, ties kept.
+    pub fn temporal(inter: &Interactions, n_users: usize, cuts: TimeCuts) -> Split {
+        let mut per_user: Vec<Vec<(i64, u32)>> = vec![Vec::new(); n_users];
+        for ((&u, &i), &t) in inter.user.iter().zip(&inter.item).zip(&inter.timestamp) {
+            if let Some(v) = per_user.get_mut(u as usize) {
+                v.push((t, i));
+            }
+        }
+        let mut seqs = Vec::with_capacity(n_users);
+        let mut at = Vec::with_capacity(n_users);
+        for mut v in per_user {
+            v.sort_by_key(|&(t, _)| t); // stable: ties keep file order
+            let train = v.partition_point(|&(t, _)| t < cuts.valid);
+            let first_test = v.partition_point(|&(t, _)| t < cuts.test);
+            let valid = (train < first_test && train > 0).then_some(train);
+            let test = (first_test < v.len() && first_test > 0).then_some(first_test);
+            at.push(UserCut { train, valid, test });
+            seqs.push(v.into_iter().map(|(_, i)| i).collect());
+        }
+        Split { seqs, train: None, cold: Vec::new(), cuts: Some((cuts, at)) }
+    }
+
+    /// Which split this is, for reports: `leave-one-out`, or `temporal (validation from T1, test from T2)`.
+    pub fn describe(&self) -> String {
+        match &self.cuts {
+            None => "chronological leave-one-out".into(),
+            Some((c, _)) => {
+                // Imported logs hold epoch seconds; other sources positions, shown as they are.
+                let when = |t: i64| match chrono::DateTime::from_timestamp(t, 0).filter(|_| t > 100_000_000) {
+                    Some(d) => format!("{t} ({})", d.format("%Y-%m-%d %H:%M:%S UTC")),
+                    None => t.to_string(),
+                };
+                format!("temporal: validation from t={}, test from t={}", when(c.valid), when(c.test))
+            }
+        }
     }
 
     /// Holds `items` out of training: they are removed from every training sequence and stay in validation and
@@ -116,6 +191,9 @@ impl Split {
             return &t[user];
         }
         let s = &self.seqs[user];
+        if let Some((_, at)) = &self.cuts {
+            return &s[..at[user].train];
+        }
         match s.len() {
             0 | 1 => s,
             2 => &s[..1],
@@ -123,15 +201,21 @@ impl Split {
         }
     }
 
-    /// Validation target with the training history before it.
+    /// Validation target with the training history before it (temporal: with every earlier event).
     pub fn valid(&self, user: usize) -> Option<Target<'_>> {
         let s = &self.seqs[user];
+        if let Some((_, at)) = &self.cuts {
+            return at[user].valid.map(|k| Target { history: &s[..k], item: s[k] });
+        }
         (s.len() >= 3).then(|| Target { history: &s[..s.len() - 2], item: s[s.len() - 2] })
     }
 
     /// Test target with everything before it (training events and the validation target) as history.
     pub fn test(&self, user: usize) -> Option<Target<'_>> {
         let s = &self.seqs[user];
+        if let Some((_, at)) = &self.cuts {
+            return at[user].test.map(|k| Target { history: &s[..k], item: s[k] });
+        }
         (s.len() >= 2).then(|| Target { history: &s[..s.len() - 1], item: s[s.len() - 1] })
     }
 
@@ -193,6 +277,31 @@ mod tests {
     }
 
     proptest! {
+        /// Temporal: training is strictly before the validation cut, every validation target is in
+        /// [valid cut, test cut), every test target from the test cut on, and each is the user's first there.
+        #[test]
+        fn temporal_targets_sit_after_their_cuts(
+            rows in proptest::collection::vec((0u32..6, 0u32..20, 0i64..30), 0..120),
+            valid in 0.0f64..0.4,
+            test in 0.0f64..0.4,
+        ) {
+            let x = inter(&rows);
+            let cuts = TimeCuts::by_fraction(&x, valid, test);
+            prop_assert!(cuts.valid <= cuts.test);
+            let s = Split::temporal(&x, 6, cuts);
+            for u in 0..6usize {
+                let mut mine: Vec<(i64, u32)> = rows.iter().filter(|r| r.0 as usize == u).map(|r| (r.2, r.1)).collect();
+                mine.sort_by_key(|r| r.0);
+                let before_valid: Vec<u32> = mine.iter().filter(|r| r.0 < cuts.valid).map(|r| r.1).collect();
+                prop_assert_eq!(s.train(u), &before_valid[..]);
+                let first = |lo: i64, hi: i64| mine.iter().position(|r| r.0 >= lo && r.0 < hi);
+                let v = first(cuts.valid, cuts.test).filter(|&k| k > 0);
+                prop_assert_eq!(s.valid(u).map(|t| (t.history.len(), t.item)), v.map(|k| (k, mine[k].1)));
+                let t = first(cuts.test, i64::MAX).filter(|&k| k > 0);
+                prop_assert_eq!(s.test(u).map(|t| (t.history.len(), t.item)), t.map(|k| (k, mine[k].1)));
+            }
+        }
+
         /// The cold sample is deterministic, sorted, distinct, in range and of the asked size.
         #[test]
         fn cold_sample_is_a_deterministic_subset(n in 1usize..500, frac in 0.01f64..1.0, seed in 0u64..1000) {

@@ -94,6 +94,35 @@ pub struct TrainConfig {
     /// evaluated as targets no model has seen; `m6rec eval` then reports cold and warm targets apart. Default 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub cold_items: f64,
+    /// How events are split into training, validation and test: chronological leave-one-out (the default), or
+    /// `[train.split] kind = "temporal"` with `valid` and `test` fractions of the global timeline.
+    #[serde(default, skip_serializing_if = "SplitConfig::is_leave_one_out")]
+    pub split: SplitConfig,
+}
+
+/// `[train.split]`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SplitConfig {
+    /// Per user, the last event is the test target and the one before it the validation target.
+    #[default]
+    LeaveOneOut,
+    /// A global time cut: the last `test` fraction of all events (by time) is the test period, the `valid` fraction
+    /// before it the validation period; each user's first event in a period is their target there.
+    Temporal {
+        /// Fraction of events in the validation period. Default 0.1.
+        #[serde(default = "d::tenth")]
+        valid: f64,
+        /// Fraction of events in the test period. Default 0.1.
+        #[serde(default = "d::tenth")]
+        test: f64,
+    },
+}
+
+impl SplitConfig {
+    fn is_leave_one_out(&self) -> bool {
+        *self == SplitConfig::LeaveOneOut
+    }
 }
 
 fn is_fixed(s: &crate::strategy::Strategy) -> bool {
@@ -136,6 +165,9 @@ mod d {
     pub fn eval_batch() -> usize {
         256
     }
+    pub fn tenth() -> f64 {
+        0.1
+    }
 }
 
 impl Default for TrainConfig {
@@ -156,15 +188,22 @@ impl Default for TrainConfig {
             windows: true,
             eval_batch_size: d::eval_batch(),
             cold_items: 0.0,
+            split: SplitConfig::LeaveOneOut,
         }
     }
 }
 
 impl RunConfig {
-    /// The leave-one-out split of a dataset's interactions under this run: with `train.cold_items`, the cold items
-    /// are held out of training ([`Split::with_cold_items`]).
+    /// The split of a dataset's interactions under this run (`train.split`: leave-one-out or temporal): with
+    /// `train.cold_items`, the cold items are held out of training ([`Split::with_cold_items`]).
     pub fn split(&self, interactions: &m6rec_data::Interactions, n_users: usize, n_items: usize) -> m6rec_data::Split {
-        let split = m6rec_data::Split::leave_one_out(interactions, n_users);
+        use m6rec_data::{Split, TimeCuts};
+        let split = match self.train.split {
+            SplitConfig::LeaveOneOut => Split::leave_one_out(interactions, n_users),
+            SplitConfig::Temporal { valid, test } => {
+                Split::temporal(interactions, n_users, TimeCuts::by_fraction(interactions, valid, test))
+            }
+        };
         match self.train.cold_items {
             f if f > 0.0 => split.with_cold_items(&m6rec_data::Split::sample_cold_items(n_items, f, self.train.seed)),
             _ => split,
@@ -237,6 +276,14 @@ impl RunConfig {
         }
         if let Some(Err(e)) = self.domains.as_ref().map(|c| c.validate()) {
             return bad(e);
+        }
+        if let SplitConfig::Temporal { valid, test } = t.split {
+            if !(valid > 0.0 && test > 0.0 && valid + test < 1.0) {
+                return bad(format!(
+                    "train.split: valid {valid} and test {test} must be positive fractions with a sum below 1 (for \
+                     example 0.1 and 0.1)"
+                ));
+            }
         }
         if !(0.0..1.0).contains(&t.cold_items) {
             return bad(format!("train.cold_items is {}, must be in [0, 1)", t.cold_items));

@@ -37,7 +37,7 @@ mod scorer;
 pub mod strategy;
 mod trainer;
 
-pub use config::{RunConfig, TrainConfig};
+pub use config::{RunConfig, SplitConfig, TrainConfig};
 pub use error::{Error, Result};
 pub use m6rec_recommender::{content, domains, open, Recommender};
 pub use plot::{metrics_chart, search_progress, training_curves, TrialPoint};
