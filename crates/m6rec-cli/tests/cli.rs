@@ -502,15 +502,31 @@ fn run_goes_from_a_raw_log_to_an_evaluated_model_and_prints_the_serve_line() {
     std::fs::write(&src, log).unwrap();
     let out_dir = dir.path().join("run");
     let args = [
-        "run", p(&src), "--budget", "8s", "--out", p(&out_dir), "--text-model", "none", "--", "--user", "who",
-        "--item", "what", "--time", "when",
+        "run",
+        p(&src),
+        "--budget",
+        "8s",
+        "--out",
+        p(&out_dir),
+        "--text-model",
+        "none",
+        "--threads",
+        "2",
+        "--",
+        "--user",
+        "who",
+        "--item",
+        "what",
+        "--time",
+        "when",
     ];
-    let out = ok(&m6rec(&args));
+    let run = || Command::new(env!("CARGO_BIN_EXE_m6rec")).args(args).output().unwrap();
+    let out = ok(&run());
     assert!(out.contains("== import") && out.contains("== train") && out.contains("== eval"), "{out}");
     assert!(out.contains(&format!("m6rec serve --checkpoint {}", out_dir.join("model").display())), "{out}");
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("metrics.json")).unwrap()).unwrap();
     assert!(metrics["model"]["ndcg@10"].as_f64().is_some_and(|v| v > 0.0), "{metrics}");
-    let err = fails(&m6rec(&args));
+    let err = fails(&run());
     assert!(err.contains("--force"), "{err}");
 }
