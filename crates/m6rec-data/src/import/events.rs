@@ -216,8 +216,7 @@ fn read_log<'a>(spec: &'a EventsSpec, name: &str) -> Result<Log> {
         };
         n += 1;
         match event_of(spec, &cells, &slot, n) {
-            Ok(Some((ms, event, domain))) => {
-                let (user, item) = (cells[0].as_deref().unwrap_or(""), cells[1].as_deref().unwrap_or(""));
+            Ok(Some(Event { user, item, ms, event, domain })) => {
                 let u = log.b.user(user);
                 let i = log.b.item(item, domain.unwrap_or(name));
                 log.b.event(u, i, 0, event);
@@ -231,7 +230,14 @@ fn read_log<'a>(spec: &'a EventsSpec, name: &str) -> Result<Log> {
     Ok(log)
 }
 
-type Event<'c> = (i64, Option<String>, Option<&'c str>);
+/// A row that is an event.
+struct Event<'c> {
+    user: &'c str,
+    item: &'c str,
+    ms: i64,
+    event: Option<String>,
+    domain: Option<&'c str>,
+}
 
 /// One row as an event, `None` when rated below the bound, or why it is not one.
 fn event_of<'c>(
@@ -241,16 +247,11 @@ fn event_of<'c>(
     n: i64,
 ) -> Result<Option<Event<'c>>, String> {
     let cell = |k: usize| slot[k].and_then(|s| c[s].as_deref());
-    for (what, v) in [("user", &c[0]), ("item", &c[1])] {
-        match v {
-            None => return Err(format!("no {what} id")),
-            Some(v) => {
-                if let Some(reason) = bad_id(v) {
-                    return Err(format!("{what} {reason}"));
-                }
-            }
-        }
-    }
+    let id = |what: &str, v: &'c Option<String>| -> Result<&'c str, String> {
+        let v = v.as_deref().ok_or_else(|| format!("no {what} id"))?;
+        bad_id(v).map_or(Ok(v), |reason| Err(format!("{what} {reason}")))
+    };
+    let (user, item) = (id("user", &c[0])?, id("item", &c[1])?);
     let ms = match (slot[0], cell(0)) {
         (None, _) => n, // file order
         (Some(_), None) => return Err("no time".into()),
@@ -264,7 +265,7 @@ fn event_of<'c>(
         }
     }
     let domain = cell(2).map(str::trim).filter(|d| !d.is_empty());
-    Ok(Some((ms, cell(1).map(str::to_string), domain)))
+    Ok(Some(Event { user, item, ms, event: cell(1).map(str::to_string), domain }))
 }
 
 /// Fills the log's items from the item table; returns which items were found and how many rows named no item of the
