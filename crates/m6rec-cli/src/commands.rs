@@ -400,7 +400,7 @@ pub struct EvalArgs {
 }
 
 /// The device, the dataset and a checkpoint trained on it (refusing a checkpoint of another catalog).
-fn open_model(
+pub(crate) fn open_model(
     device: &str,
     data: &Path,
     ckpt: &Path,

@@ -6,6 +6,7 @@ mod adapt;
 mod commands;
 mod import;
 mod progress;
+mod report;
 mod run;
 mod serve;
 mod table;
@@ -36,6 +37,9 @@ enum Command {
     /// From a raw log (or a dataset) to a trained, evaluated model in one command: import, features, train with the
     /// automatic strategy within --budget, eval; prints the `m6rec serve` line.
     Run(run::RunArgs),
+    /// One self-contained HTML report of a run: dataset profile, config, training curves, test metrics against
+    /// popularity, example recommendations with titles and thumbnails.
+    Report(report::ReportArgs),
     /// Decode every item's image and audio once, in parallel, into a feature cache beside the dataset.
     Features(commands::FeaturesArgs),
     /// Train the sequence model with chronological leave-one-out validation and early stopping.
@@ -102,6 +106,7 @@ fn main() -> ExitCode {
     let res = match cli.command {
         Command::Import(a) => import::import(&a),
         Command::Run(a) => run::run(&a, threads),
+        Command::Report(a) => report::report(&a),
         Command::Features(a) => commands::features(&a),
         Command::Train(a) => commands::train(&a),
         Command::Eval(a) => commands::eval(&a),

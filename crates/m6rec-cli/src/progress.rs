@@ -88,7 +88,8 @@ impl Observer for TrainProgress {
             self.bar.set_length((remaining * n_batches) as u64);
             self.bar.reset_eta();
         }
-        self.bar.set_message(format!("epoch {epoch}/{} loss {:.4}", self.n_epochs, self.last_loss));
+        let loss = if self.last_loss.is_finite() { format!(" loss {:.4}", self.last_loss) } else { String::new() };
+        self.bar.set_message(format!("epoch {epoch}/{}{loss}", self.n_epochs));
     }
 
     fn batch_end(&mut self, loss: f64, _n_seqs: usize) {

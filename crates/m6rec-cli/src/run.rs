@@ -3,7 +3,8 @@
 //! The steps are the subcommands a user would type, run as child processes of this binary (each with its own
 //! progress, errors and exit status): `import` unless SRC is already a dataset, `features` when items have media or
 //! a text encoder is at hand, `train` with the automatic strategy within the budget, `eval` (metrics table, JSON and
-//! chart); then the `m6rec serve` line for the model is printed. Everything goes under `--out`.
+//! chart), `report` (one HTML file); then the `m6rec serve` line for the model is printed. Everything goes under
+//! `--out` (`run.json` records where).
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -79,9 +80,31 @@ fn detect(src: &Path) -> Result<Option<&'static str>> {
 }
 
 fn step(what: &str, args: &[String]) -> Result<()> {
+    step_logged(what, args, None)
+}
+
+/// Runs `m6rec ARGS`; with `log`, its standard output is also copied, line by line, into that file.
+fn step_logged(what: &str, args: &[String], log: Option<&Path>) -> Result<()> {
+    use std::io::{BufRead, Write};
     let exe = std::env::current_exe().context("finding the m6rec binary")?;
     println!("\n== {what}: m6rec {}", args.join(" "));
-    let status = Command::new(exe).args(args).status().with_context(|| format!("starting `m6rec {what}`"))?;
+    let mut cmd = Command::new(exe);
+    cmd.args(args);
+    let status = match log {
+        None => cmd.status().with_context(|| format!("starting `m6rec {what}`"))?,
+        Some(path) => {
+            let mut file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+            let mut child =
+                cmd.stdout(std::process::Stdio::piped()).spawn().with_context(|| format!("starting `m6rec {what}`"))?;
+            if let Some(out) = child.stdout.take() {
+                for line in std::io::BufReader::new(out).lines().map_while(std::io::Result::ok) {
+                    println!("{line}");
+                    writeln!(file, "{line}").with_context(|| format!("writing {}", path.display()))?;
+                }
+            }
+            child.wait().with_context(|| format!("waiting for `m6rec {what}`"))?
+        }
+    };
     if !status.success() {
         bail!("`m6rec {what}` failed ({status}); its message is above");
     }
@@ -137,12 +160,28 @@ pub fn run(a: &RunArgs, threads: usize) -> Result<()> {
     let model = out.join("model");
     let mut train = vec!["train".into(), "--data".into(), s(&data), "--budget".into(), a.budget.clone()];
     train.extend(["--out".into(), s(&model), "--device".into(), a.device.clone(), "--force".into()]);
-    step("train", &[train, threads.clone()].concat())?;
+    step_logged("train", &[train, threads.clone()].concat(), Some(&out.join("train.log")))?;
     let (json, chart) = (out.join("metrics.json"), out.join("metrics.svg"));
     let mut eval = vec!["eval".into(), "--checkpoint".into(), s(&model), "--data".into(), s(&data)];
     eval.extend(["--json".into(), s(&json), "--plot".into(), s(&chart), "--device".into(), a.device.clone()]);
-    step("eval", &[eval, threads].concat())?;
-    println!("\nrun finished: dataset {}, model {}, metrics {} and {}", s(&data), s(&model), s(&json), s(&chart));
+    step("eval", &[eval, threads.clone()].concat())?;
+    let record = crate::report::RunRecord {
+        data: data.clone(),
+        model: model.clone(),
+        metrics: json.clone(),
+        chart: chart.clone(),
+    };
+    crate::report::write_record(&out, &record)?;
+    step("report", &[vec!["report".into(), s(&out)], threads].concat())?;
+    let html = out.join("report.html");
+    println!(
+        "\nrun finished: dataset {}, model {}, metrics {} and {}, report {}",
+        s(&data),
+        s(&model),
+        s(&json),
+        s(&chart),
+        s(&html)
+    );
     println!("serve it with:\n  m6rec serve --checkpoint {} --addr 127.0.0.1:8080", s(&model));
     Ok(())
 }

@@ -526,7 +526,23 @@ fn run_goes_from_a_raw_log_to_an_evaluated_model_and_prints_the_serve_line() {
     assert!(out.contains(&format!("m6rec serve --checkpoint {}", out_dir.join("model").display())), "{out}");
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("metrics.json")).unwrap()).unwrap();
-    assert!(metrics["model"]["ndcg@10"].as_f64().is_some_and(|v| v > 0.0), "{metrics}");
+    let ndcg = metrics["model"]["ndcg@10"].as_f64().unwrap();
+    assert!(ndcg > 0.0, "{metrics}");
+    // The report: one file, its metrics table holds the run's numbers, nothing is fetched from elsewhere.
+    let html = std::fs::read_to_string(out_dir.join("report.html")).unwrap();
+    let table = &html[html.find("<table id=\"metrics\">").unwrap()..];
+    let table = &table[..table.find("</table>").unwrap()];
+    assert!(table.contains(&format!("<td>{ndcg:.4}</td>")) && table.contains(">popularity<"), "{table}");
+    assert!(html.contains("<table id=\"profile\"><tr><th class=l>users</th><td>"), "dataset profile");
+    assert!(html.contains("<svg") && html.contains("user u"), "curves and examples");
+    assert!(
+        html.contains("<pre id=\"decisions\">automatic strategy for ") && html.contains("model.max_len"),
+        "decisions"
+    );
+    assert!(
+        !html.contains("src=\"http") && !html.contains("href=\"http") && !html.contains("<script"),
+        "self-contained"
+    );
     let err = fails(&run());
     assert!(err.contains("--force"), "{err}");
 }

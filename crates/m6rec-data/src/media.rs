@@ -118,6 +118,38 @@ pub fn attach(dataset: &mut Dataset, kind: MediaKind, src_dir: &Path) -> Result<
     Ok((copies, without))
 }
 
+/// The copy of the file at `rel` (under `root`, refused when it escapes it) that becomes `id`'s media of `kind`:
+/// `media/<kind>/<id>.<ext>`, the id made portable (and made distinct by a hash when characters were replaced).
+pub(crate) fn copy_for(
+    root: &Path,
+    rel: &str,
+    id: &str,
+    kind: MediaKind,
+) -> std::result::Result<MediaCopy, MediaPathError> {
+    let from = resolve(root, rel)?;
+    let ext = from.extension().and_then(|e| e.to_str()).unwrap_or("bin").to_ascii_lowercase();
+    let plain: String =
+        id.chars().map(|c| if c.is_ascii_alphanumeric() || "-_".contains(c) { c } else { '_' }).collect();
+    let stem = if plain == id {
+        plain
+    } else {
+        // FNV-1a: the same name on every build.
+        let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        format!("{plain}-{h:016x}")
+    };
+    Ok(MediaCopy { from, to: format!("{}/{stem}.{ext}", kind.folder()) })
+}
+
+impl MediaKind {
+    /// Sets `item`'s path of this kind.
+    pub(crate) fn set(self, item: &mut crate::Item, path: String) {
+        match self {
+            MediaKind::Image => item.image = Some(path),
+            MediaKind::Audio => item.audio = Some(path),
+        }
+    }
+}
+
 /// Keeps file names portable and inside their folder.
 fn sanitize(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || "._-()".contains(c) { c } else { '_' }).collect()

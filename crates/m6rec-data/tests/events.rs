@@ -325,3 +325,32 @@ fn amazon_reviews_in_both_layouts_import_with_their_metadata() {
     let e = import_amazon(&other, None, None).unwrap_err().to_string();
     assert!(e.contains("reviewerID") && e.contains("m6rec import events"), "{e}");
 }
+
+#[test]
+fn recbole_item_files_may_name_images_and_audio() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("shop");
+    std::fs::create_dir_all(src.join("media")).unwrap();
+    std::fs::write(src.join("media/a.JPG"), b"jpg").unwrap();
+    std::fs::write(src.join("media/b.wav"), b"wav").unwrap();
+    std::fs::write(
+        src.join("shop.inter"),
+        "user_id:token\titem_id:token\ttimestamp:float\nu\ta\t1\nu\tb\t2\nu\tc\t3\n",
+    )
+    .unwrap();
+    std::fs::write(
+        src.join("shop.item"),
+        "item_id:token\ttitle:token_seq\timage:token\taudio_path:token\na\tA\tmedia/a.JPG\t\nb\tB\t../../x.png\tmedia/b.wav\nc\tC\t\t\n",
+    )
+    .unwrap();
+    let imported = m6rec_data::import::import_recbole(&src).unwrap();
+    let items = &imported.dataset.items;
+    assert_eq!(items[0].image.as_deref(), Some("media/images/a.jpg"));
+    assert_eq!((items[1].image.as_deref(), items[1].audio.as_deref()), (None, Some("media/audio/b.wav")));
+    assert_eq!(items[0].text, None, "media paths are not text");
+    let w: Vec<String> = imported.report.warnings.iter().map(|s| s.to_string()).collect();
+    assert!(w.len() == 1 && w[0].contains("shop.item:3") && w[0].contains("../../x.png"), "{w:?}");
+    let out = tmp.path().join("ds");
+    imported.dataset.save_with_media(&out, &imported.media).unwrap();
+    assert_eq!(std::fs::read(out.join("media/audio/b.wav")).unwrap(), b"wav");
+}

@@ -8,7 +8,7 @@
 use super::rows::{Cells, Rows, TableFormat, Want};
 use super::time::{parse_time_ms, TimeUnit};
 use super::{bad_id, dataset_name, Builder, Imported, Skipped};
-use crate::media::{resolve, MediaCopy, MediaKind};
+use crate::media::{copy_for, MediaCopy, MediaKind};
 use crate::{Error, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -322,16 +322,10 @@ fn read_items(
         let id = item.id.clone();
         for (kind, k) in [(MediaKind::Image, image), (MediaKind::Audio, audio)] {
             let Some(rel) = cell(k) else { continue };
-            match resolve(&media_root, rel) {
-                Ok(from) => {
-                    let ext = from.extension().and_then(|e| e.to_str()).unwrap_or("bin").to_ascii_lowercase();
-                    let to = format!("{}/{}.{ext}", kind.folder(), sanitize(&id));
-                    let item = b.item_mut(idx);
-                    match kind {
-                        MediaKind::Image => item.image = Some(to.clone()),
-                        MediaKind::Audio => item.audio = Some(to.clone()),
-                    }
-                    media.push((id.clone(), MediaCopy { from, to }));
+            match copy_for(&media_root, rel, &id, kind) {
+                Ok(copy) => {
+                    kind.set(b.item_mut(idx), copy.to.clone());
+                    media.push((id.clone(), copy));
                 }
                 Err(e) => {
                     let reason = format!("{kind:?} path: {e} (under {}); the item has none", media_root.display());
@@ -351,18 +345,4 @@ fn permute<T: Copy>(v: Vec<T>, order: &[usize]) -> Vec<T> {
 fn push<'a>(want: &mut Vec<Want<'a>>, name: &'a str, required: bool) -> usize {
     want.push(Want { name, required });
     want.len() - 1
-}
-
-/// A file name from an item id: portable, inside its folder, distinct for distinct ids.
-fn sanitize(id: &str) -> String {
-    let plain: String =
-        id.chars().map(|c| if c.is_ascii_alphanumeric() || "-_".contains(c) { c } else { '_' }).collect();
-    if plain == id {
-        plain
-    } else {
-        // Two ids that differ only in replaced characters must not share a file (FNV-1a: the same name on every
-        // build).
-        let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-        format!("{plain}-{h:016x}")
-    }
 }

@@ -2,9 +2,12 @@
 //!
 //! Headers name each field as `name:type` (`user_id:token`, `item_id:token`, `timestamp:float`, `title:token_seq`).
 //! Items take their title from the first field whose name contains `title` (else the id), their domain from a
-//! `domain` field (else the dataset name), and their text from the remaining `token_seq` fields.
+//! `domain` field (else the dataset name), their image and audio from `image` / `audio` fields (also `image_path`,
+//! `audio_path`: paths relative to the `.item` file's folder, copied into the dataset; a missing or escaping path is
+//! a warning and the item has none), and their text from the remaining `token_seq` fields.
 
-use super::{dataset_name, parse_ts, read_text, Builder, Imported};
+use super::{dataset_name, parse_ts, read_text, Builder, Imported, Skipped};
+use crate::media::{copy_for, MediaCopy, MediaKind};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -16,11 +19,26 @@ pub fn import_recbole(src: &Path) -> Result<Imported> {
     })?;
     let name = inter.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| dataset_name(src));
     let mut b = Builder::default();
+    let mut media = Media::default();
     if let Some(item_path) = find(src, "item")? {
-        read_items(&mut b, &item_path, &name)?;
+        read_items(&mut b, &item_path, &name, &mut media)?;
     }
     read_inter(&mut b, &inter, &name)?;
-    b.finish(&name, format!("recbole import of {}", inter.display()), src)
+    let mut imported = b.finish(&name, format!("recbole import of {}", inter.display()), src)?;
+    imported.media = media.copies;
+    imported.report.warnings = media.warnings;
+    Ok(imported)
+}
+
+/// Media files named in the `.item` file, and the paths that could not be used.
+#[derive(Default)]
+struct Media {
+    copies: Vec<MediaCopy>,
+    warnings: Vec<Skipped>,
+}
+
+fn media_col(h: &Header, kind: &str) -> Option<usize> {
+    h.col(kind).or_else(|| h.col(&format!("{kind}_path")))
 }
 
 fn find(src: &Path, ext: &str) -> Result<Option<PathBuf>> {
@@ -85,16 +103,18 @@ fn rows<'c>(b: &mut Builder, path: &Path, h: &Header, lines: std::str::Lines<'c>
     out
 }
 
-fn read_items(b: &mut Builder, path: &Path, name: &str) -> Result<()> {
+fn read_items(b: &mut Builder, path: &Path, name: &str, media: &mut Media) -> Result<()> {
     let content = read_text(path)?;
     let mut lines = content.lines();
     let h = Header::parse(path, lines.next())?;
     let id_col = h.require(path, "item_id")?;
     let title_col = h.names.iter().position(|n| n.contains("title"));
     let domain_col = h.col("domain");
-    let text_cols: Vec<usize> = (0..h.names.len())
-        .filter(|&c| Some(c) != title_col && c != id_col && Some(c) != domain_col && h.types[c] == "token_seq")
-        .collect();
+    let (image_col, audio_col) = (media_col(&h, "image"), media_col(&h, "audio"));
+    let special = [Some(id_col), title_col, domain_col, image_col, audio_col];
+    let text_cols: Vec<usize> =
+        (0..h.names.len()).filter(|&c| !special.contains(&Some(c)) && h.types[c] == "token_seq").collect();
+    let root = path.parent().map(Path::to_path_buf).unwrap_or_default();
     for (line_no, f) in rows(b, path, &h, lines) {
         if let Some(reason) = super::bad_id(f[id_col]) {
             b.skip(path, line_no, format!("item {reason}"));
@@ -110,6 +130,20 @@ fn read_items(b: &mut Builder, path: &Path, name: &str) -> Result<()> {
             text_cols.iter().filter(|&&c| !f[c].is_empty()).map(|&c| format!("{}: {}", h.names[c], f[c])).collect();
         if !text.is_empty() {
             item.text = Some(text.join(". "));
+        }
+        for (kind, col) in [(MediaKind::Image, image_col), (MediaKind::Audio, audio_col)] {
+            let Some(rel) = col.map(|c| f[c].trim()).filter(|r| !r.is_empty()) else { continue };
+            match copy_for(&root, rel, f[id_col], kind) {
+                Ok(copy) => {
+                    kind.set(b.item_mut(idx), copy.to.clone());
+                    media.copies.push(copy);
+                }
+                Err(e) => media.warnings.push(Skipped {
+                    file: path.to_path_buf(),
+                    line: line_no,
+                    reason: format!("{kind:?} path: {e} (under {}); the item has none", root.display()),
+                }),
+            }
         }
     }
     Ok(())
