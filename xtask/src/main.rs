@@ -46,7 +46,8 @@ enum Cmd {
     },
     /// Print the toolchain, libtorch and device this checkout uses.
     Doctor,
-    /// Run the whole test suite (after setup).
+    /// Run the whole test suite (after setup): without arguments, first the gates: rustfmt, clippy -D warnings, the
+    /// libraries' docs without warnings.
     Test {
         /// Extra arguments for `cargo test` (after `--`).
         #[arg(last = true)]
@@ -127,6 +128,25 @@ fn fmt_gate(root: &std::path::Path) -> Result<()> {
         .context("formatting differs from rustfmt's (diff above); run `cargo fmt --all` and commit the result")
 }
 
+/// `cargo clippy --workspace --all-targets -- -D warnings`, installing clippy when rustup lacks it.
+fn clippy_gate(root: &std::path::Path) -> Result<()> {
+    let has_clippy = cargo(root).args(["clippy", "--version"]).output().is_ok_and(|o| o.status.success());
+    if !has_clippy {
+        eprintln!("clippy is missing: rustup component add clippy");
+        run_cmd(std::process::Command::new("rustup").args(["component", "add", "clippy"]))?;
+    }
+    run_cmd(cargo(root).args(["clippy", "--workspace", "--all-targets", "--quiet", "--", "-D", "warnings"]))
+        .context("clippy found warnings (above); fix them, or allow one where it is wrong, with the reason")
+}
+
+/// The libraries' documentation builds without a warning (broken links, bad HTML, links to private items). The
+/// binary's doc comments are its `--help` text, written for a terminal, so only libraries are checked.
+fn doc_gate(root: &std::path::Path) -> Result<()> {
+    let mut cmd = cargo(root);
+    cmd.args(["doc", "--no-deps", "--workspace", "--lib", "--quiet"]).env("RUSTDOCFLAGS", "-Dwarnings");
+    run_cmd(&mut cmd).context("the documentation has warnings (above); fix the links or the markup")
+}
+
 fn run(cli: Cli) -> Result<()> {
     let root = project_root();
     match cli.command {
@@ -139,6 +159,8 @@ fn run(cli: Cli) -> Result<()> {
             setup::ensure(&root)?;
             if args.is_empty() {
                 fmt_gate(&root)?;
+                clippy_gate(&root)?;
+                doc_gate(&root)?;
                 // The whole workspace: build first, listing what the tree uses, and drop what it no longer uses.
                 let (keep, dirs) = prune::build_and_list(cargo(&root).args(["test", "--workspace", "--no-run"]))?;
                 for deps in dirs {

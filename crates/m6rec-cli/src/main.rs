@@ -30,6 +30,7 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 enum Command {
     /// Import data into an m6rec dataset directory: any event log (CSV, TSV, JSON lines, Parquet) with an item
     /// table, Amazon reviews, or a research format (movielens, recbole, seqtext, unisrec).

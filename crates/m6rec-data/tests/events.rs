@@ -1,5 +1,6 @@
 //! `import_events` and the Amazon preset: every layout of one generated log reads to the same dataset; bad rows are
 //! reported by file and line; the item table fills only the log's items.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use m6rec_data::import::{import_amazon, import_events, EventsSpec, ItemsSpec, TableFormat, TimeUnit};

@@ -1,6 +1,7 @@
 //! The recommender's scores and losses over an id table or an external one (items added since training, similarity
 //! columns), and the objective seeing only target positions. (Moved from `m6rec-model` when `SeqRec` kept one
 //! forward; the assertions are unchanged.)
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use m6rec_data::{SeqBatch, IGNORE};
 use m6rec_model::{LossConfig, SeqRecConfig};

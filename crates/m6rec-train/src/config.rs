@@ -195,7 +195,7 @@ impl Default for TrainConfig {
 
 impl RunConfig {
     /// The split of a dataset's interactions under this run (`train.split`: leave-one-out or temporal): with
-    /// `train.cold_items`, the cold items are held out of training ([`Split::with_cold_items`]).
+    /// `train.cold_items`, the cold items are held out of training ([`m6rec_data::Split::with_cold_items`]).
     pub fn split(&self, interactions: &m6rec_data::Interactions, n_users: usize, n_items: usize) -> m6rec_data::Split {
         use m6rec_data::{Split, TimeCuts};
         let split = match self.train.split {

@@ -584,7 +584,7 @@ const POOL_BATCHES: usize = 100;
 /// fit 90% of the time when fewer than 60 do (the cosine decay then ends with the budget), else 200 and early
 /// stopping (the automatic strategy's rule, `m6rec_train::strategy`).
 fn replanned_epochs(max_seconds: f64, epoch_secs: f64) -> Option<usize> {
-    if max_seconds <= 0.0 || !(epoch_secs > 0.0) {
+    if max_seconds <= 0.0 || epoch_secs.is_nan() || epoch_secs <= 0.0 {
         return None;
     }
     let fit = 0.9 * max_seconds / epoch_secs;
@@ -612,7 +612,7 @@ fn epoch_batches(
 /// - `batch_tokens == 0`: batches of `batch_size` rows (with `buckets`: a budget of `batch_size` × the mean row
 ///   length positions); otherwise as many rows as fit `batch_tokens` positions (rows × the longest row's length, at
 ///   least one row).
-/// - `buckets`: the rows are taken in pools of [`POOL_BATCHES`] batches, each pool sorted by length (longest first,
+/// - `buckets`: the rows are taken in pools of `POOL_BATCHES` batches, each pool sorted by length (longest first,
 ///   stable) and cut, and the batches of all pools shuffled with `rng`; rows of a batch then have similar lengths and
 ///   padding stays small: a batch at least half full also closes before a row that would make over a tenth of it
 ///   padding. Without it the rows are cut in order and `rng` is not used.
