@@ -12,7 +12,7 @@ use super::time::TimeUnit;
 use super::Imported;
 use crate::error::io;
 use crate::{Error, Result};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 /// Which release a reviews file is.
@@ -27,11 +27,7 @@ pub enum AmazonLayout {
 impl AmazonLayout {
     /// The layout of a reviews file, from its first record.
     pub fn detect(reviews: &Path) -> Result<AmazonLayout> {
-        let file = std::fs::File::open(reviews).map_err(io(reviews))?;
-        let gz = reviews.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz"));
-        let read: Box<dyn Read> =
-            if gz { Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))) } else { Box::new(file) };
-        let first = BufReader::new(read)
+        let first = BufReader::new(super::rows::open_bytes(reviews)?)
             .lines()
             .map_while(std::result::Result::ok)
             .find(|l| !l.trim().is_empty())

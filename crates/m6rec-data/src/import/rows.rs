@@ -116,7 +116,7 @@ struct Batch {
     len: usize,
 }
 
-fn open_bytes(path: &Path) -> Result<Box<dyn Read>> {
+pub(super) fn open_bytes(path: &Path) -> Result<Box<dyn Read>> {
     let file = std::fs::File::open(path).map_err(io(path))?;
     let gz = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz"));
     Ok(if gz { Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))) } else { Box::new(file) })
@@ -315,6 +315,13 @@ fn json_text(v: &serde_json::Value) -> Option<String> {
     }
 }
 
+/// A list cell's values joined with `, ` (none when it holds no value).
+fn list_text(list: &ArrayRef) -> std::result::Result<Option<String>, String> {
+    let parts: Vec<String> =
+        (0..list.len()).filter_map(|j| arrow_text(list, j).transpose()).collect::<std::result::Result<_, _>>()?;
+    Ok((!parts.is_empty()).then(|| parts.join(", ")))
+}
+
 /// Cell `i` of an Arrow column as text; `Err` names a type this reader does not convert.
 fn arrow_text(a: &ArrayRef, i: usize) -> std::result::Result<Option<String>, String> {
     if a.is_null(i) {
@@ -357,26 +364,8 @@ fn arrow_text(a: &ArrayRef, i: usize) -> std::result::Result<Option<String>, Str
             iso(chrono::DateTime::from_timestamp(days * 86_400, 0))?
         }
         DataType::Date64 => iso(chrono::DateTime::from_timestamp_millis(a.as_primitive::<Date64Type>().value(i)))?,
-        DataType::List(_) => {
-            let list = a.as_list::<i32>().value(i);
-            let parts: Vec<String> = (0..list.len())
-                .filter_map(|j| arrow_text(&list, j).transpose())
-                .collect::<std::result::Result<_, _>>()?;
-            if parts.is_empty() {
-                return Ok(None);
-            }
-            parts.join(", ")
-        }
-        DataType::LargeList(_) => {
-            let list = a.as_list::<i64>().value(i);
-            let parts: Vec<String> = (0..list.len())
-                .filter_map(|j| arrow_text(&list, j).transpose())
-                .collect::<std::result::Result<_, _>>()?;
-            if parts.is_empty() {
-                return Ok(None);
-            }
-            parts.join(", ")
-        }
+        DataType::List(_) => return list_text(&a.as_list::<i32>().value(i)),
+        DataType::LargeList(_) => return list_text(&a.as_list::<i64>().value(i)),
         DataType::Dictionary(_, _) => {
             let d = a.as_any_dictionary();
             let key = d.normalized_keys()[i];
