@@ -229,7 +229,7 @@ pub fn encoders(root: &Path, data: Option<&Path>, threads: usize, json_out: Opti
 /// possible (root on Debian/Ubuntu), otherwise says how.
 pub fn ensure_wrk() -> Result<()> {
     let have = || std::process::Command::new("wrk").arg("--version").output().is_ok();
-    if have() || (crate::setup::apt_install("wrk", "the load generator") && have()) {
+    if have() || (crate::setup::apt_install(&["wrk"], "the load generator") && have()) {
         return Ok(());
     }
     anyhow::bail!("`bench serve` needs wrk on PATH: install it (Debian/Ubuntu: `sudo apt-get install wrk`, macOS: `brew install wrk`)")

@@ -157,6 +157,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Doctor => setup::doctor(&root),
         Cmd::Test { args } => {
             setup::ensure(&root)?;
+            setup::ensure_browser()?;
             if args.is_empty() {
                 fmt_gate(&root)?;
                 clippy_gate(&root)?;

@@ -104,7 +104,30 @@ pub fn setup(root: &Path, variant: Variant) -> Result<PathBuf> {
     link(root, &torch_dir, variant)?;
     ensure_gloo_headers(root)?;
     setup_text_model(root)?;
+    ensure_browser()?;
     Ok(torch_dir)
+}
+
+/// The browser the report's test renders pages in: `M6REC_CHROMIUM` / `M6REC_CHROMEDRIVER`, else Debian's packages.
+fn browser_paths() -> [PathBuf; 2] {
+    let at = |var: &str, default: &str| std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| default.into());
+    [at("M6REC_CHROMIUM", "/usr/bin/chromium"), at("M6REC_CHROMEDRIVER", "/usr/bin/chromedriver")]
+}
+
+/// Installs Debian's Chromium and ChromeDriver (the tests render the HTML report in them) when they are missing.
+pub fn ensure_browser() -> Result<()> {
+    let have = || browser_paths().iter().all(|p| p.is_file());
+    if have() || (apt_install(&["chromium", "chromium-driver"], "a headless browser for the report's test") && have()) {
+        return Ok(());
+    }
+    let [chromium, driver] = browser_paths();
+    bail!(
+        "{} or {} is missing and apt-get could not install them (it needs root or password-less sudo). \
+         HINT: as root, `apt-get install chromium chromium-driver`, or point M6REC_CHROMIUM and M6REC_CHROMEDRIVER \
+         at a Chromium and its ChromeDriver",
+        chromium.display(),
+        driver.display()
+    )
 }
 
 /// Where gloo's headers are (`M6REC_GLOO_INCLUDE`, the system include folders, or the copy setup unpacked and
@@ -131,7 +154,7 @@ pub fn ensure_gloo_headers(root: &Path) -> Result<()> {
     if gloo_headers(root).is_some() {
         return Ok(());
     }
-    if apt_install("libgloo-dev", "gloo's headers, for data-parallel training") && gloo_headers(root).is_some() {
+    if apt_install(&["libgloo-dev"], "gloo's headers, for data-parallel training") && gloo_headers(root).is_some() {
         return Ok(());
     }
     let mirror = std::env::var("M6REC_DEBIAN_MIRROR").unwrap_or_else(|_| DEBIAN_MIRROR.to_string());
@@ -194,7 +217,7 @@ fn unpack_deb(deb: &Path, into: &Path) -> Result<()> {
 
 /// Installs a Debian package with apt-get when this process may (root, or password-less sudo); refreshes the
 /// package lists once if the first attempt fails. Returns whether it succeeded.
-pub fn apt_install(package: &str, what: &str) -> bool {
+pub fn apt_install(packages: &[&str], what: &str) -> bool {
     if !Path::new("/usr/bin/apt-get").exists() {
         return false;
     }
@@ -210,8 +233,8 @@ pub fn apt_install(package: &str, what: &str) -> bool {
         }
         c.env("DEBIAN_FRONTEND", "noninteractive").args(args).status().is_ok_and(|s| s.success())
     };
-    eprintln!("installing {package} ({what}) with apt-get");
-    let install = ["install", "-y", "--no-install-recommends", package];
+    eprintln!("installing {} ({what}) with apt-get", packages.join(" "));
+    let install = [&["install", "-y", "--no-install-recommends"][..], packages].concat();
     apt(&install) || (apt(&["update"]) && apt(&install))
 }
 
@@ -353,6 +376,12 @@ pub fn doctor(root: &Path) -> Result<()> {
         Some(dir) => println!("gloo headers: {}", dir.join("gloo").display()),
         None => println!("gloo headers: missing (run `cargo xtask setup`; data-parallel training needs them)"),
     }
+    let [chromium, driver] = browser_paths();
+    println!(
+        "browser:      {} / {}",
+        out(Command::new(&chromium).arg("--version")).unwrap_or_else(|| format!("{}: not found", chromium.display())),
+        out(Command::new(&driver).arg("--version")).unwrap_or_else(|| format!("{}: not found", driver.display()))
+    );
     println!("cache:        {}", cache_root().display());
     println!(
         "target dir:   {}",

@@ -546,3 +546,115 @@ fn run_goes_from_a_raw_log_to_an_evaluated_model_and_prints_the_serve_line() {
     let err = fails(&run());
     assert!(err.contains("--force"), "{err}");
 }
+
+/// The report in a real browser (headless Chromium over WebDriver): the page renders, its metrics table holds the
+/// run's numbers, every image loads, and the page fetches nothing.
+#[test]
+fn the_report_renders_in_a_headless_browser_with_the_runs_numbers_and_every_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let inter = std::fs::read_to_string(m6rec_testkit::fixture("demo/demo.inter")).unwrap();
+    let mut log = String::from("who,what,when\n");
+    for line in inter.lines().skip(1).take(4000) {
+        let f: Vec<&str> = line.split('\t').collect();
+        log.push_str(&format!("{},{},{}\n", f[0], f[1], f[2]));
+    }
+    std::fs::write(dir.path().join("shop.csv"), log).unwrap();
+    // Items with titles and, for two in three, a picture in one of four formats.
+    let pics = dir.path().join("pics");
+    std::fs::create_dir(&pics).unwrap();
+    let formats = ["chelsea.png", "coffee.jpg", "astronaut.webp", "astronaut.gif"];
+    for f in formats {
+        std::fs::copy(m6rec_testkit::fixture(&format!("images/{f}")), pics.join(f)).unwrap();
+    }
+    let items = std::fs::read_to_string(m6rec_testkit::fixture("demo/demo.item")).unwrap();
+    let mut table = String::from("id\ttitle\tpicture\n");
+    for (n, line) in items.lines().skip(1).enumerate() {
+        let f: Vec<&str> = line.split('\t').collect();
+        let pic = if n % 3 == 2 { String::new() } else { format!("pics/{}", formats[n % 4]) };
+        table.push_str(&format!("{}\t{} & co\t{pic}\n", f[0], f[1]));
+    }
+    std::fs::write(dir.path().join("items.tsv"), table).unwrap();
+    let out_dir = dir.path().join("run");
+    let (shop, items) = (dir.path().join("shop.csv"), dir.path().join("items.tsv"));
+    // Not the `m6rec` helper: its trailing --threads would land after `--`, among the import flags.
+    ok(&Command::new(env!("CARGO_BIN_EXE_m6rec"))
+        .args([
+            "run",
+            p(&shop),
+            "--budget",
+            "8s",
+            "--out",
+            p(&out_dir),
+            "--text-model",
+            "none",
+            "--threads",
+            "2",
+            "--",
+            "--user",
+            "who",
+            "--item",
+            "what",
+            "--time",
+            "when",
+            "--items",
+            p(&items),
+            "--item-id",
+            "id",
+            "--title",
+            "title",
+            "--image-column",
+            "picture",
+        ])
+        .output()
+        .unwrap());
+    let browser = m6rec_testkit::browser::Browser::start().unwrap();
+    browser.open(&format!("file://{}", out_dir.join("report.html").display())).unwrap();
+    let page = browser
+        .eval(
+            "const imgs = Array.from(document.images);
+             const table = document.querySelector('#metrics');
+             const rows = Array.from(table.rows).map(r => Array.from(r.cells).map(c => c.innerText.trim()));
+             return {
+               title: document.title,
+               images: imgs.length,
+               broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src.slice(0, 40)),
+               rows: rows,
+               table_height: table.getBoundingClientRect().height,
+               svg_width: Math.max(0, ...Array.from(document.querySelectorAll('svg')).map(s => s.getBoundingClientRect().width)),
+               users: document.querySelector('#profile td').innerText,
+               titles: Array.from(document.querySelectorAll('td.l')).filter(c => c.innerText.includes(' & co')).length,
+               fetched: performance.getEntriesByType('resource').map(e => e.name),
+             };",
+        )
+        .unwrap();
+    assert_eq!(page["title"], "m6rec report: shop", "{page}");
+    assert!(page["images"].as_u64().unwrap() >= 3, "thumbnails of the example items: {page}");
+    assert_eq!(page["broken"], serde_json::json!([]), "every image loads: {page}");
+    assert_eq!(page["fetched"], serde_json::json!([]), "nothing is fetched: {page}");
+    assert!(page["table_height"].as_f64().unwrap() > 20.0 && page["svg_width"].as_f64().unwrap() > 100.0, "{page}");
+    assert!(page["titles"].as_u64().unwrap() >= 3, "titles are shown unescaped-as-text: {page}");
+    // Every number of metrics.json is in the rendered table, in its scorer's row and its metric's column.
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("metrics.json")).unwrap()).unwrap();
+    let rows = page["rows"].as_array().unwrap();
+    let header: Vec<&str> = rows[0].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    let mut checked = 0;
+    for (scorer, m) in metrics.as_object().unwrap() {
+        let row = rows.iter().find(|r| r[0] == scorer.as_str()).unwrap_or_else(|| panic!("no row {scorer}: {page}"));
+        for (k, x) in m.as_object().unwrap().iter().filter(|(_, x)| x.is_f64()) {
+            let col = header.iter().position(|h| h == k).unwrap_or_else(|| panic!("no column {k}: {page}"));
+            assert_eq!(row[col], format!("{:.4}", x.as_f64().unwrap()), "{scorer} {k}: {page}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4, "{metrics}");
+    let ds = m6rec_data::Dataset::load(&out_dir.join("data")).unwrap();
+    assert_eq!(page["users"], ds.n_users().to_string(), "{page}");
+    // The probe itself can fail: a corrupt thumbnail is reported broken.
+    let bad = dir.path().join("bad.html");
+    std::fs::write(&bad, "<!doctype html><img src=\"data:image/png;base64,iVBORw0KGgoAAAA\">").unwrap();
+    browser.open(&format!("file://{}", bad.display())).unwrap();
+    let broken =
+        browser.eval("return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length;");
+    assert_eq!(broken.unwrap(), 1);
+}

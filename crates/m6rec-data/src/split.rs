@@ -58,6 +58,8 @@ struct UserCut {
     train: usize,
     valid: Option<usize>,
     test: Option<usize>,
+    /// Events before the test cut (the user's history a test-time baseline may count).
+    before_test: usize,
 }
 
 /// A history and the item that followed it.
@@ -109,7 +111,7 @@ impl Split {
             let first_test = v.partition_point(|&(t, _)| t < cuts.test);
             let valid = (train < first_test && train > 0).then_some(train);
             let test = (first_test < v.len() && first_test > 0).then_some(first_test);
-            at.push(UserCut { train, valid, test });
+            at.push(UserCut { train, valid, test, before_test: first_test });
             seqs.push(v.into_iter().map(|(_, i)| i).collect());
         }
         Split { seqs, train: None, cold: Vec::new(), cuts: Some((cuts, at)) }
@@ -219,6 +221,27 @@ impl Split {
         (s.len() >= 2).then(|| Target { history: &s[..s.len() - 1], item: s[s.len() - 1] })
     }
 
+    /// Interaction counts per item over everything that happened before the test targets (what a baseline may see
+    /// at test time): training events plus, leave-one-out, each user's validation target, or, temporal, every event
+    /// between the two cuts (not only each user's first).
+    pub fn before_test_counts(&self, n_items: usize) -> Vec<u64> {
+        let mut counts = self.train_counts(n_items);
+        for u in 0..self.n_users() {
+            let s = &self.seqs[u];
+            let between: &[u32] = match &self.cuts {
+                Some((_, at)) => &s[at[u].train..at[u].before_test],
+                None if self.valid(u).is_some() => &s[s.len() - 2..s.len() - 1],
+                None => &[],
+            };
+            for &i in between {
+                if let Some(c) = counts.get_mut(i as usize) {
+                    *c += 1;
+                }
+            }
+        }
+        counts
+    }
+
     /// Interaction counts per item over training events only (what a popularity model may see).
     pub fn train_counts(&self, n_items: usize) -> Vec<u64> {
         let mut counts = vec![0u64; n_items];
@@ -300,6 +323,12 @@ mod tests {
                 let t = first(cuts.test, i64::MAX).filter(|&k| k > 0);
                 prop_assert_eq!(s.test(u).map(|t| (t.history.len(), t.item)), t.map(|k| (k, mine[k].1)));
             }
+            // Before the test: every event before the test cut, whoever's and however many.
+            let mut before = vec![0u64; 20];
+            for r in rows.iter().filter(|r| r.2 < cuts.test) {
+                before[r.1 as usize] += 1;
+            }
+            prop_assert_eq!(s.before_test_counts(20), before);
         }
 
         /// The cold sample is deterministic, sorted, distinct, in range and of the asked size.
@@ -328,6 +357,17 @@ mod tests {
                 prop_assert_eq!(&parts, &expected);
                 if let Some(t) = s.test(u) { prop_assert_eq!(t.history.len() + 1, expected.len()); }
             }
+            // Before the test: every event but the test targets.
+            let mut before = vec![0u64; 20];
+            for r in &rows {
+                before[r.1 as usize] += 1;
+            }
+            for u in 0..5usize {
+                if let Some(t) = s.test(u) {
+                    before[t.item as usize] -= 1;
+                }
+            }
+            prop_assert_eq!(s.before_test_counts(20), before);
         }
     }
 }

@@ -6,9 +6,13 @@
 //! - [`text_model`]: the pretrained text encoder folder `cargo xtask setup` links (override with `M6REC_TEXT_MODEL`).
 //! - [`torch_rng`]: a lock for tests that seed libtorch's process-global random generator.
 //! - [`workspace_root`]: the repository root.
+//! - [`browser`]: headless Chromium over WebDriver, for tests of pages the tools write.
+//! - [`process`]: free ports and child processes with a time limit.
 #![deny(missing_docs)]
 
 use std::path::{Path, PathBuf};
+
+pub mod browser;
 
 /// The workspace root (the folder holding the top `Cargo.toml`).
 pub fn workspace_root() -> PathBuf {

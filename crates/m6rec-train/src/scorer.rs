@@ -40,17 +40,10 @@ impl Popularity {
         Popularity::from_counts(&split.train_counts(n_items))
     }
 
-    /// Counts over everything before each user's test target (training events and validation targets).
+    /// Counts over everything before the test targets ([`Split::before_test_counts`]: training events and the
+    /// validation targets, or under a temporal split every event before the test cut).
     pub fn fit_before_test(split: &Split, n_items: usize) -> Popularity {
-        let mut counts = split.train_counts(n_items);
-        for u in 0..split.n_users() {
-            if let Some(v) = split.valid(u) {
-                if let Some(c) = counts.get_mut(v.item as usize) {
-                    *c += 1;
-                }
-            }
-        }
-        Popularity::from_counts(&counts)
+        Popularity::from_counts(&split.before_test_counts(n_items))
     }
 
     /// From raw counts.
