@@ -195,7 +195,13 @@ fn main() -> Result<()> {
             ModelSource { checkpoint: ckpt, data, features: None, text_model: None, device: tch::Device::Cpu, index };
         let limits = Limits { max_wait: Duration::from_micros(500), ..Limits::default() };
         let t_open = Instant::now();
-        let svc = Service::open(ServeConfig { source, state_dir: dir.path().join("state"), media_root: None, limits })?;
+        let svc = Service::open(ServeConfig {
+            source,
+            state_dir: dir.path().join("state"),
+            media_root: None,
+            limits,
+            admin_token: None,
+        })?;
         let open_s = t_open.elapsed().as_secs_f64();
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
         let (recall, index_desc) = rt.block_on(svc.index_report(500, 10)).map_err(|e| anyhow::anyhow!("{e}"))?;

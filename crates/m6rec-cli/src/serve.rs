@@ -70,6 +70,19 @@ pub struct ServeArgs {
     /// Largest request body, in MiB (1 to 4096).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
     max_body_mib: u64,
+    /// Longest title + text of one posted item, in KiB (1 to 4096).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    max_item_text_kib: u64,
+    /// Most text tokens one POST /v1/items may ask the encoder for (after truncation); more is refused with 413.
+    #[arg(long, default_value_t = 32_768, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    max_item_tokens: u64,
+    /// Items per encoder forward when new items are embedded (1 to 4096).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    embed_batch: u64,
+    /// Bearer token for /v1/admin/* (reload); without one those routes answer 403. Prefer the environment variable:
+    /// a flag shows in the process list.
+    #[arg(long, env = "M6REC_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
     /// Seconds a request (its body included) may take (1 to 3600).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     timeout_s: u64,
@@ -122,9 +135,21 @@ pub fn serve(a: &ServeArgs) -> Result<()> {
         request_timeout: Duration::from_secs(a.timeout_s),
         max_batch: a.max_batch,
         max_wait: Duration::from_micros(a.max_wait_us),
+        max_item_text: usize::try_from(a.max_item_text_kib << 10).unwrap_or(usize::MAX),
+        max_item_tokens: usize::try_from(a.max_item_tokens).unwrap_or(usize::MAX),
+        embed_batch: usize::try_from(a.embed_batch).unwrap_or(usize::MAX),
         ..Limits::default()
     };
-    let cfg = ServeConfig { source, state_dir: state.clone(), media_root: a.media_root.clone(), limits };
+    if a.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
+        anyhow::bail!("--admin-token (M6REC_ADMIN_TOKEN) is shorter than 16 characters; use a long random one (`openssl rand -hex 32`)");
+    }
+    let cfg = ServeConfig {
+        source,
+        state_dir: state.clone(),
+        media_root: a.media_root.clone(),
+        limits,
+        admin_token: a.admin_token.clone(),
+    };
     let svc = Service::open(cfg).with_context(|| {
         format!("starting the service for checkpoint {} and dataset {}", a.checkpoint.display(), data.display())
     })?;

@@ -1,6 +1,10 @@
 //! What a checkpoint directory holds for a recommender: `config.json` (the part of the run it needs, and the catalog
-//! it was trained on) and `model.safetensors` (the best weights). The trainer writes the rest (`m6rec-train`'s
-//! `checkpoint` module documents the whole layout).
+//! it was trained on), `model.safetensors` (the best weights) and `checksums.json` (the SHA-256 of every weights file
+//! as it was written). The trainer writes the rest (`m6rec-train`'s `checkpoint` module documents the whole layout).
+//!
+//! Weights are checked when they load: the file against its checksum ([`verify_checksum`]; checkpoints written before
+//! checksums existed have none and skip this), then every floating-point variable for NaN and infinity. A corrupt or
+//! diverged checkpoint is an error that names the file or the variables, never a model that answers with garbage.
 
 use crate::error::io;
 use crate::{Error, RecommenderConfig, Result};
@@ -13,6 +17,99 @@ use tch::{nn, Tensor};
 /// [`m6rec_tensor::atomic::DirKind`]).
 pub const CHECKPOINT_DIR: m6rec_tensor::atomic::DirKind =
     m6rec_tensor::atomic::DirKind { name: "checkpoint", legacy: "state.json" };
+
+/// The file of a checkpoint that holds its weights files' SHA-256 digests.
+pub const CHECKSUMS: &str = "checksums.json";
+
+/// `checksums.json`: hex SHA-256 of each weights file by file name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Checksums {
+    /// Always `sha256`.
+    pub algorithm: String,
+    /// File name → hex digest.
+    pub files: std::collections::BTreeMap<String, String>,
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(io(path))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io(path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes `checksums.json` in `dir` for `files` (names inside `dir`), as a checkpoint is saved.
+pub fn write_checksums(dir: &Path, files: &[&str]) -> Result<()> {
+    let mut sums = Checksums { algorithm: "sha256".into(), files: Default::default() };
+    for f in files {
+        sums.files.insert((*f).to_string(), sha256_file(&dir.join(f))?);
+    }
+    let path = dir.join(CHECKSUMS);
+    let text = serde_json::to_string_pretty(&sums)
+        .map_err(|e| Error::Checkpoint { path: dir.to_path_buf(), reason: format!("{CHECKSUMS}: {e}") })?;
+    std::fs::write(&path, text).map_err(io(&path))
+}
+
+/// Checks `file` in checkpoint `dir` against the digest `checksums.json` recorded when it was saved. A checkpoint
+/// without `checksums.json` (written before they existed) passes; one that lists other files but not this one too.
+pub fn verify_checksum(dir: &Path, file: &str) -> Result<()> {
+    let sums_path = dir.join(CHECKSUMS);
+    if !sums_path.exists() {
+        return Ok(());
+    }
+    let sums: Checksums = read_json(dir, CHECKSUMS)?;
+    if sums.algorithm != "sha256" {
+        return Err(Error::Checkpoint {
+            path: dir.to_path_buf(),
+            reason: format!("{CHECKSUMS}: unknown algorithm {:?} (this build checks sha256)", sums.algorithm),
+        });
+    }
+    let Some(expected) = sums.files.get(file) else { return Ok(()) };
+    let actual = sha256_file(&dir.join(file))?;
+    if &actual != expected {
+        return Err(Error::Checkpoint {
+            path: dir.to_path_buf(),
+            reason: format!(
+                "{file} is not the file that was saved (sha256 {actual}, {CHECKSUMS} says {expected}): it is corrupt; \
+                 restore the checkpoint from a copy or train again"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Errors when a floating-point variable of `vs` holds NaN or infinity (names the first few).
+pub fn check_finite(vs: &nn::VarStore, dir: &Path, file: &str) -> Result<()> {
+    let mut bad: Vec<String> = tch::no_grad(|| {
+        vs.variables()
+            .into_iter()
+            .filter(|(_, t)| t.is_floating_point() && t.numel() > 0 && t.isfinite().all().int64_value(&[]) == 0)
+            .map(|(name, _)| name)
+            .collect()
+    });
+    if bad.is_empty() {
+        return Ok(());
+    }
+    bad.sort();
+    let n = bad.len();
+    bad.truncate(5);
+    Err(Error::Checkpoint {
+        path: dir.to_path_buf(),
+        reason: format!(
+            "{file}: {n} variable(s) hold NaN or infinity ({}): the weights are corrupt or training diverged; \
+             use an earlier checkpoint, or train again with a lower learning rate",
+            bad.join(", ")
+        ),
+    })
+}
 
 /// Checkpoint format version written by this build.
 pub const CHECKPOINT_VERSION: u32 = 1;
@@ -111,10 +208,20 @@ pub fn load_weights(vs: &mut nn::VarStore, dir: &Path, file: &str) -> Result<()>
     if !path.exists() {
         return Err(Error::Checkpoint { path: dir.to_path_buf(), reason: format!("{file} is missing") });
     }
+    verify_checksum(dir, file)?;
     vs.load(&path).map_err(|e| Error::Checkpoint {
         path: dir.to_path_buf(),
-        reason: format!("{file} does not fit the model in config.json ({e}); was it written with another config?"),
-    })
+        reason: format!(
+            "{file} does not fit the model in config.json ({}); was it written with another config?",
+            first_line(&e.to_string())
+        ),
+    })?;
+    check_finite(vs, dir, file)
+}
+
+/// libtorch's messages carry C++ frames after their first line; users need the first.
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
 }
 
 /// Copies every variable of checkpoint `dir`'s best weights whose name and shape match one in `vs` (fine-tuning
@@ -122,6 +229,7 @@ pub fn load_weights(vs: &mut nn::VarStore, dir: &Path, file: &str) -> Result<()>
 /// (`model.item_emb`, `tower.id_emb`) are the usual skips.
 pub fn init_from(vs: &nn::VarStore, dir: &Path) -> Result<(Vec<String>, Vec<String>)> {
     let path = dir.join("model.safetensors");
+    verify_checksum(dir, "model.safetensors")?;
     let saved = Tensor::read_safetensors(&path)
         .map_err(|e| Error::Checkpoint { path: dir.to_path_buf(), reason: format!("model.safetensors: {e}") })?;
     let vars = vs.variables();

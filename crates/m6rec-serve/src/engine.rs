@@ -10,7 +10,7 @@ use crate::metrics::Metrics;
 use crate::model::{Model, Prepared};
 use crate::Limits;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Instant;
@@ -111,6 +111,10 @@ pub struct Engine {
     domain_tensor: Tensor,
     limits: Limits,
     metrics: Arc<Metrics>,
+    /// The job queue, while [`Engine::run`] runs: a long embedding answers the recommendations queued meanwhile.
+    rx: Option<Receiver<Job>>,
+    /// Changes that arrived during a long embedding, applied after it in arrival order.
+    deferred: VecDeque<Job>,
 }
 
 struct Query {
@@ -170,6 +174,8 @@ impl Engine {
             domain_tensor: Tensor::zeros([0], (Kind::Int64, tch::Device::Cpu)),
             limits,
             metrics,
+            rx: None,
+            deferred: VecDeque::new(),
         };
         e.sync_catalog();
         e
@@ -214,10 +220,24 @@ impl Engine {
 
     /// Runs until every sender is gone.
     pub fn run(mut self, rx: Receiver<Job>) {
-        while let Ok(first) = rx.recv() {
-            let mut jobs = vec![first];
-            let deadline = Instant::now() + self.limits.max_wait;
+        self.rx = Some(rx.clone());
+        loop {
+            // Changes deferred by a long embedding come first, in the order they arrived.
+            let mut jobs: Vec<Job> = Vec::new();
             while jobs.len() < self.limits.max_batch {
+                match self.deferred.pop_front() {
+                    Some(j) => jobs.push(j),
+                    None => break,
+                }
+            }
+            if jobs.is_empty() {
+                match rx.recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
+            }
+            let deadline = Instant::now() + self.limits.max_wait;
+            while jobs.len() < self.limits.max_batch && self.deferred.is_empty() {
                 match rx.recv_deadline(deadline) {
                     Ok(j) => jobs.push(j),
                     Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
@@ -320,27 +340,59 @@ impl Engine {
             prepared.push((stored, it.prepared));
         }
         // Embed before persisting: a request the model cannot take leaves no trace.
-        let rows = self.embed_rows(&prepared)?;
+        let rows = self.embed_rows(&prepared, true)?;
         let record = Record::Items { items: prepared.iter().map(|(s, _)| s.clone()).collect() };
         self.journal.append(&[record]).map_err(|e| ApiError::internal(format!("persisting the items: {e}")))?;
         self.insert(prepared, &rows)
     }
 
     fn commit_items(&mut self, prepared: Vec<(StoredItem, Prepared)>) -> Result<ItemsResponse, ApiError> {
-        let rows = self.embed_rows(&prepared)?;
+        let rows = self.embed_rows(&prepared, false)?;
         self.insert(prepared, &rows)
     }
 
-    fn embed_rows(&self, prepared: &[(StoredItem, Prepared)]) -> Result<Tensor, ApiError> {
-        let ids: Vec<i64> = prepared
-            .iter()
-            .map(|(s, _)| match self.catalog.index.get(&s.id) {
-                Some(&i) if (i as usize) < self.catalog.n_base => i64::from(i),
-                _ => -1,
-            })
-            .collect();
-        let items: Vec<Prepared> = prepared.iter().map(|(_, p)| p.clone()).collect();
-        caught(&self.metrics, "the item tower panicked on these items", || self.model.embed(&items, &ids))
+    /// Rows of the item table for `prepared`, `limits.embed_batch` items per encoder forward (memory stays that of
+    /// one batch whatever the request's size); with `answer_between`, the recommendations queued meanwhile are
+    /// answered between two batches (on the catalog as it was: the items are not acknowledged yet).
+    fn embed_rows(&mut self, prepared: &[(StoredItem, Prepared)], answer_between: bool) -> Result<Tensor, ApiError> {
+        let mut parts = Vec::new();
+        for (k, chunk) in prepared.chunks(self.limits.embed_batch.max(1)).enumerate() {
+            if k > 0 && answer_between {
+                self.answer_waiting();
+            }
+            let ids: Vec<i64> = chunk
+                .iter()
+                .map(|(s, _)| match self.catalog.index.get(&s.id) {
+                    Some(&i) if (i as usize) < self.catalog.n_base => i64::from(i),
+                    _ => -1,
+                })
+                .collect();
+            let items: Vec<Prepared> = chunk.iter().map(|(_, p)| p.clone()).collect();
+            let model = &self.model;
+            parts.push(caught(&self.metrics, "the item tower panicked on these items", || {
+                tch::no_grad(|| model.embed(&items, &ids))
+            })?);
+        }
+        if parts.is_empty() {
+            return Err(ApiError::invalid("bad_items", "no items to embed"));
+        }
+        Ok(Tensor::cat(&parts, 0))
+    }
+
+    /// Answers the recommendation requests waiting in the queue; other jobs wait in `deferred`, in order.
+    fn answer_waiting(&mut self) {
+        let Some(rx) = self.rx.clone() else { return };
+        let mut recs = Vec::new();
+        while recs.len() < self.limits.max_batch {
+            match rx.try_recv() {
+                Ok(Job::Recommend(req, reply)) => recs.push((req, reply)),
+                Ok(other) => self.deferred.push_back(other),
+                Err(_) => break,
+            }
+        }
+        if !recs.is_empty() {
+            self.recommend_batch(recs);
+        }
     }
 
     fn insert(&mut self, prepared: Vec<(StoredItem, Prepared)>, rows: &Tensor) -> Result<ItemsResponse, ApiError> {
@@ -441,7 +493,10 @@ impl Engine {
                 0,
             );
             if !self.added.is_empty() {
-                let rows = self.embed_rows(&self.added)?;
+                let added = std::mem::take(&mut self.added);
+                let rows = self.embed_rows(&added, false);
+                self.added = added;
+                let rows = rows?;
                 for (k, (s, _)) in self.added.iter().enumerate() {
                     let i = self
                         .catalog

@@ -52,6 +52,10 @@ impl ApiError {
     pub fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, code, message: message.into() }
     }
+    /// 413: the request asks for more work than this server takes in one request (split it).
+    pub fn too_large(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status: StatusCode::PAYLOAD_TOO_LARGE, code, message: message.into() }
+    }
     /// 500: a failure of the server, not the request.
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, code: "internal", message: message.into() }

@@ -86,21 +86,67 @@ async fn items(
     // Decoding images and audio is CPU work: off the async workers and off the model thread.
     let svc2 = svc.clone();
     let decoded = tokio::task::spawn_blocking(move || {
-        req.items
-            .into_iter()
-            .enumerate()
-            .map(|(i, it)| {
-                let at = format!("items[{i}] (id {:?})", it.id);
-                svc2.decoders.request_item(it, &at, svc2.cfg.media_root.as_deref(), &svc2.default_domain)
-            })
-            .collect::<Result<Vec<_>, ApiError>>()
+        let limits = &svc2.cfg.limits;
+        let mut tokens = 0usize;
+        let mut items = Vec::with_capacity(req.items.len());
+        for (i, it) in req.items.into_iter().enumerate() {
+            let at = format!("items[{i}] (id {:?})", it.id);
+            let item = svc2.decoders.request_item(it, &at, svc2.cfg.media_root.as_deref(), &svc2.default_domain)?;
+            tokens += svc2.decoders.text_tokens(&item.prepared.text, &at)?;
+            if tokens > limits.max_item_tokens {
+                return Err(ApiError::too_large(
+                    "too_much_text",
+                    format!(
+                        "items[0..={i}] already hold {tokens} text tokens; this server encodes at most {} per request \
+                         (serve --max-item-tokens): send these items in smaller requests",
+                        limits.max_item_tokens
+                    ),
+                ));
+            }
+            items.push(item);
+        }
+        Ok(items)
     })
     .await
     .map_err(|e| ApiError::internal(format!("decoding media: {e}")))??;
     svc.ask(|reply| Job::Items(decoded, reply)).await.map(Json)
 }
 
-async fn reload(State(svc): State<Arc<Service>>, body: axum::body::Bytes) -> Result<Json<ReloadResponse>, ApiError> {
+/// `/v1/admin/*` answers only to `Authorization: Bearer TOKEN` with the token the server was started with
+/// (compared in constant time); a server started without one has its admin routes closed.
+fn check_admin(svc: &Service, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = svc.cfg.admin_token.as_deref() else {
+        return Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "admin_disabled",
+            message: "admin routes are closed: start the server with --admin-token (or M6REC_ADMIN_TOKEN) and send \
+                      `Authorization: Bearer TOKEN`; SIGHUP reloads the served checkpoint without one"
+                .into(),
+        });
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    let same = a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
+    if !same {
+        return Err(ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            message: "this admin route needs `Authorization: Bearer TOKEN` with the server's admin token".into(),
+        });
+    }
+    Ok(())
+}
+
+async fn reload(
+    State(svc): State<Arc<Service>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<ReloadResponse>, ApiError> {
+    check_admin(&svc, &headers)?;
     // The body is optional: empty means "re-read the served checkpoint".
     let req: ReloadRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ReloadRequest::default()

@@ -59,6 +59,14 @@ pub struct Limits {
     pub max_history: usize,
     /// Most items per `POST /v1/items`. Default 1000.
     pub max_items: usize,
+    /// Longest title + text of one posted item, in bytes (longer: 413 before any work). Default 64 KiB.
+    pub max_item_text: usize,
+    /// Most text tokens one `POST /v1/items` may ask the encoder for, counted after truncation before any encoder
+    /// work (more: 413). Default 32,768 (about 15 s of all-MiniLM-L6-v2 on 2 cores).
+    pub max_item_tokens: usize,
+    /// Items per encoder forward when new items are embedded; recommendations queued meanwhile are answered between
+    /// two such batches. Default 32.
+    pub embed_batch: usize,
     /// Largest request body in bytes. Default 16 MiB.
     pub max_body: usize,
     /// A request (body included) must finish within this. Default 30 s.
@@ -79,6 +87,9 @@ impl Default for Limits {
             max_k: 1000,
             max_history: 10_000,
             max_items: 1000,
+            max_item_text: 64 << 10,
+            max_item_tokens: 32_768,
+            embed_batch: 32,
             max_body: 16 << 20,
             request_timeout: Duration::from_secs(30),
             max_batch: 64,
@@ -100,12 +111,37 @@ pub struct ServeConfig {
     pub media_root: Option<PathBuf>,
     /// Request bounds and batching.
     pub limits: Limits,
+    /// The bearer token `/v1/admin/*` routes require (`Authorization: Bearer TOKEN`); none: those routes answer 403.
+    pub admin_token: Option<String>,
 }
 
 impl ServeConfig {
     /// Default limits, no media root.
     pub fn new(source: ModelSource, state_dir: PathBuf) -> ServeConfig {
-        ServeConfig { source, state_dir, media_root: None, limits: Limits::default() }
+        ServeConfig { source, state_dir, media_root: None, limits: Limits::default(), admin_token: None }
+    }
+}
+
+/// What a client may see of an internal error: the first line, without libtorch's "Exception raised from ..." tail,
+/// with every word that looks like a file path replaced by `<path>`, at most 300 characters.
+pub fn public_message(message: &str) -> String {
+    let first = message.lines().next().unwrap_or("");
+    let first = first.split(" Exception raised from ").next().unwrap_or(first);
+    let words: Vec<String> = first
+        .split(' ')
+        .map(|w| {
+            let core = w.trim_matches(|c: char| !c.is_alphanumeric() && c != '/' && c != '.' && c != '_' && c != '-');
+            if core.contains('/') || core.contains('\\') {
+                w.replace(core, "<path>")
+            } else {
+                w.to_string()
+            }
+        })
+        .collect();
+    let out = words.join(" ");
+    match out.char_indices().nth(300) {
+        Some((i, _)) => format!("{}...", &out[..i]),
+        None => out,
     }
 }
 
@@ -134,7 +170,7 @@ impl Service {
             return Err(Error::Config("limits: max_batch, max_k and queue must be at least 1".into()));
         }
         let (model, ds) = model::Model::load(&cfg.source, 1)?;
-        let decoders = prepare::Decoders::new(model.features.as_ref());
+        let decoders = prepare::Decoders::new(model.features.as_ref(), model.tokenizer(), cfg.limits.max_item_text);
         let default_domain = ds.items.first().map(|it| it.domain.clone()).unwrap_or_default();
         let (journal, records) = journal::Journal::open(&cfg.state_dir)?;
         let media_dir = cfg.state_dir.join("media");
@@ -210,7 +246,18 @@ impl Service {
         let loaded = tokio::task::spawn_blocking(move || model::Model::load(&source, generation))
             .await
             .map_err(|e| ApiError::internal(format!("loading the checkpoint: {e}")))?
-            .map_err(|e| ApiError::invalid("bad_checkpoint", format!("{e}; still serving the previous model")))?;
+            .map_err(|e| {
+                // The whole message (paths, libtorch's native frames) is for the operator's log; the client gets
+                // its first line with paths left out.
+                eprintln!("reload failed, still serving the previous model: {e}");
+                ApiError::invalid(
+                    "bad_checkpoint",
+                    format!(
+                        "{}; still serving the previous model (the server's log has the details)",
+                        public_message(&e.to_string())
+                    ),
+                )
+            })?;
         let answer = self.ask(|reply| Job::Swap(Box::new(loaded.0), reply)).await?;
         self.generation.store(generation, Ordering::SeqCst);
         Ok(answer)
@@ -237,5 +284,20 @@ impl Service {
             crossbeam_channel::TrySendError::Disconnected(_) => ApiError::unavailable("the model thread has stopped"),
         })?;
         rx.await.map_err(|_| ApiError::internal("the model thread dropped the request"))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn public_messages_drop_native_frames_and_paths() {
+        let native = "loading the model: checkpoint /home/me/ck: model.safetensors does not fit (shape mismatch for \
+                      model.item_emb.weight, expected [360, 48] got [360, 32] Exception raised from load at \
+                      /pytorch/torch/csrc/api/src/serialize.cpp:91 (most recent call first):\nframe #0: 0x7f00 in /lib/libc10.so";
+        let m = super::public_message(native);
+        assert!(!m.contains('/') && !m.contains("frame") && !m.contains("Exception"), "{m}");
+        assert!(m.starts_with("loading the model: checkpoint <path>: model.safetensors does not fit"), "{m}");
+        assert!(m.contains("expected [360, 48] got [360, 32]"), "{m}");
+        assert!(super::public_message(&"x".repeat(1000)).len() <= 303);
     }
 }

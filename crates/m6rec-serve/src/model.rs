@@ -162,6 +162,11 @@ impl Model {
         usize::try_from(self.table.size()[0]).unwrap_or(0)
     }
 
+    /// The text encoder's tokenizer, when new items' text is encoded.
+    pub fn tokenizer(&self) -> Option<m6rec_text::TextTokenizer> {
+        self.text.as_ref().map(|(_, enc)| enc.tokenizer().clone())
+    }
+
     /// Checks that this model can embed new items (it has an item tower); what `POST /v1/items` needs.
     pub fn can_embed(&self) -> std::result::Result<(), ApiError> {
         if self.loaded.items.is_none() {

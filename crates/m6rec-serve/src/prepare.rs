@@ -18,17 +18,34 @@ pub const MAX_POSTED_SIDE: u32 = 4096;
 pub struct Decoders {
     image: Option<m6rec_image::Preprocessor>,
     mel: Option<m6rec_audio::MelSpectrogram>,
+    /// The text encoder's tokenizer (models that read text): what a request's text will cost.
+    tokenizer: Option<m6rec_text::TextTokenizer>,
+    /// Longest title + text of one item, in bytes.
+    max_text: usize,
 }
 
 impl Decoders {
-    /// From the feature cache's configuration (none: the model has no item tower; media are refused).
-    pub fn new(cfg: Option<&FeatureConfig>) -> Decoders {
+    /// From the feature cache's configuration (none: the model has no item tower; media are refused), the text
+    /// encoder's tokenizer, and the longest item text (bytes) a request may carry.
+    pub fn new(cfg: Option<&FeatureConfig>, tokenizer: Option<m6rec_text::TextTokenizer>, max_text: usize) -> Decoders {
         // Posted images are bounded tighter than the cache's (a 16k x 16k PNG is 1 GiB decoded).
         let image = cfg
             .map(|c| m6rec_image::ImageConfig { max_side: c.image.max_side.min(MAX_POSTED_SIDE), ..c.image.clone() });
         Decoders {
             image: image.and_then(|c| m6rec_image::Preprocessor::new(&c).ok()),
             mel: cfg.and_then(|c| m6rec_audio::MelSpectrogram::new(&c.audio).ok()),
+            tokenizer,
+            max_text,
+        }
+    }
+
+    /// Text tokens the encoder will read for `text` (after truncation); 0 when the model reads no text.
+    pub fn text_tokens(&self, text: &str, at: &str) -> Result<usize, ApiError> {
+        match &self.tokenizer {
+            Some(t) if !text.trim().is_empty() => t
+                .count(text)
+                .map_err(|e| ApiError::invalid("bad_item", format!("{at}: the text does not tokenize: {e}"))),
+            _ => Ok(0),
         }
     }
 
@@ -42,6 +59,17 @@ impl Decoders {
     ) -> Result<NewItem, ApiError> {
         if it.id.trim().is_empty() {
             return Err(ApiError::invalid("bad_item", format!("{at}: id is empty")));
+        }
+        let text_len = it.title.len() + it.text.as_ref().map_or(0, String::len);
+        if text_len > self.max_text {
+            return Err(ApiError::too_large(
+                "item_text_too_long",
+                format!(
+                    "{at}: title and text hold {text_len} bytes; this server takes at most {} per item \
+                     (serve --max-item-text-kib); the encoder reads only the first tokens anyway, so shorten it",
+                    self.max_text
+                ),
+            ));
         }
         let bytes = |b64: &Option<String>,
                      path: &Option<String>,

@@ -77,6 +77,15 @@ impl Server {
     }
 
     fn start_with(state: &Path, limits: Limits, index: m6rec_serve::index::IndexKind) -> Server {
+        Server::start_full(state, limits, index, Some(ADMIN_TOKEN))
+    }
+
+    fn start_full(
+        state: &Path,
+        limits: Limits,
+        index: m6rec_serve::index::IndexKind,
+        admin_token: Option<&str>,
+    ) -> Server {
         let f = fixture();
         let source = ModelSource {
             checkpoint: f.ckpt.clone(),
@@ -86,7 +95,13 @@ impl Server {
             device: tch::Device::Cpu,
             index,
         };
-        let cfg = ServeConfig { source, state_dir: state.to_path_buf(), media_root: None, limits };
+        let cfg = ServeConfig {
+            source,
+            state_dir: state.to_path_buf(),
+            media_root: None,
+            limits,
+            admin_token: admin_token.map(String::from),
+        };
         let svc = Service::open(cfg).expect("service opens");
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -118,21 +133,18 @@ impl Server {
     }
 
     fn raw(&self, request: &[u8]) -> (u16, String) {
-        let mut s = TcpStream::connect(self.addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
-        s.write_all(request).expect("write");
-        let mut buf = Vec::new();
-        let _ = s.read_to_end(&mut buf);
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-        (status, body)
+        raw_at(self.addr, request)
     }
 
     fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        self.call_as(method, path, body, "")
+    }
+
+    /// `call` with extra header lines (each ending in `\r\n`).
+    fn call_as(&self, method: &str, path: &str, body: Option<&str>, headers: &str) -> (u16, Value) {
         let body = body.unwrap_or("");
         let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\n\r\n{body}",
             body.len()
         );
         let (status, text) = self.raw(req.as_bytes());
@@ -142,7 +154,28 @@ impl Server {
     fn post<T: serde::Serialize>(&self, path: &str, body: &T) -> (u16, Value) {
         self.call("POST", path, Some(&serde_json::to_string(body).expect("json")))
     }
+
+    /// A reload as the admin (with the token).
+    fn reload(&self, checkpoint: Option<&Path>) -> (u16, Value) {
+        let body = checkpoint.map(|c| serde_json::json!({ "checkpoint": c }).to_string());
+        self.call_as("POST", "/v1/admin/reload", body.as_deref(), &format!("Authorization: Bearer {ADMIN_TOKEN}\r\n"))
+    }
 }
+
+/// One request on its own connection to `addr`: the status and the body.
+fn raw_at(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    s.write_all(request).expect("write");
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 fn error_code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("<no error code>")
@@ -484,10 +517,54 @@ fn hot_reload_swaps_models_and_a_bad_checkpoint_keeps_the_old_one() {
     };
     let (_, before) = srv.post("/v1/recommend", &ask);
     assert_eq!(before["model_generation"].as_u64(), Some(1));
-    let (st, v) = srv.post("/v1/admin/reload", &ReloadRequest { checkpoint: Some("/no/such/checkpoint".into()) });
+    // Issue 19.6: the admin route needs the token.
+    let (st, v) = srv.call("POST", "/v1/admin/reload", None);
+    assert_eq!((st, error_code(&v)), (401, "unauthorized"), "{v}");
+    let (st, v) = srv.call_as("POST", "/v1/admin/reload", None, "Authorization: Bearer wrong-token-0123456789\r\n");
+    assert_eq!((st, error_code(&v)), (401, "unauthorized"), "{v}");
+    let (st, v) = srv.reload(Some(Path::new("/no/such/checkpoint")));
     assert_eq!(st, 422, "{v}");
     assert_eq!(error_code(&v), "bad_checkpoint");
-    let (st, v) = srv.call("POST", "/v1/admin/reload", None);
+    // Bad checkpoints (weights of another shape; NaN weights with a matching checksum; a flipped bit) are refused
+    // with a message that holds no native frames and no paths, and the old model keeps serving.
+    let f = fixture();
+    let copy = |name: &str| {
+        let to = state.path().join(name);
+        std::fs::create_dir(&to).expect("mkdir");
+        for e in std::fs::read_dir(&f.ckpt).expect("ckpt") {
+            let e = e.expect("entry");
+            std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+        }
+        to
+    };
+    let shape = copy("shape");
+    let mut cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(shape.join("config.json")).expect("config")).expect("json");
+    cfg["run"]["model"]["d_model"] = serde_json::json!(48);
+    std::fs::write(shape.join("config.json"), cfg.to_string()).expect("write");
+    let nan = copy("nan");
+    let weights = tch::Tensor::read_safetensors(nan.join("model.safetensors")).expect("weights");
+    for (_, t) in &weights {
+        let _ = t.shallow_clone().fill_(f64::NAN);
+    }
+    tch::Tensor::write_safetensors(&weights, nan.join("model.safetensors")).expect("write");
+    m6rec_recommender::saved::write_checksums(&nan, &["model.safetensors", "last.safetensors", "optim.safetensors"])
+        .expect("checksums");
+    let flipped = copy("flipped");
+    let mut bytes = std::fs::read(flipped.join("model.safetensors")).expect("read");
+    let at = bytes.len() - 5;
+    bytes[at] ^= 1;
+    std::fs::write(flipped.join("model.safetensors"), bytes).expect("write");
+    for (dir, says) in [(&shape, "another config"), (&nan, "NaN"), (&flipped, "not the file that was saved")] {
+        let (st, v) = srv.reload(Some(dir));
+        let msg = v["error"]["message"].as_str().unwrap_or("").to_string();
+        assert_eq!((st, error_code(&v)), (422, "bad_checkpoint"), "{v}");
+        assert!(msg.contains(says) && msg.contains("still serving the previous model"), "{msg}");
+        assert!(!msg.contains('/') && !msg.contains(".cpp") && !msg.contains("Exception raised"), "{msg}");
+        let (_, now) = srv.post("/v1/recommend", &ask);
+        assert_eq!((now["model_generation"].as_u64(), &now["items"]), (Some(1), &before["items"]), "{now}");
+    }
+    let (st, v) = srv.reload(None);
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["model_generation"].as_u64(), Some(2));
     let (st, after) = srv.post("/v1/recommend", &ask);
@@ -497,6 +574,12 @@ fn hot_reload_swaps_models_and_a_bad_checkpoint_keeps_the_old_one() {
     assert_eq!(before["items"], after["items"]);
     assert!(Arc::strong_count(&srv.svc) >= 1);
     srv.shutdown();
+    // A server started without a token keeps its admin routes closed.
+    let closed_state = tempfile::tempdir().expect("tmp");
+    let closed = Server::start_full(closed_state.path(), limits(), m6rec_serve::index::IndexKind::Exact, None);
+    let (st, v) = closed.call("POST", "/v1/admin/reload", None);
+    assert_eq!((st, error_code(&v)), (403, "admin_disabled"), "{v}");
+    closed.shutdown();
 }
 
 #[test]
@@ -591,5 +674,90 @@ fn an_approximate_index_serves_the_same_api(kind: m6rec_serve::index::IndexKind,
     let twin_rank = item_ids(&v).iter().position(|i| *i == ds.items[1].id);
     let new_rank = item_ids(&v).iter().position(|i| i == "graph-new");
     assert!(twin_rank.is_none() || new_rank.is_some(), "its twin is in the top 50 but the new item is not: {v}");
+    srv.shutdown();
+}
+
+/// Issue 19.1: a large `POST /v1/items` is refused with 413 before any encoder work when it asks for more text than
+/// the server takes; one within the limits is embedded a few items at a time, and recommendations sent meanwhile are
+/// answered before it finishes.
+#[test]
+fn large_item_requests_are_bounded_before_work_and_do_not_starve_recommendations() {
+    let state = tempfile::tempdir().expect("tmp");
+    let lim = Limits {
+        max_body: 4 << 20,
+        request_timeout: Duration::from_secs(60),
+        max_item_text: 4 << 10,
+        max_item_tokens: 64 * 40,
+        embed_batch: 1,
+        ..Limits::default()
+    };
+    let srv = Server::start(state.path(), lim);
+    let ds = demo();
+    let words = |n: usize, tag: usize| (0..n).map(|k| format!("word{tag}x{k}")).collect::<Vec<_>>().join(" ");
+    let item = |i: usize, n_words: usize| ItemIn {
+        id: format!("big-{i}"),
+        title: format!("Big {i}"),
+        text: Some(words(n_words, i)),
+        ..Default::default()
+    };
+    let catalog = |srv: &Server| srv.call("GET", "/healthz", None).1["catalog_items"].as_u64();
+    // 100 items of ~300 words: each reads 64 tokens (the feature cache's max_len), 6,400 in all, over 2,560.
+    let (st, v) = srv.post("/v1/items", &ItemsRequest { items: (0..100).map(|i| item(i, 300)).collect() });
+    assert_eq!((st, error_code(&v)), (413, "too_much_text"), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap_or("").contains("--max-item-tokens"), "{v}");
+    // One item over the per-item text bound.
+    let (st, v) = srv.post("/v1/items", &ItemsRequest { items: vec![item(0, 1000)] });
+    assert_eq!((st, error_code(&v)), (413, "item_text_too_long"), "{v}");
+    assert_eq!(catalog(&srv), Some(ds.n_items() as u64), "a refused request added nothing");
+
+    // Within the limits (40 items x 64 tokens), one item per encoder forward; recommendations keep flowing.
+    let rec = serde_json::to_string(&RecommendRequest {
+        history: Some(vec![ds.items[0].id.clone()]),
+        k: 5,
+        exclude_seen: true,
+        ..Default::default()
+    })
+    .expect("json");
+    assert_eq!(srv.call("POST", "/v1/recommend", Some(&rec)).0, 200);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (answered_meanwhile, (st, v)) = std::thread::scope(|s| {
+        let (addr, body) = (
+            srv.addr,
+            serde_json::to_string(&ItemsRequest { items: (0..40).map(|i| item(i, 300)).collect() }).expect("json"),
+        );
+        let done = &done;
+        let items = s.spawn(move || {
+            let req = format!(
+                "POST /v1/items HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let (st, text) = raw_at(addr, req.as_bytes());
+            let r = (st, serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)));
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            r
+        });
+        let mut meanwhile = 0;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            let (st, _) = srv.call("POST", "/v1/recommend", Some(&rec));
+            assert_eq!(st, 200);
+            if !done.load(std::sync::atomic::Ordering::SeqCst) {
+                meanwhile += 1;
+            }
+        }
+        (meanwhile, items.join().expect("items thread"))
+    });
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["added"].as_u64(), Some(40), "{v}");
+    assert_eq!(catalog(&srv), Some(ds.n_items() as u64 + 40));
+    assert!(
+        answered_meanwhile >= 3,
+        "only {answered_meanwhile} recommendations were answered while 40 items were embedded"
+    );
+    // The items are recommendable with their own content.
+    let (st, v) = srv.post(
+        "/v1/recommend",
+        &RecommendRequest { history: Some(vec!["big-7".into()]), k: 3, exclude_seen: false, ..Default::default() },
+    );
+    assert_eq!(st, 200, "{v}");
     srv.shutdown();
 }

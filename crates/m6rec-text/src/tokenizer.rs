@@ -163,6 +163,13 @@ impl TextTokenizer {
         self.max_len
     }
 
+    /// Tokens of `text` as the encoder reads it: special tokens included, truncated to `max_len` (what encoding it
+    /// costs, known before any encoder work).
+    pub fn count(&self, text: &str) -> Result<usize> {
+        let enc = self.inner.encode(text, true).map_err(|e| tok_err(None, e))?;
+        Ok(enc.get_ids().len().min(self.max_len))
+    }
+
     /// Encodes a batch with special tokens, truncated to `max_len` and right-padded to the longest text.
     pub fn encode_batch<S: AsRef<str>>(&self, texts: &[S]) -> Result<TokenBatch> {
         let inputs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();

@@ -7,6 +7,7 @@
 //! | `last.safetensors` | weights after the last finished epoch (for `--resume`) |
 //! | `optim.safetensors` | optimizer state (moments, weight average) and step (for `--resume`) |
 //! | `state.json` | [`TrainState`]: epoch, step, early-stopping counters, per-epoch history |
+//! | `checksums.json` | SHA-256 of the three weights files, verified when each loads |
 //! | `curves.svg` | training loss and validation NDCG@10 per epoch |
 
 use crate::config::RunConfig;
@@ -56,6 +57,10 @@ pub(crate) fn save(dir: &Path, parts: &CheckpointParts<'_>) -> Result<()> {
         let last: Vec<(String, Tensor)> = parts.vs.variables().into_iter().collect();
         st(&tmp.join("last.safetensors"), &last)?;
         st(&tmp.join("optim.safetensors"), parts.optim)?;
+        m6rec_recommender::saved::write_checksums(
+            tmp,
+            &["model.safetensors", "last.safetensors", "optim.safetensors"],
+        )?;
         crate::plot::training_curves(&tmp.join("curves.svg"), &parts.state.history)?;
         Ok(())
     })

@@ -162,6 +162,7 @@ impl Trainer {
         t.best = copy_vars(&t.rec.vs);
         checkpoint::load_weights(&mut t.rec.vs, dir, "last.safetensors")?;
         let p = dir.join("optim.safetensors");
+        m6rec_recommender::saved::verify_checksum(dir, "optim.safetensors")?;
         let optim = Tensor::read_safetensors(&p)
             .map_err(|e| Error::Checkpoint { path: dir.to_path_buf(), reason: format!("optim.safetensors: {e}") })?;
         t.opt.load_state(&optim)?;

@@ -206,6 +206,7 @@ fn checkpoints_refuse_another_dataset_and_name_what_is_wrong() {
     t.fit(&split, Some(&ck), &mut Silent).unwrap();
     let expected: Vec<&str> = vec![
         ".m6rec-checkpoint",
+        "checksums.json",
         "config.json",
         "curves.svg",
         "last.safetensors",
@@ -235,6 +236,54 @@ fn checkpoints_refuse_another_dataset_and_name_what_is_wrong() {
     // A missing checkpoint says how to make one.
     let err = checkpoint::load_model(&dir.path().join("nope"), Device::Cpu).unwrap_err().to_string();
     assert!(err.contains("m6rec train"), "{err}");
+}
+
+/// Issue 19.5: weights are checked when they load. A flipped bit fails the checksum written at save time, NaN weights
+/// (even with a matching checksum, as a diverged run would save them) are refused with the variable named, and a
+/// checkpoint from before checksums existed still loads.
+#[test]
+fn corrupt_or_non_finite_weights_are_refused_at_load() {
+    let _rng = torch_rng();
+    let ds = small_demo(60);
+    let split = Split::leave_one_out(&ds.interactions, ds.n_users());
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("ck");
+    let mut t = Trainer::new(small_config(1), DatasetFingerprint::of(&ds), Device::Cpu).unwrap();
+    t.fit(&split, Some(&ck), &mut Silent).unwrap();
+    assert!(checkpoint::load_model(&ck, Device::Cpu).is_ok());
+    let copy = |name: &str| {
+        let to = dir.path().join(name);
+        std::fs::create_dir(&to).unwrap();
+        for e in std::fs::read_dir(&ck).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+        to
+    };
+    // One bit flipped near the end (inside a tensor's data, past the header).
+    let flipped = copy("flipped");
+    let mut bytes = std::fs::read(flipped.join("model.safetensors")).unwrap();
+    let at = bytes.len() - 7;
+    bytes[at] ^= 0x10;
+    std::fs::write(flipped.join("model.safetensors"), &bytes).unwrap();
+    let err = checkpoint::load_model(&flipped, Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("model.safetensors is not the file that was saved") && err.contains("sha256"), "{err}");
+    let err = Trainer::resume(&flipped, &DatasetFingerprint::of(&ds), Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("not the file that was saved"), "{err}");
+    // NaN weights with a checksum that matches them.
+    let nan = copy("nan");
+    let weights = tch::Tensor::read_safetensors(nan.join("model.safetensors")).unwrap();
+    let victim = weights.iter().position(|(n, _)| n.contains("item_emb")).unwrap();
+    let _ = weights[victim].1.get(3).get(0).fill_(f64::NAN);
+    tch::Tensor::write_safetensors(&weights, nan.join("model.safetensors")).unwrap();
+    m6rec_recommender::saved::write_checksums(&nan, &["model.safetensors", "last.safetensors", "optim.safetensors"])
+        .unwrap();
+    let err = checkpoint::load_model(&nan, Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("hold NaN or infinity") && err.contains(&weights[victim].0), "{err}");
+    // Before checksums: the file is simply absent, and the checkpoint loads.
+    let old = copy("old");
+    std::fs::remove_file(old.join("checksums.json")).unwrap();
+    assert!(checkpoint::load_model(&old, Device::Cpu).is_ok());
 }
 
 /// The sampled-softmax objective trains the same model end to end and also beats popularity.
