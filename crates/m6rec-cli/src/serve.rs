@@ -77,7 +77,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 32_768, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     max_item_tokens: u64,
     /// Items per encoder forward when new items are embedded (1 to 4096).
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=4096))]
     embed_batch: u64,
     /// Bearer token for /v1/admin/* (reload); without one those routes answer 403. Prefer the environment variable:
     /// a flag shows in the process list.

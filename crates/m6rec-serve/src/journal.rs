@@ -1,6 +1,11 @@
 //! What the service was told, persisted: an append-only JSON-lines journal (`journal.jsonl`, fsynced before a request
 //! is acknowledged) and content-addressed media files (`media/<sha256>.<ext>`, written atomically first). On start
 //! the journal is replayed; a torn last line (a crash mid-write, never acknowledged) is cut off.
+//!
+//! One process at a time: the journal holds an exclusive lock on `LOCK` in the state directory for as long as it is
+//! open (released by the OS when the process ends, however it ends), so a second server on the same state refuses to
+//! start instead of interleaving its appends. The directory and its files are private to their owner (0700 / 0600):
+//! they hold users' histories.
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -53,6 +58,48 @@ pub struct StoredItem {
 pub struct Journal {
     dir: PathBuf,
     file: File,
+    /// Held locked while the journal is open.
+    _lock: File,
+}
+
+/// The lock file inside the state directory.
+pub const LOCK: &str = "LOCK";
+
+/// Creates (or opens) `path` readable and writable by its owner only.
+fn private_file(path: &Path, opts: &mut OpenOptions) -> std::io::Result<File> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)
+}
+
+/// Takes the state directory's lock, or says who holds it.
+fn lock(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK);
+    let mut file = private_file(&path, OpenOptions::new().create(true).truncate(false).read(true).write(true))
+        .map_err(|e| state_err(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => {
+            // Who holds it, for the next one that asks (informational; the lock is what counts).
+            let _ = file.set_len(0);
+            let _ = writeln!(file, "{}", std::process::id());
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = holder.trim();
+            let who = if holder.is_empty() { String::new() } else { format!(" (process {holder})") };
+            Err(state_err(
+                dir,
+                format!(
+                    "another m6rec serve{who} is using this state directory; stop it first, or give this server its own --state"
+                ),
+            ))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(state_err(&path, format!("locking: {e}"))),
+    }
 }
 
 /// File name of the journal inside the state directory.
@@ -65,7 +112,14 @@ fn state_err(path: &Path, reason: impl std::fmt::Display) -> Error {
 impl Journal {
     /// Opens (creating) the journal in `dir` and returns every record in it, oldest first.
     pub fn open(dir: &Path) -> Result<(Journal, Vec<Record>)> {
+        let fresh = !dir.exists();
         std::fs::create_dir_all(dir.join("media")).map_err(|e| state_err(dir, e))?;
+        #[cfg(unix)]
+        if fresh {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| state_err(dir, e))?;
+        }
+        let lock = lock(dir)?;
         let path = dir.join(JOURNAL);
         let text = match std::fs::read(&path) {
             Ok(bytes) => bytes,
@@ -84,12 +138,13 @@ impl Journal {
             })?;
             records.push(rec);
         }
-        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| state_err(&path, e))?;
+        let file =
+            private_file(&path, OpenOptions::new().create(true).append(true)).map_err(|e| state_err(&path, e))?;
         if complete < text.len() {
             file.set_len(complete as u64).map_err(|e| state_err(&path, e))?;
             file.sync_all().map_err(|e| state_err(&path, e))?;
         }
-        Ok((Journal { dir: dir.to_path_buf(), file }, records))
+        Ok((Journal { dir: dir.to_path_buf(), file, _lock: lock }, records))
     }
 
     /// Appends `records` and waits until they are on disk.
@@ -146,9 +201,36 @@ mod tests {
         let (mut j, recs) = Journal::open(dir.path())?;
         assert_eq!(recs, vec![events("u1", &["a", "b"]), events("u2", &["c"])]);
         j.append(&[events("u4", &["d"])])?;
+        drop(j);
         let (_, recs) = Journal::open(dir.path())?;
         assert_eq!(recs.len(), 3);
         assert_eq!(recs[2], events("u4", &["d"]));
+        Ok(())
+    }
+
+    /// Issue 19.13: a second journal on the same state directory is refused while the first is open, and the
+    /// journal is private to its owner.
+    #[test]
+    fn one_process_at_a_time_and_private_files() -> Result<()> {
+        let tmp = tempfile::tempdir().map_err(|e| Error::Config(e.to_string()))?;
+        let dir = tmp.path().join("state");
+        let (mut j, _) = Journal::open(&dir)?;
+        j.append(&[events("u1", &["a"])])?;
+        let err = Journal::open(&dir).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            err.contains("another m6rec serve") && err.contains(&format!("process {}", std::process::id())),
+            "{err}"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+            assert_eq!(mode(&dir), 0o700);
+            assert_eq!(mode(&dir.join(JOURNAL)), 0o600);
+        }
+        drop(j);
+        let (_, recs) = Journal::open(&dir)?;
+        assert_eq!(recs, vec![events("u1", &["a"])]);
         Ok(())
     }
 

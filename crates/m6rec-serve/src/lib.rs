@@ -65,7 +65,7 @@ pub struct Limits {
     /// work (more: 413). Default 32,768 (about 15 s of all-MiniLM-L6-v2 on 2 cores).
     pub max_item_tokens: usize,
     /// Items per encoder forward when new items are embedded; recommendations queued meanwhile are answered between
-    /// two such batches. Default 32.
+    /// two such batches. Default 8.
     pub embed_batch: usize,
     /// Largest request body in bytes. Default 16 MiB.
     pub max_body: usize,
@@ -89,7 +89,7 @@ impl Default for Limits {
             max_items: 1000,
             max_item_text: 64 << 10,
             max_item_tokens: 32_768,
-            embed_batch: 32,
+            embed_batch: 8,
             max_body: 16 << 20,
             request_timeout: Duration::from_secs(30),
             max_batch: 64,
