@@ -83,6 +83,12 @@ pub struct ServeArgs {
     /// a flag shows in the process list.
     #[arg(long, env = "M6REC_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Seconds a connection has to send a request head, and that an idle keep-alive connection stays open (1 to 3600).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_timeout_s: u64,
+    /// Open connections at most (more are closed at accept; keep it under `ulimit -n`).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: u64,
     /// Seconds a request (its body included) may take (1 to 3600).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     timeout_s: u64,
@@ -133,6 +139,8 @@ pub fn serve(a: &ServeArgs) -> Result<()> {
         max_history: a.max_history,
         max_body: usize::try_from(a.max_body_mib << 20).unwrap_or(usize::MAX),
         request_timeout: Duration::from_secs(a.timeout_s),
+        header_timeout: Duration::from_secs(a.header_timeout_s),
+        max_connections: usize::try_from(a.max_connections).unwrap_or(usize::MAX),
         max_batch: a.max_batch,
         max_wait: Duration::from_micros(a.max_wait_us),
         max_item_text: usize::try_from(a.max_item_text_kib << 10).unwrap_or(usize::MAX),

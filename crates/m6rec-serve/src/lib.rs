@@ -71,6 +71,11 @@ pub struct Limits {
     pub max_body: usize,
     /// A request (body included) must finish within this. Default 30 s.
     pub request_timeout: Duration,
+    /// A connection must send a whole request head within this, and an idle keep-alive connection is closed after
+    /// it. Default 10 s.
+    pub header_timeout: Duration,
+    /// Open connections at most; more are closed as they are accepted. Default 1024.
+    pub max_connections: usize,
     /// Most recommendation requests per forward pass. Default 64.
     pub max_batch: usize,
     /// How long the model thread waits for more requests to join a batch. Default 1 ms.
@@ -92,6 +97,8 @@ impl Default for Limits {
             embed_batch: 8,
             max_body: 16 << 20,
             request_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            max_connections: 1024,
             max_batch: 64,
             max_wait: Duration::from_millis(1),
             queue: 4096,
@@ -216,8 +223,51 @@ impl Service {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        use hyper_util::rt::{TokioIo, TokioTimer};
         let app = self.router();
-        axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+        let limits = self.cfg.limits.clone();
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                () = &mut shutdown => break,
+                a = listener.accept() => a,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: keep serving the connections there are, try again soon.
+                    self.metrics.accept_errors.inc();
+                    if self.metrics.accept_errors.get() % 1000 == 1 {
+                        eprintln!("accepting a connection: {e} (retrying; see m6rec_accept_errors_total)");
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                self.metrics.connections_refused.inc();
+                drop(stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(true);
+            let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                let _ = conn.await;
+                drop(slot);
+            });
+        }
+        drop(listener);
+        // Requests in flight finish (each is bounded by request_timeout); connections still reading a head are
+        // closed by the header timeout. Whatever is left after both is dropped.
+        let grace = limits.request_timeout.max(limits.header_timeout) + Duration::from_secs(1);
+        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+            eprintln!("shutdown: connections still open after {grace:?}; closing them");
+        }
         self.stop();
         Ok(())
     }

@@ -24,6 +24,10 @@ pub struct Metrics {
     pub panics: IntCounter,
     /// `m6rec_user_cache_hits_total`.
     pub cache_hits: IntCounter,
+    /// `m6rec_accept_errors_total`: failed accepts (out of file descriptors, ...); the server retries.
+    pub accept_errors: IntCounter,
+    /// `m6rec_connections_refused_total`: connections closed at accept because `max_connections` were open.
+    pub connections_refused: IntCounter,
 }
 
 impl Metrics {
@@ -61,6 +65,14 @@ impl Metrics {
             batch_size,
             panics: counter("m6rec_model_panics_total", "model batches that panicked (answered 500)"),
             cache_hits: counter("m6rec_user_cache_hits_total", "recommendations answered from a cached user state"),
+            accept_errors: counter(
+                "m6rec_accept_errors_total",
+                "failed accepts (such as running out of file descriptors)",
+            ),
+            connections_refused: counter(
+                "m6rec_connections_refused_total",
+                "connections closed at accept because max_connections were open",
+            ),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -72,6 +84,8 @@ impl Metrics {
             Box::new(m.batch_size.clone()),
             Box::new(m.panics.clone()),
             Box::new(m.cache_hits.clone()),
+            Box::new(m.accept_errors.clone()),
+            Box::new(m.connections_refused.clone()),
         ];
         for c in collectors {
             m.registry.register(c).unwrap_or_else(|e| unreachable!("each metric is registered once: {e}"));

@@ -761,3 +761,72 @@ fn large_item_requests_are_bounded_before_work_and_do_not_starve_recommendations
     assert_eq!(st, 200, "{v}");
     srv.shutdown();
 }
+
+/// Issue 19.4: a connection that sends its head too slowly, or sits idle, is closed after the header timeout; beyond
+/// `max_connections` a connection is closed at accept; the server keeps answering, and shutdown does not wait on a
+/// half-sent request.
+#[test]
+fn slow_idle_and_surplus_connections_are_closed_and_shutdown_is_bounded() {
+    use std::time::Instant;
+    let state = tempfile::tempdir().expect("tmp");
+    let lim = Limits { header_timeout: Duration::from_secs(1), max_connections: 6, ..limits() };
+    let srv = Server::start(state.path(), lim);
+    // Closed: a read that ends (EOF or reset) rather than timing out.
+    let closed_within = |s: &mut TcpStream, limit: Duration| -> Option<Duration> {
+        let start = Instant::now();
+        s.set_read_timeout(Some(limit)).expect("timeout");
+        let mut buf = [0u8; 512];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return Some(start.elapsed()),
+                Ok(_) => continue, // an error answer (408) before the close
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    return None
+                }
+                Err(_) => return Some(start.elapsed()),
+            }
+        }
+    };
+    let mut idle = TcpStream::connect(srv.addr).expect("connect");
+    let t = closed_within(&mut idle, Duration::from_secs(5));
+    assert!(t.is_some_and(|t| t < Duration::from_secs(4)), "an idle connection stayed open: {t:?}");
+    // A head at one byte per 200 ms.
+    let mut slow = TcpStream::connect(srv.addr).expect("connect");
+    let writer = {
+        let mut w = slow.try_clone().expect("clone");
+        std::thread::spawn(move || {
+            for b in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n" {
+                if w.write_all(&[*b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let t = closed_within(&mut slow, Duration::from_secs(8));
+    assert!(t.is_some_and(|t| t < Duration::from_secs(4)), "a slow head kept its connection: {t:?}");
+    let _ = writer.join();
+    // Six connections hold every slot; a seventh is closed at once, and once the six time out the server answers.
+    let mut held: Vec<TcpStream> = (0..6).map(|_| TcpStream::connect(srv.addr).expect("connect")).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut surplus = TcpStream::connect(srv.addr).expect("connect");
+    let t = closed_within(&mut surplus, Duration::from_secs(5));
+    assert!(
+        t.is_some_and(|t| t < Duration::from_millis(900)),
+        "the seventh connection was not closed at accept: {t:?}"
+    );
+    for s in &mut held {
+        assert!(closed_within(s, Duration::from_secs(5)).is_some());
+    }
+    let (st, _) = srv.call("GET", "/healthz", None);
+    assert_eq!(st, 200);
+    let metrics = srv.call("GET", "/metrics", None).1;
+    assert!(metrics.as_str().unwrap_or("").contains("m6rec_connections_refused_total 1"), "{metrics}");
+    // Shutdown with a half-sent request in flight ends within the header timeout and a little.
+    let mut half = TcpStream::connect(srv.addr).expect("connect");
+    half.write_all(b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Le").expect("write");
+    std::thread::sleep(Duration::from_millis(100));
+    let start = Instant::now();
+    srv.shutdown();
+    assert!(start.elapsed() < Duration::from_secs(5), "shutdown took {:?}", start.elapsed());
+}
