@@ -51,6 +51,9 @@ pub enum MediaPathError {
     /// Nothing at that path.
     #[error("{0:?} does not exist in the dataset directory")]
     Missing(String),
+    /// Something that is not a regular file (a FIFO would block its reader forever; a device, a directory).
+    #[error("{0:?} is not a regular file (a FIFO, device or directory)")]
+    NotAFile(String),
 }
 
 /// Resolves an item's media path inside `dataset_dir`, refusing anything that escapes it.
@@ -67,6 +70,9 @@ pub fn resolve(dataset_dir: &Path, rel: &str) -> std::result::Result<PathBuf, Me
     let root = dataset_dir.canonicalize().map_err(|_| MediaPathError::Missing(rel.to_string()))?;
     if !canon.starts_with(&root) {
         return Err(MediaPathError::SymlinkEscapes(rel.to_string()));
+    }
+    if !std::fs::metadata(&canon).is_ok_and(|m| m.is_file()) {
+        return Err(MediaPathError::NotAFile(rel.to_string()));
     }
     Ok(canon)
 }
@@ -107,8 +113,9 @@ pub fn attach(dataset: &mut Dataset, kind: MediaKind, src_dir: &Path) -> Result<
             without += 1;
             continue;
         };
-        let name = from.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        let to = format!("{}/{}", kind.folder(), sanitize(name));
+        let ext = from.extension().and_then(|e| e.to_str()).unwrap_or("bin").to_ascii_lowercase();
+        // Named after the id, not the file: two ids never share a copy (`a#b` and `a_b` once did).
+        let to = format!("{}/{}.{ext}", kind.folder(), portable_stem(&item.id));
         match kind {
             MediaKind::Image => item.image = Some(to.clone()),
             MediaKind::Audio => item.audio = Some(to.clone()),
@@ -128,16 +135,20 @@ pub(crate) fn copy_for(
 ) -> std::result::Result<MediaCopy, MediaPathError> {
     let from = resolve(root, rel)?;
     let ext = from.extension().and_then(|e| e.to_str()).unwrap_or("bin").to_ascii_lowercase();
+    Ok(MediaCopy { from, to: format!("{}/{}.{ext}", kind.folder(), portable_stem(id)) })
+}
+
+/// An id as a portable file stem: itself when it is only ASCII letters, digits, `-` and `_`; otherwise those kept,
+/// the rest `_`, and a hash of the whole id appended, so that distinct ids never share a name.
+fn portable_stem(id: &str) -> String {
     let plain: String =
         id.chars().map(|c| if c.is_ascii_alphanumeric() || "-_".contains(c) { c } else { '_' }).collect();
-    let stem = if plain == id {
-        plain
-    } else {
-        // FNV-1a: the same name on every build.
-        let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-        format!("{plain}-{h:016x}")
-    };
-    Ok(MediaCopy { from, to: format!("{}/{stem}.{ext}", kind.folder()) })
+    if plain == id && !id.is_empty() {
+        return plain;
+    }
+    // FNV-1a: the same name on every build.
+    let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("{plain}-{h:016x}")
 }
 
 impl MediaKind {
@@ -150,11 +161,6 @@ impl MediaKind {
     }
 }
 
-/// Keeps file names portable and inside their folder.
-fn sanitize(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || "._-()".contains(c) { c } else { '_' }).collect()
-}
-
 impl Dataset {
     /// [`Dataset::save`], also copying media files into the new directory (hard links where the filesystem allows).
     pub fn save_with_media(&self, dir: &Path, copies: &[MediaCopy]) -> Result<()> {
@@ -165,8 +171,33 @@ impl Dataset {
                     std::fs::create_dir_all(parent)
                         .map_err(|source| Error::Io { path: parent.to_path_buf(), source })?;
                 }
-                if std::fs::hard_link(&c.from, &dest).is_err() {
-                    std::fs::copy(&c.from, &dest).map_err(|source| Error::Io { path: c.from.clone(), source })?;
+                // Never into an existing file: a copy onto a hard link would write into the user's own file.
+                match std::fs::hard_link(&c.from, &dest) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        return Err(Error::Io {
+                            path: dest.clone(),
+                            source: std::io::Error::new(
+                                e.kind(),
+                                format!(
+                                    "two media files would both be copied to {} (the second: {})",
+                                    c.to,
+                                    c.from.display()
+                                ),
+                            ),
+                        })
+                    }
+                    Err(_) => {
+                        // Another filesystem: a fresh file, created here and nowhere else.
+                        let mut out = std::fs::OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .open(&dest)
+                            .map_err(|source| Error::Io { path: dest.clone(), source })?;
+                        let mut src = std::fs::File::open(&c.from)
+                            .map_err(|source| Error::Io { path: c.from.clone(), source })?;
+                        std::io::copy(&mut src, &mut out).map_err(|source| Error::Io { path: dest.clone(), source })?;
+                    }
                 }
             }
             Ok(())
@@ -178,6 +209,56 @@ impl Dataset {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Issue 19.3: ids that once sanitised to one name (`a#b`, `a_b`) get copies of their own, and saving never
+    /// writes into the user's files.
+    #[test]
+    fn ids_that_look_alike_get_their_own_copies_and_sources_are_untouched() {
+        let tmp = tempfile::tempdir().unwrap();
+        let posters = tmp.path().join("posters");
+        std::fs::create_dir(&posters).unwrap();
+        std::fs::write(posters.join("a#b.png"), b"first").unwrap();
+        std::fs::write(posters.join("a_b.png"), b"second").unwrap();
+        let item = |id: &str| crate::Item { id: id.into(), domain: "d".into(), title: id.into(), ..Default::default() };
+        let mut ds = Dataset {
+            name: "t".into(),
+            source: String::new(),
+            users: vec!["u".into()],
+            items: vec![item("a#b"), item("a_b")],
+            interactions: crate::Interactions {
+                user: vec![0, 0],
+                item: vec![0, 1],
+                timestamp: vec![1, 2],
+                event: vec![None, None],
+            },
+        };
+        let (copies, without) = attach(&mut ds, MediaKind::Image, &posters).unwrap();
+        assert_eq!((copies.len(), without), (2, 0));
+        assert_ne!(copies[0].to, copies[1].to);
+        let out = tmp.path().join("ds");
+        ds.save_with_media(&out, &copies).unwrap();
+        let back = Dataset::load(&out).unwrap();
+        let read = |i: usize| std::fs::read(out.join(back.items[i].image.as_deref().unwrap())).unwrap();
+        assert_eq!((read(0), read(1)), (b"first".to_vec(), b"second".to_vec()));
+        assert_eq!(std::fs::read(posters.join("a#b.png")).unwrap(), b"first");
+        assert_eq!(std::fs::read(posters.join("a_b.png")).unwrap(), b"second");
+        // Two copies onto one name are refused, not written through.
+        let clash = vec![copies[0].clone(), MediaCopy { from: copies[1].from.clone(), to: copies[0].to.clone() }];
+        let err = ds.save_with_media(&tmp.path().join("clash"), &clash).unwrap_err().to_string();
+        assert!(err.contains("two media files would both be copied"), "{err}");
+        assert_eq!(std::fs::read(posters.join("a#b.png")).unwrap(), b"first");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_or_a_folder_is_not_a_media_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("dir.png")).unwrap();
+        assert!(std::process::Command::new("mkfifo").arg(tmp.path().join("pipe.png")).status().unwrap().success());
+        for name in ["dir.png", "pipe.png"] {
+            assert_eq!(resolve(tmp.path(), name), Err(MediaPathError::NotAFile(name.into())));
+        }
+    }
 
     #[test]
     fn resolves_inside_and_refuses_outside() {

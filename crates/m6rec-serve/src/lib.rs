@@ -177,7 +177,12 @@ impl Service {
             return Err(Error::Config("limits: max_batch, max_k and queue must be at least 1".into()));
         }
         let (model, ds) = model::Model::load(&cfg.source, 1)?;
-        let decoders = prepare::Decoders::new(model.features.as_ref(), model.tokenizer(), cfg.limits.max_item_text);
+        let decoders = prepare::Decoders::new(
+            model.features.as_ref(),
+            model.tokenizer(),
+            cfg.limits.max_item_text,
+            cfg.limits.max_body,
+        );
         let default_domain = ds.items.first().map(|it| it.domain.clone()).unwrap_or_default();
         let (journal, records) = journal::Journal::open(&cfg.state_dir)?;
         let media_dir = cfg.state_dir.join("media");

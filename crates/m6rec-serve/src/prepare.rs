@@ -22,12 +22,20 @@ pub struct Decoders {
     tokenizer: Option<m6rec_text::TextTokenizer>,
     /// Longest title + text of one item, in bytes.
     max_text: usize,
+    /// Largest media file read from the media root, in bytes (a request body's bound).
+    max_media: usize,
 }
 
 impl Decoders {
     /// From the feature cache's configuration (none: the model has no item tower; media are refused), the text
-    /// encoder's tokenizer, and the longest item text (bytes) a request may carry.
-    pub fn new(cfg: Option<&FeatureConfig>, tokenizer: Option<m6rec_text::TextTokenizer>, max_text: usize) -> Decoders {
+    /// encoder's tokenizer, the longest item text (bytes) a request may carry, and the largest media file read from
+    /// the media root.
+    pub fn new(
+        cfg: Option<&FeatureConfig>,
+        tokenizer: Option<m6rec_text::TextTokenizer>,
+        max_text: usize,
+        max_media: usize,
+    ) -> Decoders {
         // Posted images are bounded tighter than the cache's (a 16k x 16k PNG is 1 GiB decoded).
         let image = cfg
             .map(|c| m6rec_image::ImageConfig { max_side: c.image.max_side.min(MAX_POSTED_SIDE), ..c.image.clone() });
@@ -36,6 +44,7 @@ impl Decoders {
             mel: cfg.and_then(|c| m6rec_audio::MelSpectrogram::new(&c.audio).ok()),
             tokenizer,
             max_text,
+            max_media,
         }
     }
 
@@ -99,7 +108,18 @@ impl Decoders {
                             format!("{at}: {what}_path {p:?} must be relative to the media root, without `..`"),
                         ));
                     }
-                    let full = root.join(rel);
+                    // Resolved for real (a symlink out of the root is refused), a regular file (a FIFO would block
+                    // this thread forever), and no larger than a request body may be.
+                    let full = m6rec_data::media::resolve(root, p).map_err(|e| {
+                        ApiError::invalid("bad_media", format!("{at}: {what}_path: {e} (the media root)"))
+                    })?;
+                    let len = std::fs::metadata(&full).map(|m| m.len()).unwrap_or(u64::MAX);
+                    if len > self.max_media as u64 {
+                        return Err(ApiError::too_large(
+                            "media_too_large",
+                            format!("{at}: {what}_path {p:?} holds {len} bytes; at most {} are read", self.max_media),
+                        ));
+                    }
                     let raw = std::fs::read(&full)
                         .map_err(|e| ApiError::invalid("bad_media", format!("{at}: {what}_path {p:?}: {e}")))?;
                     let ext = rel.extension().and_then(|e| e.to_str()).unwrap_or("bin").to_ascii_lowercase();

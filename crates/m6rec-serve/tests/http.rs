@@ -77,7 +77,7 @@ impl Server {
     }
 
     fn start_with(state: &Path, limits: Limits, index: m6rec_serve::index::IndexKind) -> Server {
-        Server::start_full(state, limits, index, Some(ADMIN_TOKEN))
+        Server::start_full(state, limits, index, Some(ADMIN_TOKEN), None)
     }
 
     fn start_full(
@@ -85,6 +85,7 @@ impl Server {
         limits: Limits,
         index: m6rec_serve::index::IndexKind,
         admin_token: Option<&str>,
+        media_root: Option<&Path>,
     ) -> Server {
         let f = fixture();
         let source = ModelSource {
@@ -98,7 +99,7 @@ impl Server {
         let cfg = ServeConfig {
             source,
             state_dir: state.to_path_buf(),
-            media_root: None,
+            media_root: media_root.map(Path::to_path_buf),
             limits,
             admin_token: admin_token.map(String::from),
         };
@@ -576,7 +577,7 @@ fn hot_reload_swaps_models_and_a_bad_checkpoint_keeps_the_old_one() {
     srv.shutdown();
     // A server started without a token keeps its admin routes closed.
     let closed_state = tempfile::tempdir().expect("tmp");
-    let closed = Server::start_full(closed_state.path(), limits(), m6rec_serve::index::IndexKind::Exact, None);
+    let closed = Server::start_full(closed_state.path(), limits(), m6rec_serve::index::IndexKind::Exact, None, None);
     let (st, v) = closed.call("POST", "/v1/admin/reload", None);
     assert_eq!((st, error_code(&v)), (403, "admin_disabled"), "{v}");
     closed.shutdown();
@@ -829,4 +830,31 @@ fn slow_idle_and_surplus_connections_are_closed_and_shutdown_is_bounded() {
     let start = Instant::now();
     srv.shutdown();
     assert!(start.elapsed() < Duration::from_secs(5), "shutdown took {:?}", start.elapsed());
+}
+
+/// Issue 19.12: media paths are resolved for real under `--media-root`: a symlink inside it that points outside is
+/// refused, and a FIFO named as an image is refused at once instead of blocking a thread forever.
+#[test]
+fn media_paths_that_leave_the_root_or_are_not_files_are_refused() {
+    let state = tempfile::tempdir().expect("tmp");
+    let outside = tempfile::tempdir().expect("tmp");
+    let root = tempfile::tempdir().expect("tmp");
+    std::fs::write(outside.path().join("secret.png"), b"not yours").expect("write");
+    std::os::unix::fs::symlink(outside.path().join("secret.png"), root.path().join("link.png")).expect("symlink");
+    let fifo = root.path().join("pipe.png");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo").success());
+    let srv = Server::start_full(
+        state.path(),
+        limits(),
+        m6rec_serve::index::IndexKind::Exact,
+        Some(ADMIN_TOKEN),
+        Some(root.path()),
+    );
+    for (name, says) in [("link.png", "resolves outside"), ("pipe.png", "not a regular file")] {
+        let item = ItemIn { id: "m".into(), title: "M".into(), image_path: Some(name.into()), ..Default::default() };
+        let (st, v) = srv.post("/v1/items", &ItemsRequest { items: vec![item] });
+        assert_eq!((st, error_code(&v)), (422, "bad_media"), "{name}: {v}");
+        assert!(v["error"]["message"].as_str().unwrap_or("").contains(says), "{name}: {v}");
+    }
+    srv.shutdown();
 }
