@@ -167,6 +167,8 @@ impl Dataset {
 
     /// Reads a dataset directory written by [`Dataset::save`], checking the format version and every id.
     pub fn load(dir: &Path) -> Result<Dataset> {
+        // A save killed between its two renames left the dataset under a hidden name: put it back first.
+        m6rec_tensor::atomic::recover(dir, Some(DATASET_DIR));
         let meta_path = dir.join("dataset.json");
         if !meta_path.exists() {
             return Err(Error::BadFormat {

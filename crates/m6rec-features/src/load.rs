@@ -40,6 +40,8 @@ pub struct Features {
 impl Features {
     /// Loads the cache built for `dataset`; an item list that differs (re-import, new items) is a stale cache.
     pub fn load(cache: &Path, dataset: &Dataset) -> Result<Features> {
+        // A build killed between its two renames left the cache under a hidden name: put it back first.
+        m6rec_tensor::atomic::recover(cache, Some(crate::build::FEATURES_DIR));
         let m = Manifest::read(cache)?;
         let stale = |reason: String| Error::Stale { path: cache.to_path_buf(), reason };
         if m.items.len() != dataset.items.len() || m.items.iter().zip(&dataset.items).any(|(e, it)| e.id != it.id) {

@@ -169,6 +169,8 @@ pub struct SavedConfig {
 
 /// Reads and deserialises `name` in checkpoint `dir`.
 pub fn read_json<T: for<'de> Deserialize<'de>>(dir: &Path, name: &str) -> Result<T> {
+    // A save killed between its two renames left the checkpoint under a hidden name: put it back first.
+    m6rec_tensor::atomic::recover(dir, Some(CHECKPOINT_DIR));
     let path = dir.join(name);
     if !dir.is_dir() {
         return Err(Error::Checkpoint {

@@ -1,8 +1,14 @@
 //! Atomic writes: readers see the old file (or directory) or the new one, never a half-written one.
 //!
-//! Files are written to `<name>.tmp-<pid>`, synced, then renamed over the target.
-//! Directories are filled under `<name>.tmp-<pid>/`, synced, and swapped in with two renames;
-//! if the process dies between them, the old directory survives as `<name>.old-<pid>`.
+//! Files are written to `.<name>.tmp-<pid>`, synced, then renamed over the target.
+//! Directories are filled under `.<name>.tmp-<pid>/`, synced, and swapped in: on Linux with one atomic exchange
+//! (`renameat2(RENAME_EXCHANGE)`), so there is no moment without `<name>`; elsewhere, or on a filesystem without it,
+//! with two renames, where a crash between them leaves `<name>` missing and the old copy as `.<name>.old-<pid>`.
+//!
+//! **Crash leftovers are recovered, not left behind.** Every write first removes the temporary and old siblings of
+//! its target that a process no longer alive left ([`recover`]); a target that is missing while a complete
+//! temporary (its marker written) or an old copy survives is put back, newest complete first. Loaders call
+//! [`recover`] before they read, so a crash between the two renames never reads as "not found".
 //!
 //! A directory is only ever replaced by one of its own [`DirKind`]: each written directory holds a marker file
 //! (`.m6rec-<kind>`), and an existing `--out` without it (a user's folder, a dataset where a checkpoint goes, a
@@ -22,6 +28,73 @@ fn sibling(path: &Path, tag: &str) -> PathBuf {
     path.with_file_name(format!(".{name}.{tag}-{}", std::process::id()))
 }
 
+/// Whether process `pid` still runs (Linux: `/proc/<pid>`; elsewhere unknown, taken as running).
+fn alive(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
+}
+
+/// The `.<name>.tmp-<pid>` and `.<name>.old-<pid>` siblings of `path` whose writer no longer runs:
+/// `(temporaries, olds)`, each newest first.
+fn stale_siblings(path: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    type Found = Vec<(Option<std::time::SystemTime>, PathBuf)>;
+    let (mut tmps, mut olds): (Found, Found) = (Vec::new(), Vec::new());
+    let newest_first = |mut v: Found| -> Vec<PathBuf> {
+        v.sort_by(|a, b| b.0.cmp(&a.0));
+        v.into_iter().map(|(_, p)| p).collect()
+    };
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return (Vec::new(), Vec::new());
+    };
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let Ok(entries) = fs::read_dir(parent) else { return (Vec::new(), Vec::new()) };
+    let (tmp_prefix, old_prefix) = (format!(".{name}.tmp-"), format!(".{name}.old-"));
+    for e in entries.filter_map(|e| e.ok()) {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let (list, pid) = if let Some(pid) = file.strip_prefix(&tmp_prefix) {
+            (&mut tmps, pid)
+        } else if let Some(pid) = file.strip_prefix(&old_prefix) {
+            (&mut olds, pid)
+        } else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok_and(|pid| pid != std::process::id() && !alive(pid)) {
+            let when = e.metadata().and_then(|m| m.modified()).ok();
+            list.push((when, e.path()));
+        }
+    }
+    (newest_first(tmps), newest_first(olds))
+}
+
+fn remove_any(p: &Path) {
+    let _ = if p.is_dir() { fs::remove_dir_all(p) } else { fs::remove_file(p) };
+}
+
+/// Recovers `path` after a crash of the process that was writing it (see the module docs): when `path` is missing,
+/// the newest complete temporary directory (one holding `kind`'s marker) or else the newest old copy becomes
+/// `path`; every other leftover of a dead writer is removed. Returns whether `path` was put back. Best effort on
+/// read-only places: what cannot be moved or removed stays as it was.
+pub fn recover(path: &Path, kind: Option<DirKind>) -> bool {
+    let (tmps, olds) = stale_siblings(path);
+    let mut restored = false;
+    if fs::symlink_metadata(path).is_err() {
+        let complete = |p: &&PathBuf| kind.is_some_and(|k| p.join(k.marker()).is_file());
+        let pick = tmps.iter().find(complete).or_else(|| olds.first());
+        if let Some(from) = pick {
+            restored = fs::rename(from, path).is_ok();
+            if restored {
+                sync_parent(path);
+            }
+        }
+    }
+    for p in tmps.iter().chain(&olds) {
+        if p.exists() {
+            remove_any(p);
+        }
+    }
+    restored
+}
+
 /// Writes `path` atomically with `fill`, which gets a buffered writer.
 ///
 /// The error type of `fill` is the caller's; I/O failures of the write itself come back as [`Error::Io`] through `E: From<Error>`.
@@ -29,6 +102,7 @@ pub fn write_file<E: From<Error>>(
     path: &Path,
     fill: impl FnOnce(&mut BufWriter<File>) -> std::result::Result<(), E>,
 ) -> std::result::Result<(), E> {
+    recover(path, None);
     let tmp = sibling(path, "tmp");
     let result = (|| -> std::result::Result<(), E> {
         let file = File::create(&tmp).map_err(io(&tmp))?;
@@ -102,6 +176,7 @@ pub fn write_dir<E: From<Error>>(
     kind: DirKind,
     fill: impl FnOnce(&Path) -> std::result::Result<(), E>,
 ) -> std::result::Result<(), E> {
+    recover(dir, Some(kind));
     kind.check_replaceable(dir)?;
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).map_err(io(parent))?;
@@ -129,6 +204,17 @@ pub fn write_dir<E: From<Error>>(
 }
 
 fn swap_in(tmp: &Path, dir: &Path) -> Result<()> {
+    #[cfg(target_os = "linux")]
+    if dir.exists() {
+        // One atomic step: `dir` is the new directory and `tmp` the old one, with no moment in between.
+        let flags = rustix::fs::RenameFlags::EXCHANGE;
+        if rustix::fs::renameat_with(rustix::fs::CWD, tmp, rustix::fs::CWD, dir, flags).is_ok() {
+            sync_parent(dir);
+            fs::remove_dir_all(tmp).map_err(io(tmp))?;
+            return Ok(());
+        }
+        // No RENAME_EXCHANGE on this filesystem: the two renames below, which `recover` repairs.
+    }
     if dir.exists() {
         let old = sibling(dir, "old");
         fs::rename(dir, &old).map_err(io(dir))?;
@@ -209,6 +295,53 @@ mod tests {
         assert!(res.is_err());
         assert_eq!(fs::read(&p).unwrap(), b"old");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "temp file left behind");
+    }
+
+    /// Issue 19.11: what a writer killed at each point of a save leaves is recovered by the next write or load:
+    /// stale temporaries and old copies are removed, and a target missing between the two renames comes back.
+    #[test]
+    fn crash_leftovers_are_cleaned_and_a_missing_target_is_put_back() {
+        let root = tempfile::tempdir().unwrap();
+        let d = root.path().join("ckpt");
+        write_dir(&d, CK, |t| write_bytes(&t.join("v"), b"1")).unwrap();
+        // A pid that is not running (pid_max on Linux is at most 2^22).
+        let dead = 4_194_999u32;
+        let leftover = |tag: &str, v: &[u8], marker: bool| {
+            let p = root.path().join(format!(".ckpt.{tag}-{dead}"));
+            fs::create_dir_all(&p).unwrap();
+            fs::write(p.join("v"), v).unwrap();
+            if marker {
+                fs::write(p.join(CK.marker()), b"").unwrap();
+            }
+            p
+        };
+        // Killed while filling: a half-written temporary beside the intact target.
+        let half = leftover("tmp", b"half", false);
+        let file_tmp = root.path().join(format!(".notes.txt.tmp-{dead}"));
+        fs::write(&file_tmp, b"x").unwrap();
+        assert!(!recover(&d, Some(CK)));
+        assert!(!half.exists() && fs::read(d.join("v")).unwrap() == b"1");
+        write_bytes(&root.path().join("notes.txt"), b"n").unwrap();
+        assert!(!file_tmp.exists());
+        // Killed between the two renames: no target, the old copy and a complete temporary.
+        fs::rename(&d, root.path().join(format!(".ckpt.old-{dead}"))).unwrap();
+        leftover("tmp", b"2", true);
+        assert!(recover(&d, Some(CK)));
+        assert_eq!(fs::read(d.join("v")).unwrap(), b"2", "the complete new copy wins");
+        // Only an old copy: it comes back.
+        fs::rename(&d, root.path().join(format!(".ckpt.old-{dead}"))).unwrap();
+        assert!(recover(&d, Some(CK)));
+        assert_eq!(fs::read(d.join("v")).unwrap(), b"2");
+        let names: Vec<String> =
+            fs::read_dir(root.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut names = names;
+        names.sort();
+        assert_eq!(names, vec!["ckpt", "notes.txt"]);
+        // A live writer's temporary (this process's) is never touched.
+        let mine = root.path().join(format!(".ckpt.tmp-{}", std::process::id()));
+        fs::create_dir(&mine).unwrap();
+        recover(&d, Some(CK));
+        assert!(mine.exists());
     }
 
     #[test]
