@@ -244,6 +244,13 @@ impl ContentItems {
         self.slots.iter().any(|s| matches!(s, Slot::Encoded(_)))
     }
 
+    /// Makes the next training step refresh the cache in full and count `refresh_every` from there. The trainer calls
+    /// it at the start of every epoch: the cache is then a function of the weights at the epoch's start, which a
+    /// checkpoint holds, so a resumed run computes exactly what an uninterrupted one does.
+    pub fn restart_refresh(&mut self) {
+        self.steps = 0;
+    }
+
     /// Recomputes every encoder's cached embeddings over the whole catalog (no gradients).
     pub fn refresh(&mut self) {
         for e in self.encoders() {

@@ -344,6 +344,9 @@ impl Trainer {
             let epoch = self.state.epoch + 1;
             // Dropout masks and sampled negatives differ between ranks (rank 0 draws what a single process would).
             m6rec_tensor::seed(t.seed.wrapping_add(epoch as u64).wrapping_add(rank as u64 * 1_000_003));
+            if let Some(items) = self.rec.items.as_mut() {
+                items.restart_refresh();
+            }
             let planned = epoch_batches(&spans, &seqs, &self.item_weight, &t, max_len, epoch);
             let n_batches = planned.len();
             // Every rank plans the same batches and takes its shard of each, with the batch's number of targets (to

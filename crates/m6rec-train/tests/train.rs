@@ -94,6 +94,54 @@ fn resume_continues_exactly() {
     }
 }
 
+/// Issue 19.7: a run whose item tower trains an image encoder (a cached table refreshed every few steps) resumes
+/// exactly too: 3 epochs straight and 1 + resume to 3 give the same losses and the same weights.
+#[test]
+fn resume_is_exact_with_a_trainable_content_encoder() {
+    use m6rec_train::content::{ItemContent, Modality, ModalityName};
+    let _rng = torch_rng();
+    let ds = small_demo(120);
+    let split = Split::leave_one_out(&ds.interactions, ds.n_users());
+    let fp = DatasetFingerprint::of(&ds);
+    let n = ds.n_items();
+    tch::manual_seed(7);
+    let pixels = tch::Tensor::randint(256, [n as i64, 3, 8, 8], (tch::Kind::Uint8, Device::Cpu));
+    let row_of: Vec<i64> = (0..n as i64).collect();
+    let content = || {
+        let images =
+            Modality::Images { pixels: pixels.shallow_clone(), row_of: row_of.clone(), mean: [0.5; 3], std: [0.25; 3] };
+        let present = tch::Tensor::ones([n as i64, 1], (tch::Kind::Bool, Device::Cpu));
+        ItemContent::from_modalities(vec![images], present, n).unwrap()
+    };
+    let mut cfg = small_config(3);
+    cfg.item_tower = Some(m6rec_fusion::ItemTowerConfig {
+        mode: m6rec_fusion::TowerMode::Hybrid,
+        fusion: m6rec_fusion::FusionConfig::Gated,
+        id_dropout: 0.3,
+    });
+    let mut cc = m6rec_train::content::ContentConfig { modalities: vec![ModalityName::Image], ..Default::default() };
+    cc.encoder.width = 4;
+    cc.encoder.depth = 1;
+    cc.encoder.out_dim = 8;
+    cc.grad_items = 16;
+    cc.refresh_every = 3;
+    cfg.content = Some(cc);
+    let dir = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    let mut a = Trainer::with_content(cfg.clone(), fp.clone(), Some(&content()), Device::Cpu).unwrap();
+    let full = a.fit(&split, Some(&a_dir), &mut Silent).unwrap().clone();
+    let mut b = Trainer::with_content(cfg.clone(), fp.clone(), Some(&content()), Device::Cpu).unwrap();
+    b.fit_until(&split, Some(&b_dir), &mut Silent, 1).unwrap();
+    drop(b);
+    let mut b = Trainer::resume_with_content(&b_dir, &fp, Some(&content()), Device::Cpu).unwrap();
+    let resumed = b.fit(&split, Some(&b_dir), &mut Silent).unwrap().clone();
+    let losses = |s: &m6rec_train::TrainState| s.history.iter().map(|r| (r.loss, r.valid_ndcg10)).collect::<Vec<_>>();
+    assert_eq!(losses(&full), losses(&resumed));
+    let wa = std::fs::read(a_dir.join("last.safetensors")).unwrap();
+    let wb = std::fs::read(b_dir.join("last.safetensors")).unwrap();
+    assert!(wa == wb, "weights differ after resume");
+}
+
 /// `train.max_seconds` ends the epoch in progress after the step that crosses it: that partial epoch is validated
 /// and checkpointed, and the checkpoint loads.
 #[test]
