@@ -158,3 +158,21 @@ pub struct ErrorDetail {
     /// What was wrong, where, and the fix.
     pub message: String,
 }
+
+/// Longest user or item id the service stores, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// A user or item id the service may store: not blank, at most [`MAX_ID_BYTES`], no control characters.
+pub fn check_id(what: &str, id: &str) -> Result<(), crate::error::ApiError> {
+    let bad = |why: String| Err(crate::error::ApiError::invalid("bad_id", format!("{what}: {why}")));
+    if id.trim().is_empty() {
+        return bad("the id is empty".into());
+    }
+    if id.len() > MAX_ID_BYTES {
+        return bad(format!("the id is {} bytes long; at most {MAX_ID_BYTES}", id.len()));
+    }
+    if id.chars().any(char::is_control) {
+        return bad("the id holds a control character (such as NUL or a newline)".into());
+    }
+    Ok(())
+}

@@ -304,6 +304,7 @@ impl Engine {
         if req.user_id.trim().is_empty() {
             return Err(ApiError::invalid("bad_user", "user_id is empty"));
         }
+        check_id("user_id", &req.user_id)?;
         if req.items.is_empty() || req.items.len() > self.limits.max_history {
             return Err(ApiError::invalid(
                 "bad_events",

@@ -10,8 +10,9 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// Opening the checkpoint, dataset or feature cache failed.
+    /// (The cause is in the message, not a `source`, so that a printed error chain says it once.)
     #[error("loading the model: {0}")]
-    Load(#[from] m6rec_recommender::Error),
+    Load(m6rec_recommender::Error),
     /// The state directory (journal, media) could not be read or written.
     #[error("state {path}: {reason}")]
     State {
@@ -23,6 +24,12 @@ pub enum Error {
     /// A configuration value is out of range.
     #[error("{0}")]
     Config(String),
+}
+
+impl From<m6rec_recommender::Error> for Error {
+    fn from(e: m6rec_recommender::Error) -> Self {
+        Error::Load(e)
+    }
 }
 
 /// Result with this crate's [`Error`].

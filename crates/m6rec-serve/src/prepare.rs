@@ -69,6 +69,7 @@ impl Decoders {
         if it.id.trim().is_empty() {
             return Err(ApiError::invalid("bad_item", format!("{at}: id is empty")));
         }
+        crate::api::check_id(&format!("{at}: id"), &it.id)?;
         let text_len = it.title.len() + it.text.as_ref().map_or(0, String::len);
         if text_len > self.max_text {
             return Err(ApiError::too_large(

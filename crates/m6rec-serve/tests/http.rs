@@ -388,6 +388,30 @@ fn bad_requests_get_json_errors_and_the_server_keeps_serving() {
             422,
             "unknown_item",
         ),
+        (
+            "a 100 kB user id (issue 19.17)",
+            srv.post(
+                "/v1/events",
+                &EventsRequest { user_id: "u".repeat(100_000), items: vec![ds.items[0].id.clone()] },
+            ),
+            422,
+            "bad_id",
+        ),
+        (
+            "a user id with NUL",
+            srv.post("/v1/events", &EventsRequest { user_id: "u\0v".into(), items: vec![ds.items[0].id.clone()] }),
+            422,
+            "bad_id",
+        ),
+        (
+            "an item id of 300 bytes",
+            srv.post(
+                "/v1/items",
+                &ItemsRequest { items: vec![ItemIn { id: "i".repeat(300), title: "t".into(), ..Default::default() }] },
+            ),
+            422,
+            "bad_id",
+        ),
         ("no route", srv.call("GET", "/v2/nothing", None), 404, "no_route"),
         ("wrong method", srv.call("GET", "/v1/recommend", None), 405, "method_not_allowed"),
     ];
