@@ -55,9 +55,10 @@ pub struct ModalityReport {
     pub with_media: usize,
     /// Files decoded in this run (new or changed).
     pub decoded: usize,
-    /// Files unchanged since the last run, taken from the cache.
+    /// Usable files unchanged since the last run, taken from the cache.
     pub reused: usize,
-    /// Files that could not be used, with the reason.
+    /// Files that could not be used, with the reason (found now, or unchanged since a run that found them).
+    /// `decoded + reused + failed.len() == with_media`.
     pub failed: Vec<BadMedia>,
 }
 
@@ -265,13 +266,13 @@ fn report_of(out: &[Option<Outcome>], dataset: &Dataset) -> ModalityReport {
     let mut r = ModalityReport::default();
     for (i, o) in out.iter().enumerate() {
         let Some(o) = o else { continue };
+        // Three disjoint counts that add up to `with_media`: a cached failure is a failure, not a reuse.
         r.with_media += 1;
-        if o.reused {
+        if o.entry.row.is_some() && o.reused {
             r.reused += 1;
         } else if o.entry.row.is_some() {
             r.decoded += 1;
-        }
-        if o.entry.row.is_none() {
+        } else {
             r.failed.push(BadMedia {
                 item: dataset.items[i].id.clone(),
                 path: o.entry.path.clone(),

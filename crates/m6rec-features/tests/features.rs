@@ -108,22 +108,26 @@ fn reruns_decode_only_what_changed() {
     build(&dir, &ds, &cache, &small(), &()).unwrap();
     let first = Features::load(&cache, &ds).unwrap().pixels;
 
-    // Nothing changed: everything readable is reused, failures included (the bad file is not decoded again).
+    // Nothing changed: everything readable is reused, failures included (the bad file is not decoded again). The
+    // counts add up (issue 19.17: a cached failure was once counted as reused and as unusable).
     let r = build(&dir, &ds, &cache, &small(), &()).unwrap();
     assert_eq!(
         (r.image.decoded, r.image.reused),
-        (0, 2),
-        "good.png and truncated.jpg are read and hashed, not decoded"
+        (0, 1),
+        "good.png is reused, truncated.jpg is read and hashed but not decoded again"
     );
-    assert_eq!((r.audio.decoded, r.audio.reused), (0, 2));
+    assert_eq!((r.audio.decoded, r.audio.reused), (0, 1));
     assert_eq!(r.image.failed.len(), 4, "failures stay reported");
+    for m in [&r.image, &r.audio] {
+        assert_eq!(m.decoded + m.reused + m.failed.len(), m.with_media, "{m:?}");
+    }
     assert!(Features::load(&cache, &ds).unwrap().pixels.equal(&first));
 
     // One image replaced: only it is decoded.
     std::fs::copy(m6rec_testkit::fixture("images/coffee.jpg"), dir.join("media/good.png")).unwrap();
     let r = build(&dir, &ds, &cache, &small(), &()).unwrap();
-    assert_eq!((r.image.decoded, r.image.reused), (1, 1));
-    assert_eq!((r.audio.decoded, r.audio.reused), (0, 2));
+    assert_eq!((r.image.decoded, r.image.reused), (1, 0));
+    assert_eq!((r.audio.decoded, r.audio.reused), (0, 1));
     assert!(!Features::load(&cache, &ds).unwrap().pixels.equal(&first));
 
     // Another preprocessing config: every image again, audio untouched.
@@ -132,7 +136,7 @@ fn reruns_decode_only_what_changed() {
     cfg.image.resize = 18;
     let r = build(&dir, &ds, &cache, &cfg, &()).unwrap();
     assert_eq!((r.image.decoded, r.image.reused), (1, 0));
-    assert_eq!((r.audio.decoded, r.audio.reused), (0, 2));
+    assert_eq!((r.audio.decoded, r.audio.reused), (0, 1));
     assert_eq!(Features::load(&cache, &ds).unwrap().pixels.size(), vec![1, 3, 16, 16]);
 }
 
