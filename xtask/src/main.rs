@@ -73,6 +73,28 @@ enum Cmd {
         #[arg(long)]
         mirror: Option<String>,
     },
+    /// Fuzz TARGET (or `all`) for N seconds from its committed corpus (`fixtures/fuzz/<target>`): panics and inputs
+    /// over the memory bound are findings, saved under target/fuzz/findings. `cargo xtask fuzz list` names the
+    /// targets; `-- replay TARGET FILE`, `-- input TARGET I -o FILE` and `-- seeds` reach the rest of `m6rec-fuzz`.
+    Fuzz {
+        /// A target, `all`, or `list`.
+        target: String,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60.0)]
+        seconds: f64,
+        /// Inputs per target at most.
+        #[arg(long)]
+        inputs: Option<u64>,
+        /// The run's seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Also write the reports as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Other `m6rec-fuzz` commands, after `--` (then TARGET is ignored).
+        #[arg(last = true)]
+        extra: Vec<String>,
+    },
     /// Measurements: `quality` (model vs popularity on a dataset), `criterion` (micro-benchmarks), `step` (where
     /// one training step's time goes, useful FLOP/s against the matmul roof), `catalog`
     /// (training throughput against catalog size, content tower vs id table), `encoders`
@@ -181,6 +203,25 @@ fn run(cli: Cli) -> Result<()> {
             run_cmd(&mut cmd)
         }
         Cmd::Demo { data, config } => demo(&root, data.as_deref(), config.as_deref()),
+        Cmd::Fuzz { target, seconds, inputs, seed, json, extra } => {
+            setup::ensure(&root)?;
+            let mut cmd = cargo(&root);
+            cmd.args(["run", "--quiet", "-p", "m6rec-fuzz", "--"]);
+            if !extra.is_empty() {
+                cmd.args(&extra);
+            } else if target == "list" {
+                cmd.arg("list");
+            } else {
+                cmd.args(["run", &target, "--seconds", &seconds.to_string(), "--seed", &seed.to_string()]);
+                if let Some(n) = inputs {
+                    cmd.args(["--inputs", &n.to_string()]);
+                }
+                if let Some(j) = json {
+                    cmd.arg("--json").arg(j);
+                }
+            }
+            run_cmd(&mut cmd)
+        }
         Cmd::Download { name, out, mirror } => {
             let archive = download::Archive::named(&name)?;
             let dir = download::download(&archive, mirror.as_deref(), &root.join(out))?;

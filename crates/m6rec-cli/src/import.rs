@@ -380,4 +380,11 @@ fn print_report(imported: &Imported, filtered: Option<&FilterReport>, src: &Path
             println!("  ... and {} more (--all-skipped lists them all)", list.len() - shown);
         }
     }
+    if r.skipped_unlisted > 0 {
+        println!(
+            "  ... and {} more skipped lines, counted but not listed (a report lists the first {})",
+            r.skipped_unlisted,
+            m6rec_data::import::MAX_LISTED
+        );
+    }
 }

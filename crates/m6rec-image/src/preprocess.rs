@@ -15,6 +15,10 @@ pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 /// ImageNet channel standard deviations.
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
+/// Most pixels a source image may have (2^24, 16.8 megapixels, 4096 x 4096): decoding one holds at most about
+/// 190 MB.
+pub const MAX_PIXELS: u64 = 1 << 24;
+
 /// How an image becomes a fixed-size tensor (part of a run's TOML).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -125,9 +129,25 @@ impl Preprocessor {
         if reader.format().is_none() {
             return Err(decode_err(&"unrecognised format (JPEG, PNG, WebP and GIF are supported)"));
         }
+        // Decompression bombs: a few bytes can declare a huge image. The declared size is read first and bounded in
+        // pixels as well as per side (decoding a 16-bit RGBA image holds 8 bytes per pixel, then 3 more for RGB).
+        let (w, h) = ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| decode_err(&e))?
+            .into_dimensions()
+            .map_err(|e| decode_err(&e))?;
+        let pixels = u64::from(w) * u64::from(h);
+        if pixels > MAX_PIXELS {
+            return Err(decode_err(&format!(
+                "{w} x {h} is {:.1} megapixels, more than the {:.1} this decoder takes; scale the image down",
+                pixels as f64 / 1e6,
+                MAX_PIXELS as f64 / 1e6
+            )));
+        }
         let mut limits = Limits::default();
         limits.max_image_width = Some(self.cfg.max_side);
         limits.max_image_height = Some(self.cfg.max_side);
+        limits.max_alloc = Some(MAX_PIXELS * 8);
         reader.limits(limits);
         if reader.format() == Some(image::ImageFormat::Jpeg) && !ends_with_jpeg_eoi(bytes) {
             // The JPEG decoder fills a truncated scan with grey; Pillow refuses such files, and so do we.

@@ -201,8 +201,35 @@ pub fn read_config(dir: &Path) -> Result<SavedConfig> {
     cfg.run
         .validate()
         .map_err(|e| Error::Checkpoint { path: dir.to_path_buf(), reason: format!("config.json is invalid: {e}") })?;
-    Ok(cfg)
+    // Each size may be in range while their product is not (a catalog of 3e12 items once asked libtorch for 198 TB):
+    // the parameters are counted before anything is allocated.
+    let m = &cfg.run.model;
+    let params = (|| {
+        let items = i64::try_from(cfg.dataset.n_items).ok()?.checked_add(2)?;
+        let table = items.checked_mul(m.d_model)?;
+        let block = m
+            .d_model
+            .checked_mul(m.d_model)?
+            .checked_mul(4)?
+            .checked_add(m.d_model.checked_mul(m.d_ff())?.checked_mul(2)?)?;
+        let blocks = block.checked_mul(m.n_layers)?;
+        table.checked_add(blocks)?.checked_add(m.max_len.checked_mul(m.d_model)?)
+    })();
+    match params {
+        Some(p) if p <= MAX_PARAMETERS => Ok(cfg),
+        _ => Err(Error::Checkpoint {
+            path: dir.to_path_buf(),
+            reason: format!(
+                "config.json describes a model of more than {MAX_PARAMETERS} parameters ({} items x d_model {}, {} layers): \
+                 it is damaged, or not a checkpoint this machine could have written",
+                cfg.dataset.n_items, m.d_model, m.n_layers
+            ),
+        }),
+    }
 }
+
+/// Most parameters a checkpoint's config may describe: 2^32 (16 GiB of float32).
+pub const MAX_PARAMETERS: i64 = 1 << 32;
 
 /// Loads `file` (a safetensors file in `dir`) into `vs`, naming missing or mismatched variables.
 pub fn load_weights(vs: &mut nn::VarStore, dir: &Path, file: &str) -> Result<()> {

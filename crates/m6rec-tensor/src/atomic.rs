@@ -40,7 +40,7 @@ fn stale_siblings(path: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
     type Found = Vec<(Option<std::time::SystemTime>, PathBuf)>;
     let (mut tmps, mut olds): (Found, Found) = (Vec::new(), Vec::new());
     let newest_first = |mut v: Found| -> Vec<PathBuf> {
-        v.sort_by(|a, b| b.0.cmp(&a.0));
+        v.sort_by_key(|e| std::cmp::Reverse(e.0));
         v.into_iter().map(|(_, p)| p).collect()
     };
     let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {

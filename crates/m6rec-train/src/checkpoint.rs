@@ -83,6 +83,8 @@ pub fn load_config(dir: &Path) -> Result<CheckpointConfig> {
     cfg.run
         .validate(&dir.join("config.json"))
         .map_err(|e| Error::Checkpoint { path: dir.to_path_buf(), reason: format!("config.json is invalid: {e}") })?;
+    // The recommender's own checks too (among them the bound on the model's size, before anything is allocated).
+    m6rec_recommender::saved::read_config(dir)?;
     Ok(cfg)
 }
 

@@ -138,12 +138,13 @@ pub fn import_events(events: &EventsSpec, items: Option<&ItemsSpec>) -> Result<I
     // Events of items the item table lacks are skipped lines; the others are ordered by time (stable: equal times keep
     // file order) and each column is permuted in turn, so the import holds one column twice at most.
     let mut order: Vec<usize> = Vec::with_capacity(b.inter.len());
-    for (e, &item) in b.inter.item.iter().enumerate() {
+    for (e, &line) in at.iter().enumerate().take(b.inter.len()) {
+        let item = b.inter.item[e];
         match (&described, items) {
             (Some(found), Some(spec)) if !found[item as usize] => {
                 let id = &b.items[item as usize].id;
                 let reason = format!("item `{id}` is not in the item table {}", spec.path.display());
-                b.skipped.push(Skipped { file: events.path.clone(), line: at[e] as usize, reason });
+                b.skip(&events.path, line as usize, reason);
             }
             _ => order.push(e),
         }
@@ -293,7 +294,7 @@ fn read_items(
         let (at, cells) = match row {
             Ok(r) => r,
             Err((at, reason)) => {
-                warnings.push(Skipped { file: path.to_path_buf(), line: at.number() as usize, reason });
+                push_warning(warnings, Skipped { file: path.to_path_buf(), line: at.number() as usize, reason });
                 continue;
             }
         };
@@ -304,7 +305,7 @@ fn read_items(
         };
         if std::mem::replace(&mut found[idx as usize], true) {
             let reason = "a second row for this item; the first is kept".to_string();
-            warnings.push(Skipped { file: path.to_path_buf(), line, reason });
+            push_warning(warnings, Skipped { file: path.to_path_buf(), line, reason });
             continue;
         }
         let cell = |k: Option<usize>| k.and_then(|k| cells[k].as_deref()).map(str::trim).filter(|s| !s.is_empty());
@@ -329,7 +330,7 @@ fn read_items(
                 }
                 Err(e) => {
                     let reason = format!("{kind:?} path: {e} (under {}); the item has none", media_root.display());
-                    warnings.push(Skipped { file: path.to_path_buf(), line, reason });
+                    push_warning(warnings, Skipped { file: path.to_path_buf(), line, reason });
                 }
             }
         }
@@ -345,4 +346,11 @@ fn permute<T: Copy>(v: Vec<T>, order: &[usize]) -> Vec<T> {
 fn push<'a>(want: &mut Vec<Want<'a>>, name: &'a str, required: bool) -> usize {
     want.push(Want { name, required });
     want.len() - 1
+}
+
+/// A warning, unless [`super::MAX_LISTED`] are listed already.
+fn push_warning(warnings: &mut Vec<Skipped>, w: Skipped) {
+    if warnings.len() < super::MAX_LISTED {
+        warnings.push(w);
+    }
 }

@@ -90,14 +90,27 @@ pub struct ImportReport {
     pub n_items: usize,
     /// Users.
     pub n_users: usize,
-    /// Lines skipped, each with file, line and reason.
+    /// Lines skipped, each with file, line and reason: the first [`MAX_LISTED`].
     pub skipped: Vec<Skipped>,
+    /// Lines skipped beyond the first [`MAX_LISTED`]: counted, not listed (a small Parquet file can hold millions
+    /// of empty rows; listing each once took 1.8 GB).
+    pub skipped_unlisted: usize,
     /// Rows used in part: an item table's second row for an item, a media path that is missing or escapes its folder.
     pub warnings: Vec<Skipped>,
     /// Events rated below the minimum rating (not interactions, by the user's choice; not listed).
     pub below_min_rating: usize,
     /// Item table rows naming no item of the log (not listed).
     pub unused_item_rows: usize,
+}
+
+/// Most skipped lines (and most warnings) a report lists one by one; the rest are counted.
+pub const MAX_LISTED: usize = 10_000;
+
+impl ImportReport {
+    /// Lines skipped in all, listed or not.
+    pub fn skipped_total(&self) -> usize {
+        self.skipped.len() + self.skipped_unlisted
+    }
 }
 
 /// A dataset and the report of how it was made.
@@ -129,6 +142,7 @@ pub(crate) struct Builder {
     item_idx: HashMap<String, u32>,
     inter: Interactions,
     skipped: Vec<Skipped>,
+    skipped_unlisted: usize,
 }
 
 impl Builder {
@@ -175,19 +189,24 @@ impl Builder {
     }
 
     pub(crate) fn skip(&mut self, file: &Path, line: usize, reason: impl Into<String>) {
-        self.skipped.push(Skipped { file: file.to_path_buf(), line, reason: reason.into() });
+        if self.skipped.len() < MAX_LISTED {
+            self.skipped.push(Skipped { file: file.to_path_buf(), line, reason: reason.into() });
+        } else {
+            self.skipped_unlisted += 1;
+        }
     }
 
     /// Finishes the import; an import without interactions is an error.
     pub(crate) fn finish(self, name: &str, source: String, src: &Path) -> Result<Imported> {
         if self.inter.is_empty() {
-            return Err(Error::Empty { path: src.to_path_buf(), skipped: self.skipped.len() });
+            return Err(Error::Empty { path: src.to_path_buf(), skipped: self.skipped.len() + self.skipped_unlisted });
         }
         let report = ImportReport {
             imported: self.inter.len(),
             n_items: self.items.len(),
             n_users: self.users.len(),
             skipped: self.skipped,
+            skipped_unlisted: self.skipped_unlisted,
             ..ImportReport::default()
         };
         let dataset =

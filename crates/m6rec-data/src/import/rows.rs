@@ -62,6 +62,19 @@ impl std::str::FromStr for TableFormat {
     }
 }
 
+/// Runs a step of the `parquet` crate, turning its panics on damaged files (`parquet` 60.1 panics on negative
+/// column offsets and on a dictionary page that never came, found by `cargo xtask fuzz events-parquet`) into an
+/// error naming the file.
+fn guarded<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| Error::BadFormat {
+        path: path.to_path_buf(),
+        reason: "the Parquet reader failed on this file (damaged metadata or pages); re-export it".into(),
+    })
+}
+
+/// Most rows a Parquet file may declare per byte of file (see `Rows::parquet`).
+const MAX_PARQUET_ROWS_PER_BYTE: u64 = 80;
+
 /// Where a row is in its file: a line (text formats, 1-based, the header being line 1) or a row (Parquet, 0-based).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Location {
@@ -105,9 +118,23 @@ pub(crate) struct Rows {
 }
 
 enum Inner {
-    Delimited { records: csv::StringRecordsIntoIter<Box<dyn Read>>, cols: Vec<Option<usize>> },
-    Json { lines: std::io::Lines<Box<dyn BufRead>>, line: u64, names: Vec<String>, first: Option<String> },
-    Parquet { reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader, batch: Option<Batch>, row: u64 },
+    Delimited {
+        records: csv::StringRecordsIntoIter<Box<dyn Read>>,
+        cols: Vec<Option<usize>>,
+    },
+    Json {
+        lines: std::io::Lines<Box<dyn BufRead>>,
+        line: u64,
+        names: Vec<String>,
+        first: Option<String>,
+    },
+    /// `reader` is dropped after its first error: a damaged file's reader may fail again and again without moving on
+    /// (a fuzzed file once made one error per call, forever).
+    Parquet {
+        reader: Option<parquet::arrow::arrow_reader::ParquetRecordBatchReader>,
+        batch: Option<Batch>,
+        row: u64,
+    },
 }
 
 struct Batch {
@@ -205,7 +232,21 @@ impl Rows {
         }
         let file = std::fs::File::open(path).map_err(io(path))?;
         let table = |e: parquet::errors::ParquetError| Error::Table { path: path.to_path_buf(), reason: e.to_string() };
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(table)?;
+        let bytes = file.metadata().map_err(io(path))?.len();
+        let builder = guarded(path, || ParquetRecordBatchReaderBuilder::try_new(file))?.map_err(table)?;
+        // Work is bounded before it starts: run-length encoding lets a few bytes declare billions of empty rows
+        // (a fuzzed 1.2 kB file kept a core busy for a quarter of an hour). No event log has a tenth of a bit per row.
+        let declared: i64 = builder.metadata().row_groups().iter().map(|g| g.num_rows().max(0)).sum();
+        let bound = MAX_PARQUET_ROWS_PER_BYTE.saturating_mul(bytes).saturating_add(1 << 16);
+        if u64::try_from(declared).unwrap_or(u64::MAX) > bound {
+            return Err(Error::BadFormat {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "declares {declared} rows in {bytes} bytes (more than {MAX_PARQUET_ROWS_PER_BYTE} rows per byte): \
+                     the file is damaged, or not an event table"
+                ),
+            });
+        }
         let schema = builder.schema().clone();
         let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
         let mut roots = Vec::new();
@@ -219,8 +260,8 @@ impl Rows {
         roots.sort_unstable();
         roots.dedup();
         let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-        let reader = builder.with_projection(mask).with_batch_size(8192).build().map_err(table)?;
-        Ok(Inner::Parquet { reader, batch: None, row: 0 })
+        let reader = guarded(path, || builder.with_projection(mask).with_batch_size(8192).build())?.map_err(table)?;
+        Ok(Inner::Parquet { reader: Some(reader), batch: None, row: 0 })
     }
 
     /// The next row, `None` at the end. A row that cannot be read at all (a broken CSV quote, a line that is not a
@@ -277,9 +318,26 @@ impl Rows {
                         return Some(cells.map(|c| (at, c)).map_err(|e| (at, e)));
                     }
                 }
-                match reader.next()? {
+                let next = {
+                    let r = reader.as_mut()?;
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.next()))
+                };
+                let next = match next {
+                    Ok(n) => n?,
+                    Err(_) => {
+                        *reader = None;
+                        *batch = None;
+                        let msg = "the Parquet reader failed on this file (damaged metadata or pages); the rest of the file is not read";
+                        return Some(Err((Location::Row(*row), msg.to_string())));
+                    }
+                };
+                match next {
                     Ok(rb) => *batch = Some(Batch::new(&rb, want)),
-                    Err(e) => return Some(Err((Location::Row(*row), e.to_string()))),
+                    Err(e) => {
+                        *reader = None;
+                        *batch = None;
+                        return Some(Err((Location::Row(*row), format!("{e}; the rest of the file is not read"))));
+                    }
                 }
             },
         }
