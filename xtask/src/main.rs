@@ -95,6 +95,14 @@ enum Cmd {
         #[arg(last = true)]
         extra: Vec<String>,
     },
+    /// Kill `m6rec import`, `m6rec train` and `m6rec serve` with SIGKILL at random points, CYCLES times each, and
+    /// check after every kill that the dataset or checkpoint loads (or is absent), nothing is left behind, and the
+    /// service lost no acknowledged event (the suite runs 3 cycles of the same test).
+    Crashtest {
+        /// Kills of each command.
+        #[arg(long, default_value_t = 100)]
+        cycles: usize,
+    },
     /// Measurements: `quality` (model vs popularity on a dataset), `criterion` (micro-benchmarks), `step` (where
     /// one training step's time goes, useful FLOP/s against the matmul roof), `catalog`
     /// (training throughput against catalog size, content tower vs id table), `encoders`
@@ -203,6 +211,12 @@ fn run(cli: Cli) -> Result<()> {
             run_cmd(&mut cmd)
         }
         Cmd::Demo { data, config } => demo(&root, data.as_deref(), config.as_deref()),
+        Cmd::Crashtest { cycles } => {
+            setup::ensure(&root)?;
+            let mut cmd = cargo(&root);
+            cmd.args(["test", "-p", "m6rec-cli", "--test", "crash", "--", "--nocapture", "--test-threads", "1"]);
+            run_cmd(cmd.env("M6REC_CRASH_CYCLES", cycles.to_string()))
+        }
         Cmd::Fuzz { target, seconds, inputs, seed, json, extra } => {
             setup::ensure(&root)?;
             let mut cmd = cargo(&root);
