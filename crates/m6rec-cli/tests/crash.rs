@@ -10,7 +10,7 @@
 
 use rand::{Rng, SeedableRng};
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
