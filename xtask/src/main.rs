@@ -109,9 +109,11 @@ enum Cmd {
     /// (image/audio/text throughput against the Python pipelines), `serve` (HTTP latency under load from wrk) or
     /// `allreduce` (c10d all-reduce over loopback, 2 ranks: `-- --mb 0.844,25`) or `peers` (m6rec's automatic strategy
     /// against a plain PyTorch SASRec, same split, size and budget: `--data D --seconds 600`) or `import` (rows/s and
-    /// peak memory importing a generated event log as CSV and Parquet: `-- --rows 10000000`).
+    /// peak memory importing a generated event log as CSV and Parquet: `-- --rows 10000000`) or `soak` (a steady
+    /// client's latency and errors while ~1,000 hostile connections, slow, idle, oversized and bursty, hold the
+    /// service, and its memory over time: `-- --seconds 300`).
     Bench {
-        /// quality, criterion, encoders, catalog, step, serve, import, allreduce or peers.
+        /// quality, criterion, encoders, catalog, step, serve, soak, import, allreduce or peers.
         what: String,
         /// Dataset for `quality` (folder to import) and `step` (a dataset from `m6rec import`); for `encoders`, the
         /// shared data folder (default ../shared/data).
@@ -269,7 +271,7 @@ fn run(cli: Cli) -> Result<()> {
                 setup::ensure(&root)?;
                 bench::allreduce(&root, json.as_deref(), &extra)
             }
-            "catalog" | "serve" | "step" | "import" => {
+            "catalog" | "serve" | "step" | "import" | "soak" => {
                 setup::ensure(&root)?;
                 if what == "serve" {
                     bench::ensure_wrk()?;

@@ -195,6 +195,26 @@ async fn observe(State(svc): State<Arc<Service>>, req: Request, next: Next) -> R
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_string();
     let start = Instant::now();
     let timeout = svc.cfg.limits.request_timeout;
+    // A body declared larger than the limit is refused before any of it is read (else the server would wait for
+    // 16 MiB of it, up to the request timeout, before saying so).
+    let max_body = svc.cfg.limits.max_body;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max_body as u64) {
+        let resp = ApiError::too_large(
+            "body_too_large",
+            format!(
+                "the body declares {} bytes; this server takes at most {max_body} (--max-body-mib)",
+                declared.unwrap_or(0)
+            ),
+        )
+        .into_response();
+        svc.metrics.requests.with_label_values(&[route.as_str(), resp.status().as_str()]).inc();
+        return resp;
+    }
     let resp = match tokio::time::timeout(timeout, next.run(req)).await {
         Ok(r) => r,
         Err(_) => ApiError {

@@ -882,3 +882,21 @@ fn media_paths_that_leave_the_root_or_are_not_files_are_refused() {
     }
     srv.shutdown();
 }
+
+/// A body declared larger than `max_body` is refused at once with 413, before the server reads any of it.
+#[test]
+fn a_declared_oversized_body_is_refused_before_it_is_read() {
+    let state = tempfile::tempdir().expect("tmp");
+    let srv = Server::start(state.path(), Limits { request_timeout: Duration::from_secs(20), ..limits() });
+    let start = std::time::Instant::now();
+    let mut s = TcpStream::connect(srv.addr).expect("connect");
+    s.write_all(b"POST /v1/items HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 67108864\r\n\r\n{\"items\":[")
+        .expect("write");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).expect("an answer before the body");
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 413") && text.contains("body_too_large"), "{text}");
+    assert!(start.elapsed() < Duration::from_secs(5), "answered after {:?}", start.elapsed());
+    srv.shutdown();
+}
