@@ -299,7 +299,7 @@ fn run(cli: Cli) -> Result<()> {
                 run_cmd(&mut cmd)
             }
             other => {
-                bail!("unknown bench `{other}`: expected quality, criterion, encoders, catalog, step, serve, import, allreduce or peers")
+                bail!("unknown bench `{other}`: expected quality, criterion, encoders, catalog, step, serve, soak, import, allreduce or peers")
             }
         },
     }
