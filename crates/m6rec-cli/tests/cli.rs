@@ -658,3 +658,16 @@ fn the_report_renders_in_a_headless_browser_with_the_runs_numbers_and_every_imag
         browser.eval("return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length;");
     assert_eq!(broken.unwrap(), 1);
 }
+
+/// Regression (issue 19, 17): `m6rec serve` start-up errors said their cause twice (once in the message, once as
+/// its source).
+#[test]
+fn serve_start_up_errors_say_their_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("no-such-checkpoint");
+    let data = m6rec_testkit::fixture("demo");
+    let err = fails(&m6rec(&["serve", "--checkpoint", p(&ck), "--data", p(&data)]));
+    // The demo fixture is RecBole files, not a dataset: that is the cause, said once.
+    assert_eq!(err.matches("not an m6rec dataset").count(), 1, "{err}");
+    assert!(err.contains("m6rec import"), "{err}");
+}
