@@ -24,7 +24,7 @@ mod error;
 mod mel;
 mod resample;
 
-pub use decode::{decode, decode_file, Mono};
+pub use decode::{decode, decode_file, Mono, MAX_SAMPLE_RATE};
 pub use encoder::AudioEncoder;
 pub use error::{Error, Result};
 pub use mel::{batch, hz_to_mel, mel_filters, mel_to_hz, LogMel, MelConfig, MelSpectrogram};
