@@ -1,5 +1,5 @@
 use crate::{Error, Result};
-pub use m6rec_objective::LossConfig;
+pub use m6rec_objective::{LossConfig, TaskConfig};
 use serde::{Deserialize, Serialize};
 
 /// Hyper-parameters of [`crate::SeqRec`]. `n_items` comes from the dataset, everything else from the run config.
@@ -27,6 +27,9 @@ pub struct SeqRecConfig {
     /// Training objective ([`m6rec_objective`]).
     #[serde(default)]
     pub loss: LossConfig,
+    /// Pretraining task ([`m6rec_objective::task`]): next-item (default), masked-item or prefix-LM.
+    #[serde(default, skip_serializing_if = "is_next_item")]
+    pub task: TaskConfig,
     /// Soft prompts: this many learned vectors read before every sequence (M6-Rec's option tuning; `m6rec adapt`
     /// trains only them on a frozen model). Default 0.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -39,6 +42,10 @@ pub struct SeqRecConfig {
 
 fn is_zero(x: &i64) -> bool {
     *x == 0
+}
+
+fn is_next_item(t: &TaskConfig) -> bool {
+    *t == TaskConfig::NextItem
 }
 
 mod d {
@@ -69,6 +76,7 @@ impl Default for SeqRecConfig {
             max_len: d::max_len(),
             dropout: d::dropout(),
             loss: LossConfig::default(),
+            task: TaskConfig::default(),
             prompts: 0,
             lora_rank: 0,
         }
@@ -144,7 +152,7 @@ impl SeqRecConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return bad("dropout", format!("is {}, must be in [0, 1)", self.dropout));
         }
-        if let Err((field, reason)) = self.loss.validate() {
+        if let Err((field, reason)) = self.loss.validate().and_then(|()| self.task.validate()) {
             return bad(field, reason);
         }
         Ok(())

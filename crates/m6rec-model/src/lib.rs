@@ -1,9 +1,10 @@
-//! The generative model of m6rec: a causal Transformer that reads a user's item sequence and scores the next item.
+//! The generative model of m6rec: a Transformer that reads a user's item sequence and scores the next item (causal
+//! by default; bidirectional or prefix-LM attention and a mask token for the masked-item and prefix-LM tasks).
 //!
 //! # Brief overview
 //! - [`SeqRecConfig`] (serde, part of the run's TOML) → [`SeqRec::init`] (validates, creates named variables) →
-//!   [`SeqRec::forward`]: the one forward, tokens and an item table in, one scoring state per position out (a
-//!   candidate's score is `state · its table row`).
+//!   [`SeqRec::forward_with`]: the one forward, tokens, an item table and an [`Attention`] in, one scoring state
+//!   per position out (a candidate's score is `state · its table row`); [`SeqRec::forward`] is the causal one.
 //! - The objective is its own layer, [`m6rec_objective`] ([`LossConfig`] is re-exported for `[model.loss]`); the
 //!   recommender that puts the model, its item table and the objective together is `m6rec-recommender`.
 //!
@@ -26,6 +27,7 @@ mod config;
 mod error;
 mod model;
 
-pub use config::{LossConfig, SeqRecConfig};
+pub use config::{LossConfig, SeqRecConfig, TaskConfig};
 pub use error::{Error, Result};
+pub use m6rec_tensor::mask::Attention;
 pub use model::SeqRec;

@@ -1,16 +1,19 @@
-//! [`SeqRec`]: a SASRec-class causal Transformer over item sequences, with item embeddings tied to the output layer.
+//! [`SeqRec`]: a SASRec-class Transformer over item sequences, with item embeddings tied to the output layer.
 
 use crate::config::SeqRecConfig;
 use crate::Result;
+use m6rec_objective::MASK;
 use m6rec_tensor::block::Block;
-use m6rec_tensor::{mask, Mode};
+use m6rec_tensor::mask::{self, Attention};
+use m6rec_tensor::Mode;
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
 /// The generative sequence recommender.
 ///
 /// Variables (checkpoint keys) under the path given to [`SeqRec::init`]: `item_emb.weight` (`[n_items + 1, d_model]`,
-/// row 0 is padding), `pos_emb.weight`, `blocks.{i}.{ln_attn,attn.qkv,attn.out,ln_ff,ff.in,ff.out}.*`, `ln_out.*`.
+/// row 0 is padding), `pos_emb.weight`, `blocks.{i}.{ln_attn,attn.qkv,attn.out,ln_ff,ff.in,ff.out}.*`, `ln_out.*`,
+/// `prompt` (with soft prompts), `mask_emb` (`[d_model]`, for tasks that read [`MASK`] tokens).
 #[derive(Debug)]
 pub struct SeqRec {
     item_emb: nn::Embedding,
@@ -19,6 +22,8 @@ pub struct SeqRec {
     ln_out: nn::LayerNorm,
     /// `[prompts, d]` soft prompts read before every sequence (absent when `prompts` is 0).
     prompt: Option<Tensor>,
+    /// `[d]` the input embedding of [`MASK`] (masked-item task only).
+    mask_emb: Option<Tensor>,
     n_items: i64,
     cfg: SeqRecConfig,
 }
@@ -47,6 +52,7 @@ impl SeqRec {
             blocks,
             ln_out: nn::layer_norm(vs / "ln_out", vec![d], Default::default()),
             prompt: (cfg.prompts > 0).then(|| vs.randn("prompt", &[cfg.prompts, d], 0.0, (d as f64).powf(-0.5))),
+            mask_emb: cfg.task.uses_mask_token().then(|| vs.randn("mask_emb", &[d], 0.0, (d as f64).powf(-0.5))),
             n_items,
             cfg: cfg.clone(),
         })
@@ -77,17 +83,21 @@ impl SeqRec {
     /// computes, includes it, which matters only where already-seen items are shown.
     ///
     /// # Shapes
-    /// - `tokens`: `[b_sz, seq_len]` int64, left-padded with 0, every token `<= table rows`
+    /// - `tokens`: `[b_sz, seq_len]` int64, left-padded with 0, every token `<= table rows` (or [`MASK`])
     /// - `table`: `[n_rows, d_model + extra]`
     /// - returns `[b_sz, seq_len, d_model]`
-    fn hidden(&self, tokens: &Tensor, table: &Tensor, mode: Mode) -> Tensor {
+    fn hidden(&self, tokens: &Tensor, table: &Tensor, attention: &Attention, mode: Mode) -> Tensor {
         let (b_sz, seq_len) = tokens.size2().unwrap_or((0, 0));
         let device = tokens.device();
         let d = self.cfg.d_model;
-        let valid = tokens.gt(0); // [b, L]
-                                  // Padding reads row 0 of the table and is zeroed below; real tokens read row token - 1.
+        let valid = tokens.ne(0); // [b, L]: items and masks
+                                  // Padding reads row 0 of the table and is zeroed below; real tokens read row token - 1; masks their embedding.
         let rows = (tokens - 1).clamp_min(0).view([-1]);
-        let items = table.narrow(1, 0, d).index_select(0, &rows).view([b_sz, seq_len, d]);
+        let mut items = table.narrow(1, 0, d).index_select(0, &rows).view([b_sz, seq_len, d]);
+        if let Some(m) = &self.mask_emb {
+            let is_mask = tokens.eq(MASK).unsqueeze(-1);
+            items = m.view([1, 1, d]).expand_as(&items).where_self(&is_mask, &items);
+        }
         // Right-aligned positions: the most recent item is always position max_len - 1, whatever the padding.
         let pos = Tensor::arange_start(self.cfg.max_len - seq_len, self.cfg.max_len, (Kind::Int64, device));
         let xs = items * (d as f64).sqrt() + self.pos_emb.forward(&pos).unsqueeze(0);
@@ -102,24 +112,35 @@ impl SeqRec {
             None => (xs, valid),
         };
         xs = xs0;
-        let allowed = mask::causal_with_padding(&valid); // [b, 1, P + L, P + L]
+        let n_prompts = self.prompt.as_ref().map_or(0, |p| p.size()[0]);
+        let mut allowed = attention.mask(&valid, n_prompts); // [b, 1, P + L, P + L]
+        let slope = self.cfg.task.locality();
+        if slope > 0.0 && !matches!(attention, Attention::Causal) {
+            allowed = mask::with_locality(&allowed, slope, self.cfg.n_heads);
+        }
         for block in &self.blocks {
             xs = block.forward(&xs, &allowed, mode);
         }
-        let n_prompts = self.prompt.as_ref().map_or(0, |p| p.size()[0]);
         self.ln_out.forward(&xs.narrow(1, n_prompts, seq_len))
     }
 
+    /// The causal [`SeqRec::forward_with`] (next-item prediction).
+    pub fn forward(&self, tokens: &Tensor, table: &Tensor, mode: Mode) -> Tensor {
+        self.forward_with(tokens, table, &Attention::Causal, mode)
+    }
+
     /// The scoring state at every position: the model's one forward. The Transformer's hidden state (see below for
-    /// `table`), followed by the extra columns of each position's item when `table` is wider than `d_model` (zeros
-    /// at padding). A candidate's score is `state · its table row`.
+    /// `table`), its positions attending as `attention` says (the task's choice, see [`m6rec_objective::task`]),
+    /// followed by the extra columns of each position's item when `table` is wider than `d_model` (zeros at padding
+    /// and at [`MASK`]). A candidate's score is `state · its table row`.
     ///
     /// # Shapes
-    /// - `tokens`: `[b_sz, seq_len]` int64, left-padded with 0, every token `<= table rows`
+    /// - `tokens`: `[b_sz, seq_len]` int64, left-padded with 0, every token `<= table rows`, or [`MASK`] when the
+    ///   task uses one
     /// - `table`: `[n_rows, d_model + extra]`
     /// - returns `[b_sz, seq_len, table width]`
-    pub fn forward(&self, tokens: &Tensor, table: &Tensor, mode: Mode) -> Tensor {
-        let hidden = self.hidden(tokens, table, mode);
+    pub fn forward_with(&self, tokens: &Tensor, table: &Tensor, attention: &Attention, mode: Mode) -> Tensor {
+        let hidden = self.hidden(tokens, table, attention, mode);
         let d = self.cfg.d_model;
         let extra = table.size().get(1).copied().unwrap_or(d) - d;
         if extra <= 0 {
@@ -231,6 +252,48 @@ mod tests {
         // float noise (sometimes exactly zero).
         m.forward(&a, &m.item_embeddings(), Mode::Train).narrow(2, 0, 1).sum(Kind::Float).backward();
         assert!(prompt.grad().abs().sum(Kind::Float).double_value(&[]) > 1e-6);
+    }
+
+    #[test]
+    fn tasks_choose_the_attention_and_the_mask_token_is_learned() {
+        m6rec_tensor::seed(1);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let task = m6rec_objective::TaskConfig::MaskedItem {
+            mask_prob: 0.2,
+            mask_last: 0.2,
+            random_prob: 0.0,
+            keep_prob: 0.0,
+            next_item_weight: 0.0,
+            locality: 4.0,
+        };
+        let cfg = SeqRecConfig { d_model: 16, n_heads: 2, max_len: 8, dropout: 0.0, task, ..Default::default() };
+        let m = SeqRec::init(&(vs.root() / "model"), &cfg, 20).unwrap();
+        let table = m.item_embeddings();
+        let a = Tensor::from_slice(&[0i64, 3, 4, 5, MASK]).view([1, 5]);
+        let b = Tensor::from_slice(&[0i64, 3, 9, 1, MASK]).view([1, 5]);
+        let bi = |t: &Tensor| m.forward_with(t, &table, &Attention::Bidirectional, Mode::Eval);
+        let moved = (bi(&a).select(1, 1) - bi(&b).select(1, 1)).abs().max().double_value(&[]);
+        assert!(moved > 1e-4, "bidirectional: an early position reads later items");
+        // Prefix-LM with the autoregressive region from position 3: positions 2.. (the predicting ones) never read
+        // what comes after them; position 1 (in the prefix) does.
+        let start = Attention::Prefix(Tensor::from_slice(&[3i64]));
+        let c = Tensor::from_slice(&[0i64, 3, 4, 5, 6]).view([1, 5]);
+        let e = Tensor::from_slice(&[0i64, 3, 4, 9, 1]).view([1, 5]);
+        let (hc, he) = (m.forward_with(&c, &table, &start, Mode::Eval), m.forward_with(&e, &table, &start, Mode::Eval));
+        assert!((hc.select(1, 2) - he.select(1, 2)).abs().max().double_value(&[]) < 1e-6);
+        let g = Tensor::from_slice(&[0i64, 3, 8, 5, 6]).view([1, 5]);
+        let hg = m.forward_with(&g, &table, &start, Mode::Eval);
+        assert!(
+            (hc.select(1, 1) - hg.select(1, 1)).abs().max().double_value(&[]) > 1e-4,
+            "the prefix is bidirectional"
+        );
+        m.forward_with(&a, &table, &Attention::Bidirectional, Mode::Train)
+            .select(1, 4)
+            .narrow(1, 0, 1)
+            .sum(Kind::Float)
+            .backward();
+        let mask = vs.variables()["model.mask_emb"].shallow_clone();
+        assert!(mask.grad().abs().sum(Kind::Float).double_value(&[]) > 1e-6, "the mask embedding is trained");
     }
 
     #[test]

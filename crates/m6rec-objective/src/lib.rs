@@ -13,7 +13,13 @@
 //!   (uniform and in-batch negatives, `log Q` corrected, accidental hits masked).
 //! - [`LossConfig`]: the serde form (`[model.loss]` of a run file); [`LossConfig::objective`] builds one.
 //!
-//! A new objective implements [`Objective`] and adds a [`LossConfig`] variant; nothing else changes.
+//! - [`TaskConfig`] (`[model.task]`, module [`task`]): what the model reads and predicts: next-item (causal),
+//!   masked-item (bidirectional, BERT4Rec's Cloze task, optionally mixed with next-item) or M6's prefix-LM. A task
+//!   turns a batch into [`View`]s (tokens, targets, [`Attention`](m6rec_tensor::mask::Attention)) for training and
+//!   into one view for inference; the model only follows the view.
+//!
+//! A new objective implements [`Objective`] and adds a [`LossConfig`] variant; a new task adds a [`TaskConfig`]
+//! variant; nothing else changes.
 //!
 //! ```
 //! use m6rec_objective::{LossConfig, Targets};
@@ -29,9 +35,11 @@
 #![deny(missing_docs)]
 
 pub mod loss;
+pub mod task;
 
 pub use m6rec_data::IGNORE;
 use serde::{Deserialize, Serialize};
+pub use task::{TaskConfig, View, MASK};
 use tch::{Kind, Tensor};
 
 /// What an objective scores: states of positions, the candidates, the targets.

@@ -7,7 +7,7 @@ use crate::saved::{self, DatasetFingerprint, SavedConfig, CHECKPOINT_VERSION};
 use crate::{Error, RecommenderConfig, Result};
 use m6rec_data::SeqBatch;
 use m6rec_model::SeqRec;
-use m6rec_objective::{Objective, Targets};
+use m6rec_objective::{Objective, Targets, View};
 use m6rec_tensor::Mode;
 use std::path::Path;
 use tch::{nn, Device, Tensor};
@@ -178,8 +178,15 @@ impl Recommender {
     /// # Shapes
     /// - `table`: `[n_rows, width]` (`width >= d_model`); returns `[b_sz, width]`
     pub fn user_states(&self, batch: &SeqBatch, table: &Tensor) -> Result<Tensor> {
+        let view = self.predicting(batch)?;
+        Ok(self.model.forward_with(&view.tokens, table, &view.attention, Mode::Eval).select(1, -1))
+    }
+
+    /// What the model reads to predict each history's next item (the task's inference view, see
+    /// [`m6rec_objective::TaskConfig::infer_view`]).
+    fn predicting(&self, batch: &SeqBatch) -> Result<View> {
         let tokens = self.model.fit_len(batch.tokens_tensor(self.device())?);
-        Ok(self.model.forward(&tokens, table, Mode::Eval).select(1, -1))
+        Ok(self.config.run.model.task.infer_view(&tokens, self.config.run.model.max_len))
     }
 
     /// Scores of every row of `table` as each history's next item, an item's similarity to itself left out (see
@@ -188,32 +195,44 @@ impl Recommender {
     /// # Shapes
     /// - `table`: `[n_rows, width]`; returns `[b_sz, n_rows]`
     pub fn score_next(&self, batch: &SeqBatch, table: &Tensor) -> Result<Tensor> {
-        let tokens = self.model.fit_len(batch.tokens_tensor(self.device())?);
-        let state = self.model.forward(&tokens, table, Mode::Eval).select(1, -1);
+        let view = self.predicting(batch)?;
+        let state = self.model.forward_with(&view.tokens, table, &view.attention, Mode::Eval).select(1, -1);
         let scores = state.matmul(&table.transpose(0, 1));
-        Ok(match self.model.own_scores(&tokens.select(1, -1), &state) {
+        Ok(match self.model.own_scores(&view.tokens.select(1, -1), &state) {
             Some((col, delta)) => scores.scatter_add(1, &col.unsqueeze(1), &delta.unsqueeze(1)),
             None => scores,
         })
     }
 
-    /// The objective's mean loss over a training batch's target positions, `table` serving as both the inputs and
-    /// the output layer (tied), so gradients reach whatever produced it. With `catalog` (`[k]` distinct item
-    /// indices, every target among them) only those items are candidates: the others, for example items held out
-    /// for a cold-start evaluation, are neither pushed up nor down.
+    /// The objective's mean loss over a training batch's target positions (as the task chooses them: every next
+    /// item, the masked items, or the autoregressive region; a weighted sum when the task mixes two), `table` serving
+    /// as both the inputs and the output layer (tied), so gradients reach whatever produced it. With `catalog` (`[k]`
+    /// distinct item indices, every target among them) only those items are candidates: the others, for example
+    /// items held out for a cold-start evaluation, are neither pushed up nor down (nor drawn as random inputs).
     pub fn loss(&self, batch: &SeqBatch, table: &Tensor, catalog: Option<&Tensor>, mode: Mode) -> Result<Tensor> {
         let device = self.device();
         let tokens = self.model.fit_len(batch.tokens_tensor(device)?);
-        let targets = self.model.fit_len(batch.targets_tensor(device)?).view([-1]);
-        let states = self.model.forward(&tokens, table, mode); // [b, L, width]
-        let width = states.size()[2];
-        let own = self.model.own_scores(&tokens, &states);
-        let t = Targets::new(states.view([-1, width]), table.shallow_clone(), targets).with_own(own);
-        let t = match catalog {
-            Some(c) => t.restricted_to(c),
-            None => t,
-        };
-        Ok(m6rec_objective::mean_loss(self.objective.as_ref(), t))
+        let targets = self.model.fit_len(batch.targets_tensor(device)?);
+        let run = &self.config.run.model;
+        let rows = table.size()[0];
+        let mut total: Option<Tensor> = None;
+        for view in run.task.train_views(&tokens, &targets, run.max_len, rows, catalog) {
+            let Some(targets) = view.targets else { continue };
+            let states = self.model.forward_with(&view.tokens, table, &view.attention, mode); // [b, L, width]
+            let width = states.size()[2];
+            let own = self.model.own_scores(&view.tokens, &states);
+            let t = Targets::new(states.view([-1, width]), table.shallow_clone(), targets.reshape([-1])).with_own(own);
+            let t = match catalog {
+                Some(c) => t.restricted_to(c),
+                None => t,
+            };
+            let term = m6rec_objective::mean_loss(self.objective.as_ref(), t) * view.weight;
+            total = Some(match total {
+                Some(sum) => sum + term,
+                None => term,
+            });
+        }
+        total.ok_or_else(|| Error::InvalidConfig(format!("task {} gave no loss term", run.task.name())))
     }
 
     /// Embeddings `[n, width]` of items added after training (see [`ContentItems::embed_new`]), in domains `domains`
