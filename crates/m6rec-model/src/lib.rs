@@ -5,6 +5,8 @@
 //! - [`SeqRecConfig`] (serde, part of the run's TOML) → [`SeqRec::init`] (validates, creates named variables) →
 //!   [`SeqRec::forward_with`]: the one forward, tokens, an item table and an [`Attention`] in, one scoring state
 //!   per position out (a candidate's score is `state · its table row`); [`SeqRec::forward`] is the causal one.
+//! - [`CodeRec`]: the generative-retrieval model over semantic-ID tokens (`m6rec-semantic` makes the codes): it
+//!   reads a history as its items' codes and generates the next item's code, token by token.
 //! - The objective is its own layer, [`m6rec_objective`] ([`LossConfig`] is re-exported for `[model.loss]`); the
 //!   recommender that puts the model, its item table and the objective together is `m6rec-recommender`.
 //!
@@ -23,10 +25,12 @@
 //! ```
 #![deny(missing_docs)]
 
+mod coderec;
 mod config;
 mod error;
 mod model;
 
+pub use coderec::CodeRec;
 pub use config::{LossConfig, SeqRecConfig, TaskConfig};
 pub use error::{Error, Result};
 pub use m6rec_tensor::mask::Attention;
