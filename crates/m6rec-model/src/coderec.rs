@@ -1,6 +1,7 @@
-//! [`CodeRec`]: a decoder-only Transformer over semantic-ID tokens, for generative retrieval (TIGER-style, without
-//! the encoder): a history is read as its items' codes one token after another, and the next item is generated as
-//! its code, token by token.
+//! [`CodeRec`]: generative retrieval over semantic-ID tokens (TIGER-style). A causal Transformer reads the history
+//! one position per item, each item the sum of its code tokens' embeddings; a small autoregressive decoder then
+//! generates the next item's code, one token per code position, from the last state and the tokens chosen so far.
+//! The history is read once per user, however wide the beam (only the decoder runs per beam).
 
 use crate::config::SeqRecConfig;
 use crate::{Error, Result};
@@ -15,24 +16,19 @@ pub const MAX_WIDTH: usize = 1 << 16;
 /// The generative retrieval model.
 ///
 /// Tokens: `0` is padding; value `c` at code position `l` is token `offset(l) + c` (`offset(0) = 1`, each position
-/// after the previous one's values). A code has [`CodeRec::code_len`] positions. Variables under the path given to
-/// [`CodeRec::init`]: `tok_emb.weight` (`[vocab, d]`, tied to the output), `pos_emb.weight` (one per item of the
-/// row, counted from its first: the item being generated after a history of `h` items is at position `h`),
-/// `level_emb.weight` (one per code position), `blocks.{i}.*`, `ln_out.*`.
+/// after the previous one's values). Items are given as `[.., code_len]` token rows. Variables under the path given
+/// to [`CodeRec::init`]: `tok_emb.weight` (`[vocab, d]`: the input embedding of each code token, tied to the
+/// output), `pos_emb.weight` (right-aligned item positions), `blocks.{i}.*`, `ln_out.*`, and per code position
+/// `dec.{l}.{ln,in,out}.*` (the decoder step).
 #[derive(Debug)]
 pub struct CodeRec {
     tok_emb: nn::Embedding,
     pos_emb: nn::Embedding,
-    level_emb: nn::Embedding,
     blocks: Vec<Block>,
     ln_out: nn::LayerNorm,
+    dec: Vec<(nn::LayerNorm, nn::Linear, nn::Linear)>,
     widths: Vec<i64>,
     offsets: Vec<i64>,
-    /// `[vocab]` int64: each token's code position (0 for padding).
-    level_of: Tensor,
-    /// `[code_len, vocab]` bool: the tokens of each code position.
-    level_tokens: Tensor,
-    max_tokens: i64,
     cfg: SeqRecConfig,
 }
 
@@ -55,37 +51,32 @@ impl CodeRec {
             offsets.push(next);
             next += w;
         }
-        let vocab = next;
-        let code_len = widths.len() as i64;
-        let max_tokens = (cfg.max_len + 1) * code_len;
-        let max_items = cfg.max_len + 1;
         let d = cfg.d_model;
         let emb = nn::EmbeddingConfig {
             ws_init: nn::Init::Randn { mean: 0.0, stdev: (d as f64).powf(-0.5) },
+            padding_idx: 0,
             ..Default::default()
         };
-        let mut level_of = vec![0i64; vocab as usize];
-        let mut level_tokens = vec![false; (code_len * vocab) as usize];
-        for (l, (&o, &w)) in offsets.iter().zip(&widths).enumerate() {
-            for t in o..o + w {
-                level_of[t as usize] = l as i64;
-                level_tokens[l * vocab as usize + t as usize] = true;
-            }
-        }
-        let device = vs.device();
+        let dec = (0..widths.len())
+            .map(|l| {
+                let p = vs / "dec" / l;
+                (
+                    nn::layer_norm(&p / "ln", vec![d], Default::default()),
+                    nn::linear(&p / "in", d, 2 * d, Default::default()),
+                    nn::linear(&p / "out", 2 * d, d, Default::default()),
+                )
+            })
+            .collect();
         Ok(CodeRec {
-            tok_emb: nn::embedding(vs / "tok_emb", vocab, d, emb),
-            pos_emb: nn::embedding(vs / "pos_emb", max_items, d, emb),
-            level_emb: nn::embedding(vs / "level_emb", code_len, d, emb),
+            tok_emb: nn::embedding(vs / "tok_emb", next, d, emb),
+            pos_emb: nn::embedding(vs / "pos_emb", cfg.max_len, d, emb),
             blocks: (0..cfg.n_layers)
                 .map(|i| Block::init(&(vs / "blocks" / i), d, cfg.n_heads, cfg.d_ff(), cfg.dropout))
                 .collect(),
             ln_out: nn::layer_norm(vs / "ln_out", vec![d], Default::default()),
-            level_of: Tensor::from_slice(&level_of).to_device(device),
-            level_tokens: Tensor::from_slice(&level_tokens).view([code_len, vocab]).to_device(device),
+            dec,
             widths,
             offsets,
-            max_tokens,
             cfg: cfg.clone(),
         })
     }
@@ -111,46 +102,30 @@ impl CodeRec {
         (i64::from(code) < w).then_some(o + i64::from(code))
     }
 
-    /// The tokens of a sequence of codes, in order (`None` if a value is outside the vocabulary).
-    pub fn tokens_of(&self, codes: &[&[u16]]) -> Option<Vec<i64>> {
-        let mut out = Vec::with_capacity(codes.len() * self.code_len());
-        for code in codes {
-            if code.len() != self.code_len() {
-                return None;
-            }
-            for (l, &c) in code.iter().enumerate() {
-                out.push(self.token(l, c)?);
-            }
+    /// The tokens of one code (`None` if it has the wrong length or a value outside the vocabulary).
+    pub fn tokens_of(&self, code: &[u16]) -> Option<Vec<i64>> {
+        if code.len() != self.code_len() {
+            return None;
         }
-        Some(out)
+        code.iter().enumerate().map(|(l, &c)| self.token(l, c)).collect()
     }
 
-    /// Hidden state at every position: causal attention over left-padded tokens `[b, T]` whose real tokens start
-    /// with a whole code (`T <= (max_len + 1) · code_len`; longer rows keep their last whole codes).
-    pub fn hidden(&self, tokens: &Tensor, mode: Mode) -> Tensor {
-        let (_, len) = tokens.size2().unwrap_or((0, 0));
-        let device = tokens.device();
-        let c = self.widths.len() as i64;
-        let tokens = if len > self.max_tokens {
-            // Drop whole codes from the front: the row's first real token stays a code's first.
-            let cut = (len - self.max_tokens + c - 1) / c * c;
-            tokens.narrow(1, cut, len - cut)
+    /// The state after each item: `items` `[b, n, code_len]` token rows, left-padded with all-zero rows (`n <=
+    /// max_len`; longer histories keep their last items); returns `[b, n, d]`.
+    pub fn states(&self, items: &Tensor, mode: Mode) -> Tensor {
+        let n = items.size()[1];
+        let items = if n > self.cfg.max_len {
+            items.narrow(1, n - self.cfg.max_len, self.cfg.max_len)
         } else {
-            tokens.shallow_clone()
+            items.shallow_clone()
         };
-        let len = tokens.size()[1];
-        let valid = tokens.gt(0);
+        let n = items.size()[1];
+        let device = items.device();
         let d = self.cfg.d_model;
-        // Each token's item, counted from the row's first real token.
-        let first = -valid.sum_dim_intlist(1, true, Kind::Int64) + len; // [b, 1]
-        let item = (Tensor::arange(len, (Kind::Int64, device)).unsqueeze(0) - first)
-            .clamp_min(0)
-            .divide_scalar_mode(c, "floor");
-        let item = item.clamp_max(self.cfg.max_len);
-        let levels = self.level_of.index_select(0, &tokens.reshape([-1])).view_as(&tokens);
-        let xs = self.tok_emb.forward(&tokens) * (d as f64).sqrt()
-            + self.pos_emb.forward(&item)
-            + self.level_emb.forward(&levels);
+        let valid = items.select(2, 0).gt(0); // [b, n]
+        let pos = Tensor::arange_start(self.cfg.max_len - n, self.cfg.max_len, (Kind::Int64, device));
+        let xs = self.tok_emb.forward(&items).sum_dim_intlist(2, false, Kind::Float) * (d as f64).sqrt()
+            + self.pos_emb.forward(&pos).unsqueeze(0);
         let mut xs = (xs * valid.unsqueeze(-1).to_kind(Kind::Float)).dropout(self.cfg.dropout, mode.is_train());
         let allowed = mask::causal_with_padding(&valid);
         for block in &self.blocks {
@@ -159,34 +134,58 @@ impl CodeRec {
         self.ln_out.forward(&xs)
     }
 
-    /// Log-probabilities `[n, widths[level]]` of each value at code position `level` from states `[n, d]`.
-    pub fn log_probs(&self, states: &Tensor, level: usize) -> Tensor {
-        let (o, w) = (self.offsets[level], self.widths[level]);
-        let table = self.tok_emb.ws.narrow(0, o, w);
-        states.matmul(&table.tr()).log_softmax(-1, Kind::Float)
+    /// The decoder's query for code position `level` from states `[r, d]` and the tokens already chosen, `prefix`
+    /// `[r, level]`: `x + out(gelu(in(ln(x))))` with `x` the state plus the prefix tokens' embeddings.
+    fn query(&self, states: &Tensor, prefix: &Tensor, level: usize, mode: Mode) -> Tensor {
+        let x = if prefix.size()[1] > 0 {
+            states + self.tok_emb.forward(prefix).sum_dim_intlist(1, false, Kind::Float)
+        } else {
+            states.shallow_clone()
+        };
+        let (ln, w_in, w_out) = &self.dec[level];
+        let h = ln.forward(&x).apply(w_in).gelu("none").dropout(self.cfg.dropout, mode.is_train()).apply(w_out);
+        x + h
     }
 
-    /// Mean cross-entropy of next-token prediction: `targets` `[b, T]` are tokens (or `-100` where nothing is
-    /// predicted); each target is scored only against the tokens of its own code position.
-    pub fn loss(&self, tokens: &Tensor, targets: &Tensor, mode: Mode) -> Tensor {
-        let h = self.hidden(tokens, mode);
+    fn logits(&self, states: &Tensor, prefix: &Tensor, level: usize, mode: Mode) -> Tensor {
+        let (o, w) = (self.offsets[level], self.widths[level]);
+        self.query(states, prefix, level, mode).matmul(&self.tok_emb.ws.narrow(0, o, w).tr())
+    }
+
+    /// Log-probabilities `[r, widths[level]]` of each value at code position `level`, from states `[r, d]` and the
+    /// tokens chosen before it, `prefix` `[r, level]` int64.
+    pub fn log_probs(&self, states: &Tensor, prefix: &Tensor, level: usize) -> Tensor {
+        self.logits(states, prefix, level, Mode::Eval).log_softmax(-1, Kind::Float)
+    }
+
+    /// Mean cross-entropy of generating each next item's code, teacher-forced: `items` `[b, n + 1, code_len]` token
+    /// rows (left-padded); the state after item `t` predicts item `t + 1`, token by token. Padded targets count
+    /// nothing.
+    pub fn loss(&self, items: &Tensor, mode: Mode) -> Tensor {
+        let (b, n1, c) = items.size3().unwrap_or((0, 0, 0));
         let d = self.cfg.d_model;
-        let targets = targets.reshape([-1]);
-        let keep = targets.ge(0).nonzero().squeeze_dim(1);
-        if keep.size()[0] == 0 {
-            return h.sum(Kind::Float) * 0.0;
+        let states = self.states(&items.narrow(1, 0, n1 - 1), mode);
+        let n = states.size()[1];
+        let targets = items.narrow(1, n1 - n, n).reshape([-1, c]); // [b·n, C]
+        let keep = targets.select(1, 0).gt(0).nonzero().squeeze_dim(1);
+        if keep.size()[0] == 0 || b == 0 {
+            return states.sum(Kind::Float) * 0.0;
         }
-        let states = h.reshape([-1, d]).index_select(0, &keep);
+        let states = states.reshape([-1, d]).index_select(0, &keep);
         let targets = targets.index_select(0, &keep);
-        let logits = states.matmul(&self.tok_emb.ws.tr()); // [n, vocab]
-        let allowed = self.level_tokens.index_select(0, &self.level_of.index_select(0, &targets));
-        let logits = logits.masked_fill(&allowed.logical_not(), f64::NEG_INFINITY);
-        logits.cross_entropy_loss::<Tensor>(&targets, None, tch::Reduction::Mean, -100, 0.0)
+        let mut total = Tensor::zeros([], (Kind::Float, states.device()));
+        for level in 0..self.code_len() {
+            let lvl = level as i64;
+            let logits = self.logits(&states, &targets.narrow(1, 0, lvl), level, mode);
+            let y = targets.select(1, lvl) - self.offsets[level];
+            total += logits.cross_entropy_for_logits(&y);
+        }
+        total / self.code_len() as f64
     }
 
     /// Device of the variables.
     pub fn device(&self) -> Device {
-        self.level_of.device()
+        self.tok_emb.ws.device()
     }
 }
 
@@ -203,39 +202,42 @@ mod tests {
         (vs, m)
     }
 
-    #[test]
-    fn tokens_are_per_position_and_out_of_range_values_are_refused() {
-        let (_vs, m) = model(&[4, 4, 3]);
-        assert_eq!(m.tokens_of(&[&[0, 0, 0], &[3, 1, 2]]), Some(vec![1, 5, 9, 4, 6, 11]));
-        assert_eq!(m.tokens_of(&[&[4, 0, 0]]), None);
-        assert_eq!(m.tokens_of(&[&[0, 0]]), None);
+    fn rows(m: &CodeRec, codes: &[Vec<u16>]) -> Tensor {
+        let flat: Vec<i64> = codes.iter().flat_map(|c| m.tokens_of(c).unwrap()).collect();
+        Tensor::from_slice(&flat).view([1, codes.len() as i64, m.code_len() as i64])
     }
 
     #[test]
-    fn a_state_never_reads_later_tokens_and_the_model_learns_a_successor_code() {
+    fn tokens_are_per_position_and_out_of_range_values_are_refused() {
+        let (_vs, m) = model(&[4, 4, 3]);
+        assert_eq!(m.tokens_of(&[3, 1, 2]), Some(vec![4, 6, 11]));
+        assert_eq!(m.tokens_of(&[4, 0, 0]), None);
+        assert_eq!(m.tokens_of(&[0, 0]), None);
+    }
+
+    #[test]
+    fn a_state_never_reads_later_items_and_the_model_learns_a_successor_code() {
         let (vs, m) = model(&[4, 4, 2]);
-        let a = Tensor::from_slice(&[0i64, 1, 5, 9, 2, 6]).view([1, 6]);
-        let b = Tensor::from_slice(&[0i64, 1, 5, 9, 3, 7]).view([1, 6]);
-        let (ha, hb) = (m.hidden(&a, Mode::Eval), m.hidden(&b, Mode::Eval));
-        assert!((ha.narrow(1, 0, 4) - hb.narrow(1, 0, 4)).abs().max().double_value(&[]) < 1e-6);
-        // Item i's code is (i % 4, i / 4, 0); the next item is always i + 1: learn it from 2-item sequences.
         let code = |i: u16| vec![i % 4, (i / 4) % 4, 0];
+        let a = rows(&m, &[code(1), code(2), code(3)]);
+        let b = rows(&m, &[code(1), code(2), code(9)]);
+        let (sa, sb) = (m.states(&a, Mode::Eval), m.states(&b, Mode::Eval));
+        assert!((sa.narrow(1, 0, 2) - sb.narrow(1, 0, 2)).abs().max().double_value(&[]) < 1e-6);
+        // The next item is always i + 1: learn it from 2-item sequences.
         let mut opt = nn::Adam::default().build(&vs, 1e-2).unwrap();
-        let rows: Vec<Vec<i64>> = (0..15u16).map(|i| m.tokens_of(&[&code(i), &code(i + 1)]).unwrap()).collect();
-        let flat: Vec<i64> = rows.iter().flat_map(|r| r[..5].to_vec()).collect();
-        // Only the second item is predicted (the first one's later values are ambiguous by construction).
-        let tg: Vec<i64> = rows.iter().flat_map(|r| [-100, -100].into_iter().chain(r[3..].iter().copied())).collect();
-        let (x, y) = (Tensor::from_slice(&flat).view([15, 5]), Tensor::from_slice(&tg).view([15, 5]));
-        for _ in 0..300 {
-            let loss = m.loss(&x, &y, Mode::Train);
+        let batch = Tensor::cat(&(0..15u16).map(|i| rows(&m, &[code(i), code(i + 1)])).collect::<Vec<_>>(), 0);
+        for _ in 0..200 {
+            let loss = m.loss(&batch, Mode::Train);
             opt.zero_grad();
             loss.backward();
             opt.step();
         }
-        let loss = m.loss(&x, &y, Mode::Eval).double_value(&[]);
-        assert!(loss < 0.1, "loss {loss}");
-        let h = m.hidden(&Tensor::from_slice(&m.tokens_of(&[&code(6)]).unwrap()).view([1, 3]), Mode::Eval);
-        let first = m.log_probs(&h.select(1, -1), 0).argmax(-1, false).int64_value(&[0]);
-        assert_eq!(first, 3, "item 7's first code is 3");
+        let loss = m.loss(&batch, Mode::Eval).double_value(&[]);
+        assert!(loss < 0.05, "loss {loss}");
+        let s = m.states(&rows(&m, &[code(6)]), Mode::Eval).select(1, -1);
+        let none = Tensor::zeros([1, 0], (Kind::Int64, Device::Cpu));
+        assert_eq!(m.log_probs(&s, &none, 0).argmax(-1, false).int64_value(&[0]), 3, "item 7's first value is 3");
+        let first = Tensor::from_slice(&[m.token(0, 3).unwrap()]).view([1, 1]);
+        assert_eq!(m.log_probs(&s, &first, 1).argmax(-1, false).int64_value(&[0]), 1, "and its second 1");
     }
 }

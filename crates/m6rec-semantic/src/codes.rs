@@ -257,7 +257,7 @@ impl SemanticIds {
             serde_json::from_slice(&bytes).map_err(|e| file(format!("not a semantic ID file: {e}")))?;
         ids.config.validate().map_err(|e| file(e.to_string()))?;
         let most = ids.config.codes * ids.d;
-        let bad_level = |c: &Vec<f32>| ids.d == 0 || c.is_empty() || c.len() % ids.d != 0 || c.len() > most;
+        let bad_level = |c: &Vec<f32>| ids.d == 0 || c.is_empty() || !c.len().is_multiple_of(ids.d) || c.len() > most;
         if ids.centroids.len() != ids.config.levels || ids.centroids.iter().any(bad_level) {
             return Err(file(format!(
                 "expected {} levels of at most {} centroids {} wide",

@@ -10,7 +10,8 @@
 //! - [`SemanticIds::add`]: a new item's code from its content alone (nearest centroid level by level, the next free
 //!   number at the extra level): retrievable without retraining.
 //! - [`Trie`] of the codes that exist and [`beam_search`] constrained to it: a generative model proposes the next
-//!   code token, the search never leaves the trie, so every beam it returns is an item.
+//!   code token, the search never leaves the trie, so every beam it returns is an item ([`beam_search_batch`]:
+//!   many queries, one model call per code position).
 //! - [`SemanticIds::save`] / [`SemanticIds::load`]: one JSON file beside a checkpoint, written atomically.
 //!
 //! ```
@@ -33,7 +34,7 @@ mod codes;
 mod trie;
 
 pub use codes::{LevelStats, SemanticIdConfig, SemanticIds, Stats};
-pub use trie::{beam_search, Beam, Trie};
+pub use trie::{beam_search, beam_search_batch, Beam, Trie};
 
 /// What went wrong, and where.
 #[derive(Debug, thiserror::Error)]

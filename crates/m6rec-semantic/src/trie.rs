@@ -92,18 +92,38 @@ pub fn beam_search<E: std::fmt::Display>(
     beam: usize,
     mut log_probs: impl FnMut(&[Vec<u16>]) -> std::result::Result<Vec<Vec<f32>>, E>,
 ) -> Result<Vec<Beam>> {
+    let mut out = beam_search_batch(trie, beam, 1, |rows: &[(usize, Vec<u16>)]| {
+        let prefixes: Vec<Vec<u16>> = rows.iter().map(|(_, p)| p.clone()).collect();
+        log_probs(&prefixes)
+    })?;
+    Ok(out.pop().unwrap_or_default())
+}
+
+/// [`beam_search`] for `queries` searches at once (one model call per code position for all of them): `log_probs`
+/// gets `(query, prefix)` rows. Returns each query's beams.
+pub fn beam_search_batch<E: std::fmt::Display>(
+    trie: &Trie,
+    beam: usize,
+    queries: usize,
+    mut log_probs: impl FnMut(&[(usize, Vec<u16>)]) -> std::result::Result<Vec<Vec<f32>>, E>,
+) -> Result<Vec<Vec<Beam>>> {
     if beam == 0 {
-        return Ok(Vec::new());
+        return Ok(vec![Vec::new(); queries]);
     }
-    let mut live: Vec<(Vec<u16>, f32)> = vec![(Vec::new(), 0.0)];
+    let mut live: Vec<Vec<(Vec<u16>, f32)>> = vec![vec![(Vec::new(), 0.0)]; queries];
     for level in 0..trie.depth() {
-        let prefixes: Vec<Vec<u16>> = live.iter().map(|(p, _)| p.clone()).collect();
-        let lp = log_probs(&prefixes).map_err(|e| Error::Scoring(e.to_string()))?;
-        if lp.len() != prefixes.len() {
-            return Err(Error::Scoring(format!("{} score rows for {} prefixes", lp.len(), prefixes.len())));
+        let rows: Vec<(usize, Vec<u16>)> =
+            live.iter().enumerate().flat_map(|(q, l)| l.iter().map(move |(p, _)| (q, p.clone()))).collect();
+        if rows.is_empty() {
+            break;
         }
-        let mut next: Vec<(Vec<u16>, f32)> = Vec::new();
-        for ((prefix, score), row) in live.iter().zip(&lp) {
+        let lp = log_probs(&rows).map_err(|e| Error::Scoring(e.to_string()))?;
+        if lp.len() != rows.len() {
+            return Err(Error::Scoring(format!("{} score rows for {} prefixes", lp.len(), rows.len())));
+        }
+        let mut next: Vec<Vec<(Vec<u16>, f32)>> = vec![Vec::new(); queries];
+        for ((q, prefix), row) in rows.iter().zip(&lp) {
+            let score = live[*q].iter().find(|(p, _)| p == prefix).map_or(0.0, |(_, s)| *s);
             for t in trie.next_tokens(prefix) {
                 let Some(&s) = row.get(t as usize) else {
                     return Err(Error::Scoring(format!(
@@ -114,17 +134,21 @@ pub fn beam_search<E: std::fmt::Display>(
                 };
                 let mut code = prefix.clone();
                 code.push(t);
-                next.push((code, score + if s.is_nan() { f32::NEG_INFINITY } else { s }));
+                next[*q].push((code, score + if s.is_nan() { f32::NEG_INFINITY } else { s }));
             }
         }
-        next.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        next.truncate(beam);
-        live = next;
-        if live.is_empty() {
-            break;
+        for n in &mut next {
+            n.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            n.truncate(beam);
         }
+        live = next;
     }
-    Ok(live.into_iter().filter_map(|(code, score)| trie.item(&code).map(|item| Beam { item, code, score })).collect())
+    Ok(live
+        .into_iter()
+        .map(|l| {
+            l.into_iter().filter_map(|(code, score)| trie.item(&code).map(|item| Beam { item, code, score })).collect()
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -178,6 +202,12 @@ mod tests {
             let ranked: Vec<Vec<u16>> = all.iter().map(|b| b.code.clone()).collect();
             let want: Vec<Vec<u16>> = exhaustive.into_iter().map(|(_, c)| c).collect();
             prop_assert_eq!(ranked, want);
+            // Two queries searched together get what each gets alone.
+            let g = |rows: &[(usize, Vec<u16>)]| Ok::<_, String>(rows.iter().map(|(q, p)| (0..trie.width(p.len())).map(|t| score(p, t, salt + *q as u64)).collect()).collect());
+            let both = beam_search_batch(&trie, beam, 2, g).unwrap();
+            let second = beam_search(&trie, beam, |ps: &[Vec<u16>]| Ok::<_, String>(ps.iter().map(|p| (0..trie.width(p.len())).map(|t| score(p, t, salt + 1)).collect()).collect())).unwrap();
+            prop_assert_eq!(&both[0], &got);
+            prop_assert_eq!(&both[1], &second);
         }
     }
 

@@ -34,6 +34,10 @@ pub struct RunConfig {
     /// Several domains (`[domains]`): domain embeddings and per-domain sampling weights. Absent: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domains: Option<crate::domains::DomainConfig>,
+    /// Generative retrieval over semantic IDs (`[generative]`, [`crate::generative`]): the `[model]` sizes then
+    /// describe the code-token model, and `[content]` text embeddings from the feature cache give the codes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generative: Option<crate::generative::GenerativeConfig>,
 }
 
 /// Training-loop settings.
@@ -276,6 +280,14 @@ impl RunConfig {
         }
         if let Some(Err(e)) = self.domains.as_ref().map(|c| c.validate()) {
             return bad(e);
+        }
+        if let Some(g) = &self.generative {
+            if let Err(e) = g.validate() {
+                return bad(e);
+            }
+            if self.item_tower.is_some() || self.domains.is_some() {
+                return bad("[generative] reads items by their semantic IDs: it cannot be combined with [item_tower] or [domains]".into());
+            }
         }
         if let SplitConfig::Temporal { valid, test } = t.split {
             if !(valid > 0.0 && test > 0.0 && valid + test < 1.0) {

@@ -50,6 +50,9 @@ pub enum Error {
     /// Data-parallel training failed: a peer was lost or failed, or a collective did.
     #[error("data-parallel training: {0}")]
     Distributed(String),
+    /// Semantic IDs or beam search failed.
+    #[error(transparent)]
+    Semantic(m6rec_semantic::Error),
     /// Error from the tensor layer.
     #[error(transparent)]
     Tensor(#[from] m6rec_tensor::Error),

@@ -29,6 +29,7 @@ mod config;
 pub mod ddp;
 mod error;
 pub mod eval;
+pub mod generative;
 pub mod metrics;
 pub mod parallel;
 mod plot;

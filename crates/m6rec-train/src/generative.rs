@@ -1,0 +1,552 @@
+//! Generative retrieval over semantic IDs (`[generative]` of a run file): items get codes from their content
+//! ([`m6rec_semantic`]), a [`CodeRec`] reads each history as its items' codes and learns to generate the next item's
+//! code, and recommendation is beam search constrained to the codes that exist.
+//!
+//! Evaluation stays full-ranking-equivalent: the beam's items, in beam order, are the ranking; every other item of
+//! the catalog scores `-inf` (ranks after them, ties counted against the target), so a target outside the beam is a
+//! miss. The split, the seen-item handling and the metrics are those of every other model.
+
+use crate::scorer::Scorer;
+use crate::trainer::training_spans;
+use crate::{Error, Result, RunConfig};
+use m6rec_data::Split;
+use m6rec_model::CodeRec;
+use m6rec_optim::{Optimizer, Schedule};
+use m6rec_semantic::{beam_search_batch, Beam, SemanticIdConfig, SemanticIds, Trie};
+use m6rec_tensor::atomic::DirKind;
+use m6rec_tensor::Mode;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Instant;
+use tch::{nn, Device, Tensor};
+
+/// Marker of a generative checkpoint directory.
+pub const GENERATIVE_DIR: DirKind = DirKind { name: "generative", legacy: "generative.json" };
+
+/// `[generative]`: semantic IDs and the beam.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerativeConfig {
+    /// How codes are fitted (`[generative.semantic_ids]`: levels, codes, iterations, seed).
+    #[serde(default)]
+    pub semantic_ids: SemanticIdConfig,
+    /// Beam width of recommendation and evaluation (the most items a ranking holds). Default 20.
+    #[serde(default = "d::beam")]
+    pub beam: usize,
+    /// Collision-level values reserved beyond those the catalog uses, so items added later (codes from their
+    /// content) can be generated without retraining. Default 16.
+    #[serde(default = "d::reserve")]
+    pub reserve: usize,
+    /// Users validated after each epoch (a seeded sample). Default 1000.
+    #[serde(default = "d::valid_users")]
+    pub valid_users: usize,
+}
+
+mod d {
+    pub fn beam() -> usize {
+        20
+    }
+    pub fn reserve() -> usize {
+        16
+    }
+    pub fn valid_users() -> usize {
+        1000
+    }
+}
+
+impl Default for GenerativeConfig {
+    fn default() -> Self {
+        GenerativeConfig {
+            semantic_ids: SemanticIdConfig::default(),
+            beam: d::beam(),
+            reserve: d::reserve(),
+            valid_users: d::valid_users(),
+        }
+    }
+}
+
+impl GenerativeConfig {
+    /// Checks the fields.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        self.semantic_ids.validate().map_err(|e| e.to_string())?;
+        if !(1..=1000).contains(&self.beam) {
+            return Err(format!("generative.beam is {}, must be 1 to 1000", self.beam));
+        }
+        if self.reserve > 4096 {
+            return Err(format!("generative.reserve is {}, at most 4096", self.reserve));
+        }
+        Ok(())
+    }
+}
+
+/// One epoch of a generative run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenEpoch {
+    /// 1-based.
+    pub epoch: usize,
+    /// Mean training loss (per code position).
+    pub loss: f64,
+    /// Validation NDCG@10 on the sampled users.
+    pub valid_ndcg10: f64,
+    /// Validation HR@10 on the sampled users.
+    pub valid_hr10: f64,
+    /// Training sequences per second.
+    pub seqs_per_sec: f64,
+    /// Real code tokens per second.
+    pub tokens_per_sec: f64,
+    /// Seconds since the run started.
+    pub elapsed: f64,
+}
+
+/// What [`Generative::fit`] reports as it goes.
+#[derive(Debug)]
+pub enum Progress<'a> {
+    /// A step of `epoch` finished: `done` of `total` batches.
+    Step {
+        /// 1-based epoch.
+        epoch: usize,
+        /// Batches done.
+        done: usize,
+        /// Batches in the epoch.
+        total: usize,
+        /// This step's loss.
+        loss: f64,
+    },
+    /// An epoch finished.
+    Epoch(&'a GenEpoch),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Saved {
+    run: RunConfig,
+    n_items: usize,
+    widths: Vec<usize>,
+    history: Vec<GenEpoch>,
+    best_epoch: usize,
+    stop_reason: Option<String>,
+}
+
+/// The content semantic IDs are fitted on: every item's text embedding from the feature cache (`features`, default
+/// `<data>.features`, built by `m6rec features --text-model`), `[n_items, dim]`, zero for items without text.
+pub fn text_content(data: &Path, features: Option<&Path>, ds: &m6rec_data::Dataset) -> Result<Tensor> {
+    let cache = features.map(Path::to_path_buf).unwrap_or_else(|| m6rec_features::default_cache_dir(data));
+    let feats = m6rec_features::Features::load(&cache, ds)?;
+    if feats.config.text.is_none() {
+        return Err(Error::NoData(format!(
+            "{} has no text embeddings, and semantic IDs are fitted on them: run `m6rec features {} --text-model \
+             .m6rec/models/all-MiniLM-L6-v2`",
+            cache.display(),
+            data.display()
+        )));
+    }
+    let n = u32::try_from(ds.n_items()).map_err(|_| Error::NoData("the catalog exceeds 32-bit item indices".into()))?;
+    let all: Vec<u32> = (0..n).collect();
+    Ok(feats.texts(&all)?)
+}
+
+/// A generative retrieval model, its codes and their trie.
+#[derive(Debug)]
+pub struct Generative {
+    run: RunConfig,
+    gen: GenerativeConfig,
+    ids: SemanticIds,
+    trie: Trie,
+    vs: nn::VarStore,
+    model: CodeRec,
+    n_items: usize,
+    /// Epochs so far.
+    pub history: Vec<GenEpoch>,
+    /// Epoch of the best validation NDCG@10 (its weights are the model's after [`Generative::fit`]).
+    pub best_epoch: usize,
+    /// Why training stopped.
+    pub stop_reason: Option<String>,
+}
+
+fn widths_with_reserve(ids: &SemanticIds, reserve: usize) -> Vec<usize> {
+    let mut w = ids.widths();
+    if let Some(last) = w.last_mut() {
+        *last += reserve;
+    }
+    w
+}
+
+impl Generative {
+    /// A fresh model for a catalog whose items' content is `content` (`[n_items, d]`, catalog order): fits the
+    /// semantic IDs, then creates the model (seeded with `run.train.seed`).
+    pub fn init(run: RunConfig, content: &Tensor, device: Device) -> Result<Generative> {
+        let gen = run.generative.clone().ok_or_else(|| Error::NoData("the run has no [generative] table".into()))?;
+        gen.validate().map_err(|reason| Error::Config { path: "[generative]".into(), reason })?;
+        m6rec_tensor::seed(run.train.seed);
+        let ids = SemanticIds::fit(content, &gen.semantic_ids).map_err(semantic)?;
+        let widths = widths_with_reserve(&ids, gen.reserve);
+        let vs = nn::VarStore::new(device);
+        let model = CodeRec::init(&(vs.root() / "gen"), &run.model, &widths)?;
+        let trie = ids.trie();
+        let n_items = ids.len();
+        Ok(Generative {
+            run,
+            gen,
+            ids,
+            trie,
+            vs,
+            model,
+            n_items,
+            history: Vec::new(),
+            best_epoch: 0,
+            stop_reason: None,
+        })
+    }
+
+    /// The codes.
+    pub fn semantic_ids(&self) -> &SemanticIds {
+        &self.ids
+    }
+
+    /// The run configuration.
+    pub fn config(&self) -> &RunConfig {
+        &self.run
+    }
+
+    /// Items the model can recommend (the catalog, and items added with [`Generative::add_items`]).
+    pub fn n_items(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Gives items added to the catalog codes from their content (`[m, d]`, the encoder of the fit): they are
+    /// recommendable at once, with no training. Fails when their collision numbers exceed the reserve.
+    pub fn add_items(&mut self, content: &Tensor) -> Result<Vec<Vec<u16>>> {
+        let codes = self.ids.add(content).map_err(semantic)?;
+        let widths = self.model.widths();
+        if let Some(c) = codes.iter().find(|c| c.iter().zip(&widths).any(|(&x, &w)| x as usize >= w)) {
+            return Err(Error::NoData(format!(
+                "a new item's code {c:?} needs a collision number past the model's reserve ({}): retrain with a \
+                 larger generative.reserve",
+                widths.last().copied().unwrap_or(0)
+            )));
+        }
+        self.trie = self.ids.trie();
+        Ok(codes)
+    }
+
+    /// Each item's code tokens, flattened (`items.len() × code_len`).
+    fn item_tokens(&self, items: &[u32]) -> Result<Vec<i64>> {
+        let mut out = Vec::with_capacity(items.len() * self.model.code_len());
+        for &i in items {
+            let code = self.ids.get(i as usize).ok_or_else(|| Error::NoData(format!("item {i} has no semantic ID")))?;
+            let t = self
+                .model
+                .tokens_of(code)
+                .ok_or_else(|| Error::NoData(format!("item {i}'s code {code:?} is outside the model's vocabulary")))?;
+            out.extend(t);
+        }
+        Ok(out)
+    }
+
+    /// Items `[b, n, code_len]` from rows of items, left-padded with all-zero rows.
+    fn item_rows(&self, rows: &[&[u32]]) -> Result<Tensor> {
+        let c = self.model.code_len();
+        let n = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
+        let mut flat = vec![0i64; rows.len() * n * c];
+        for (r, items) in rows.iter().enumerate() {
+            let t = self.item_tokens(items)?;
+            let end = (r + 1) * n * c;
+            flat[end - t.len()..end].copy_from_slice(&t);
+        }
+        Ok(Tensor::from_slice(&flat).view([rows.len() as i64, n as i64, c as i64]).to_device(self.vs.device()))
+    }
+
+    /// Up to `beam` items for each history, best first (constrained beam search; each history is read once, the
+    /// decoder runs per beam).
+    pub fn beams(&self, histories: &[&[u32]], beam: usize) -> Result<Vec<Vec<Beam>>> {
+        let max_len = self.model.max_len();
+        let cut: Vec<&[u32]> = histories.iter().map(|h| &h[h.len().saturating_sub(max_len)..]).collect();
+        tch::no_grad(|| {
+            let states = self.model.states(&self.item_rows(&cut)?, Mode::Eval).select(1, -1); // [q, d]
+            let device = states.device();
+            beam_search_batch(
+                &self.trie,
+                beam,
+                histories.len(),
+                |rows: &[(usize, Vec<u16>)]| -> Result<Vec<Vec<f32>>> {
+                    let level = rows.first().map_or(0, |(_, p)| p.len());
+                    let query: Vec<i64> = rows.iter().map(|(q, _)| *q as i64).collect();
+                    let prefix: Vec<i64> = rows
+                        .iter()
+                        .flat_map(|(_, p)| p.iter().enumerate().map(|(l, &c)| self.model.token(l, c).unwrap_or(0)))
+                        .collect();
+                    let s = states.index_select(0, &Tensor::from_slice(&query).to_device(device));
+                    let prefix = Tensor::from_slice(&prefix).view([rows.len() as i64, level as i64]).to_device(device);
+                    let lp = self.model.log_probs(&s, &prefix, level).to_device(Device::Cpu);
+                    let w = (lp.size()[1] as usize).max(1);
+                    let flat = Vec::<f32>::try_from(lp.reshape([-1]))
+                        .map_err(|e| Error::NoData(format!("beam scores: {e}")))?;
+                    Ok(flat.chunks(w).map(<[f32]>::to_vec).collect())
+                },
+            )
+            .map_err(semantic)
+        })
+    }
+
+    /// A [`Scorer`] over the catalog: the beam's items score their beam log-probability, every other item `-inf`.
+    pub fn scorer(&self) -> GenerativeScorer<'_> {
+        GenerativeScorer { gen: self, beam: self.gen.beam }
+    }
+
+    /// Trains on `split` until `train.epochs`, early stopping (`train.patience`) or `train.max_seconds`; the best
+    /// epoch's weights are kept and, with `out`, checkpointed after every epoch.
+    pub fn fit(&mut self, split: &Split, out: Option<&Path>, progress: &mut dyn FnMut(Progress<'_>)) -> Result<()> {
+        let t = self.run.train.clone();
+        let max_len = self.model.max_len();
+        let spans = training_spans(split, max_len, t.windows);
+        if spans.is_empty() {
+            return Err(Error::NoData("no user has two training events".into()));
+        }
+        let mut opt = Optimizer::new(&self.vs, &self.run.optim);
+        let steps_per_epoch = spans.len().div_ceil(t.batch_size.max(1)) as u64;
+        let schedule = Schedule::from_config(
+            &self.run.optim.schedule,
+            t.warmup_steps,
+            t.epochs as u64 * steps_per_epoch,
+            steps_per_epoch,
+        );
+        let mut rng = ChaCha8Rng::seed_from_u64(t.seed);
+        // The validation sample: the same users every epoch.
+        let mut valid_users: Vec<usize> = (0..split.n_users()).filter(|&u| split.valid(u).is_some()).collect();
+        valid_users.shuffle(&mut rng);
+        valid_users.truncate(self.gen.valid_users.max(1));
+        let started = Instant::now();
+        let mut best: Option<(f64, Vec<(String, Tensor)>)> = None;
+        let mut bad = 0;
+        let mut step = 0u64;
+        for epoch in 1..=t.epochs {
+            let mut order = spans.clone();
+            order.shuffle(&mut rng);
+            // Rows of similar length together (buckets of 50 batches), then the batches shuffled.
+            let pool = t.batch_size.max(1) * 50;
+            for chunk in order.chunks_mut(pool) {
+                chunk.sort_by_key(|s| s.end - s.start);
+            }
+            let mut batches: Vec<&[crate::trainer::Span]> = order.chunks(t.batch_size.max(1)).collect();
+            batches.shuffle(&mut rng);
+            let epoch_start = Instant::now();
+            let (mut loss_sum, mut n_tokens, mut cut) = (0.0, 0usize, false);
+            let total = batches.len();
+            for (i, batch) in batches.iter().enumerate() {
+                let (items, real) = self.training_batch(split, batch)?;
+                let loss = self.model.loss(&items, Mode::Train);
+                opt.zero_grad();
+                loss.f_backward().map_err(|e| Error::NoData(format!("backward failed: {e}")))?;
+                if t.clip_norm > 0.0 {
+                    m6rec_optim::clip_grad_norm(&self.vs, t.clip_norm);
+                }
+                opt.step(schedule.lr(self.run.optim.lr, step));
+                step += 1;
+                let l = loss.double_value(&[]);
+                loss_sum += l;
+                n_tokens += real;
+                progress(Progress::Step { epoch, done: i + 1, total, loss: l });
+                if t.max_seconds > 0.0 && started.elapsed().as_secs_f64() >= t.max_seconds {
+                    self.stop_reason = Some(format!(
+                        "reached train.max_seconds = {} during epoch {epoch} (after {} of {total} batches)",
+                        t.max_seconds,
+                        i + 1
+                    ));
+                    cut = true;
+                    loss_sum /= (i + 1) as f64;
+                    break;
+                }
+            }
+            if !cut {
+                loss_sum /= total.max(1) as f64;
+            }
+            let secs = epoch_start.elapsed().as_secs_f64().max(1e-9);
+            let (ndcg, hr) = self.validate(split, &valid_users, t.filter_history)?;
+            let record = GenEpoch {
+                epoch,
+                loss: loss_sum,
+                valid_ndcg10: ndcg,
+                valid_hr10: hr,
+                seqs_per_sec: spans.len() as f64 / secs,
+                tokens_per_sec: n_tokens as f64 / secs,
+                elapsed: started.elapsed().as_secs_f64(),
+            };
+            self.history.push(record.clone());
+            progress(Progress::Epoch(&record));
+            if best.as_ref().is_none_or(|(b, _)| ndcg > *b) {
+                best = Some((ndcg, copy_vars(&self.vs)));
+                self.best_epoch = epoch;
+                bad = 0;
+            } else {
+                bad += 1;
+            }
+            if let Some(dir) = out {
+                self.save_with(dir, best.as_ref().map(|(_, v)| v.as_slice()))?;
+            }
+            if cut {
+                break;
+            }
+            if bad >= t.patience.max(1) {
+                self.stop_reason = Some(format!("no better validation NDCG@10 for {bad} epochs"));
+                break;
+            }
+        }
+        if self.stop_reason.is_none() {
+            self.stop_reason = Some(format!("ran train.epochs = {}", t.epochs));
+        }
+        if let Some((_, vars)) = &best {
+            restore(&self.vs, vars);
+        }
+        if let Some(dir) = out {
+            self.save_with(dir, None)?;
+        }
+        Ok(())
+    }
+
+    /// The batch's rows as items `[b, n + 1, code_len]` and the real code tokens predicted.
+    fn training_batch(&self, split: &Split, batch: &[crate::trainer::Span]) -> Result<(Tensor, usize)> {
+        let rows: Vec<&[u32]> = batch.iter().map(|s| &split.train(s.user)[s.start..s.end]).collect();
+        let real = rows.iter().map(|r| r.len().saturating_sub(1)).sum::<usize>() * self.model.code_len();
+        Ok((self.item_rows(&rows)?, real))
+    }
+
+    /// NDCG@10 and HR@10 of the validation targets of `users`, from the beams.
+    fn validate(&self, split: &Split, users: &[usize], filter_history: bool) -> Result<(f64, f64)> {
+        let targets: Vec<_> = users.iter().filter_map(|&u| split.valid(u)).filter(|t| !t.history.is_empty()).collect();
+        let (mut ndcg, mut hr) = (0.0, 0.0);
+        for chunk in targets.chunks(128) {
+            let histories: Vec<&[u32]> = chunk.iter().map(|t| t.history).collect();
+            let beams = self.beams(&histories, self.gen.beam)?;
+            for (t, b) in chunk.iter().zip(&beams) {
+                let ranked = b.iter().map(|b| b.item).filter(|i| !filter_history || !t.history.contains(i));
+                if let Some(r) = ranked.take(10).position(|i| i == t.item) {
+                    hr += 1.0;
+                    ndcg += 1.0 / ((r + 2) as f64).log2();
+                }
+            }
+        }
+        let n = targets.len().max(1) as f64;
+        Ok((ndcg / n, hr / n))
+    }
+
+    fn save_with(&self, dir: &Path, best: Option<&[(String, Tensor)]>) -> Result<()> {
+        let saved = Saved {
+            run: self.run.clone(),
+            n_items: self.n_items,
+            widths: self.model.widths(),
+            history: self.history.clone(),
+            best_epoch: self.best_epoch,
+            stop_reason: self.stop_reason.clone(),
+        };
+        let vs = &self.vs;
+        m6rec_tensor::atomic::write_dir(dir, GENERATIVE_DIR, |tmp| -> Result<()> {
+            let json = serde_json::to_vec_pretty(&saved).map_err(|e| Error::NoData(e.to_string()))?;
+            std::fs::write(tmp.join("generative.json"), json).map_err(crate::error::io(tmp))?;
+            let weights = tmp.join("model.safetensors");
+            match best {
+                Some(vars) => Tensor::write_safetensors(vars, &weights),
+                None => vs.save(&weights),
+            }
+            .map_err(|e| Error::Checkpoint { path: dir.to_path_buf(), reason: format!("writing the weights: {e}") })?;
+            self.ids.save(&tmp.join("semantic_ids.json")).map_err(semantic)?;
+            Ok(())
+        })
+    }
+
+    /// Writes the checkpoint directory (`generative.json`, `model.safetensors`, `semantic_ids.json`) atomically.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        self.save_with(dir, None)
+    }
+
+    /// Whether `dir` holds a generative checkpoint.
+    pub fn is_checkpoint(dir: &Path) -> bool {
+        dir.join("generative.json").is_file()
+    }
+
+    /// Loads what [`Generative::save`] wrote.
+    pub fn load(dir: &Path, device: Device) -> Result<Generative> {
+        let bad = |reason: String| Error::Checkpoint { path: dir.to_path_buf(), reason };
+        let text = std::fs::read(dir.join("generative.json")).map_err(|e| bad(format!("generative.json: {e}")))?;
+        let saved: Saved = serde_json::from_slice(&text).map_err(|e| bad(format!("generative.json: {e}")))?;
+        let gen =
+            saved.run.generative.clone().ok_or_else(|| bad("generative.json has no [generative] table".into()))?;
+        let ids = SemanticIds::load(&dir.join("semantic_ids.json")).map_err(semantic)?;
+        if ids.len() < saved.n_items {
+            return Err(bad(format!("semantic_ids.json has {} items, the model {}", ids.len(), saved.n_items)));
+        }
+        let mut vs = nn::VarStore::new(device);
+        let model = CodeRec::init(&(vs.root() / "gen"), &saved.run.model, &saved.widths)?;
+        vs.load(dir.join("model.safetensors")).map_err(|e| bad(format!("model.safetensors: {e}")))?;
+        let trie = ids.trie();
+        Ok(Generative {
+            run: saved.run,
+            gen,
+            ids,
+            trie,
+            vs,
+            model,
+            n_items: saved.n_items,
+            history: saved.history,
+            best_epoch: saved.best_epoch,
+            stop_reason: saved.stop_reason,
+        })
+    }
+}
+
+/// [`Generative`] as a full-catalog [`Scorer`].
+#[derive(Debug)]
+pub struct GenerativeScorer<'a> {
+    gen: &'a Generative,
+    beam: usize,
+}
+
+impl GenerativeScorer<'_> {
+    /// With another beam width.
+    pub fn with_beam(self, beam: usize) -> Self {
+        GenerativeScorer { beam, ..self }
+    }
+}
+
+impl Scorer for GenerativeScorer<'_> {
+    fn score(&self, histories: &[&[u32]]) -> Result<Tensor> {
+        let beams = self.gen.beams(histories, self.beam)?;
+        let n = self.gen.n_items();
+        let mut scores = vec![f32::NEG_INFINITY; histories.len() * n];
+        for (r, b) in beams.iter().enumerate() {
+            for (rank, beam) in b.iter().enumerate() {
+                // Beam order decides (log-probabilities may tie); the beam log-probability keeps magnitudes readable.
+                let s = if beam.score.is_finite() { beam.score } else { -1e30 - rank as f32 };
+                scores[r * n + beam.item as usize] = s;
+            }
+        }
+        Ok(Tensor::from_slice(&scores).view([histories.len() as i64, n as i64]))
+    }
+
+    fn n_items(&self) -> usize {
+        self.gen.n_items()
+    }
+}
+
+fn copy_vars(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (n, t.detach().copy())).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn restore(vs: &nn::VarStore, vars: &[(String, Tensor)]) {
+    let now = vs.variables();
+    tch::no_grad(|| {
+        for (name, t) in vars {
+            if let Some(v) = now.get(name) {
+                let mut v = v.shallow_clone();
+                v.copy_(t);
+            }
+        }
+    });
+}
+
+fn semantic(e: m6rec_semantic::Error) -> Error {
+    Error::Semantic(e)
+}
