@@ -207,6 +207,26 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         (cfg, _) => cfg,
     };
     let out = a.out.clone().unwrap_or_else(|| m6rec_train::default_run_dir(&ds.name));
+    if let Some(mut cfg) = cfg.clone().filter(|c| c.generative.is_some()) {
+        if a.resume || launch.is_some() || a.init_from.is_some() || a.until_epoch.is_some() {
+            bail!("--resume, --init-from, --until-epoch and data-parallel training are not supported for [generative] runs yet");
+        }
+        if contains(&out, &a.data) {
+            bail!("--out {} contains the dataset {}: choose another --out", out.display(), a.data.display());
+        }
+        if let Some(e) = a.epochs {
+            cfg.train.epochs = e;
+        }
+        if let Some(s) = a.max_seconds.or(a.budget) {
+            cfg.train.max_seconds = s;
+        }
+        if let Some(s) = a.seed {
+            cfg.train.seed = s;
+        }
+        let paths =
+            crate::generative::Paths { data: &a.data, features: a.features.as_deref(), out: &out, force: a.force };
+        return crate::generative::train(cfg, &ds, paths, device);
+    }
     if !a.resume {
         if contains(&out, &a.data) {
             anyhow::bail!("--out {} contains the dataset {}: choose another --out", out.display(), a.data.display());
@@ -434,6 +454,21 @@ fn open_zero_shot(
 }
 
 pub fn eval(a: &EvalArgs) -> Result<()> {
+    if m6rec_train::generative::Generative::is_checkpoint(&a.checkpoint) {
+        if a.zero_shot {
+            bail!("--zero-shot needs a content item tower; a generative checkpoint reads items by their semantic IDs");
+        }
+        let ds = load_dataset(&a.data)?;
+        let p = crate::generative::EvalPaths {
+            checkpoint: &a.checkpoint,
+            ds: &ds,
+            stage: if a.stage == "valid" { Stage::Valid } else { Stage::Test },
+            filter_history: a.filter_history,
+            no_baseline: a.no_baseline,
+            json: a.json.as_deref(),
+        };
+        return crate::generative::eval(p, m6rec_tensor::device::parse(&a.device)?);
+    }
     let (_device, ds, loaded) = if a.zero_shot {
         open_zero_shot(&a.device, &a.data, &a.checkpoint, a.features.as_deref())?
     } else {
@@ -534,6 +569,14 @@ pub struct RecommendArgs {
 }
 
 pub fn recommend(a: &RecommendArgs) -> Result<()> {
+    if m6rec_train::generative::Generative::is_checkpoint(&a.checkpoint) {
+        bail!(
+            "{} is a generative (semantic-ID) checkpoint: `m6rec recommend` and `m6rec serve` do not read it yet; \
+             `m6rec eval --checkpoint {}` evaluates it",
+            a.checkpoint.display(),
+            a.checkpoint.display()
+        );
+    }
     let (_device, ds, loaded) = open_model(&a.device, &a.data, &a.checkpoint, a.features.as_deref())?;
     if let Some(n) = a.first {
         let split = Split::leave_one_out(&ds.interactions, ds.n_users());

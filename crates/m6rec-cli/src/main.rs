@@ -4,6 +4,7 @@
 
 mod adapt;
 mod commands;
+mod generative;
 mod import;
 mod progress;
 mod report;

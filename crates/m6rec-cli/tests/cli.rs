@@ -202,6 +202,33 @@ fn item_tower_runs_read_the_feature_cache() {
     assert!(out.lines().filter(|l| l.trim_start().starts_with(['1', '2', '3'])).count() >= 3, "{out}");
 }
 
+/// A generative (semantic-ID) run: the codes come from the text feature cache, training prints the codebook's use,
+/// eval ranks with beam search, and recommend says plainly that it cannot read such a checkpoint yet.
+#[test]
+fn generative_runs_fit_semantic_ids_train_and_evaluate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = small_demo(dir.path());
+    let ck = dir.path().join("gen");
+    let cfg = dir.path().join("gen.toml");
+    std::fs::write(
+        &cfg,
+        "[model]\nd_model = 32\nmax_len = 20\n[train]\nepochs = 3\n[generative]\nsemantic_ids = { levels = 2, codes = 16 }\n",
+    )
+    .unwrap();
+    let err = fails(&m6rec(&["train", "--data", p(&ds), "--config", p(&cfg), "--out", p(&ck)]));
+    assert!(err.contains("m6rec features") && err.contains("text"), "{err}");
+    ok(&m6rec(&["features", p(&ds), "--text-model", p(&m6rec_testkit::text_model())]));
+    let out = ok(&m6rec(&["train", "--data", p(&ds), "--config", p(&cfg), "--out", p(&ck), "--device", "cpu"]));
+    assert!(out.contains("semantic IDs for") && out.contains("perplexity"), "{out}");
+    assert!(out.contains("epoch   3") && out.contains("best validation NDCG@10"), "{out}");
+    let out = ok(&m6rec(&["eval", "--checkpoint", p(&ck), "--data", p(&ds), "--device", "cpu"]));
+    assert!(out.contains("generative retrieval (beam 20") && out.contains("popularity"), "{out}");
+    let err = fails(&m6rec(&["recommend", "--checkpoint", p(&ck), "--data", p(&ds), "--history", "i1"]));
+    assert!(err.contains("generative") && err.contains("m6rec eval"), "{err}");
+    let again = fails(&m6rec(&["train", "--data", p(&ds), "--config", p(&cfg), "--out", p(&ck)]));
+    assert!(again.contains("--force"), "{again}");
+}
+
 /// A small demo dataset (a quarter of the users) in `dir/ds`.
 fn small_demo(dir: &Path) -> std::path::PathBuf {
     let (src, ds) = (dir.join("src"), dir.join("ds"));

@@ -332,7 +332,7 @@ impl Generative {
             let mut batches: Vec<&[crate::trainer::Span]> = order.chunks(t.batch_size.max(1)).collect();
             batches.shuffle(&mut rng);
             let epoch_start = Instant::now();
-            let (mut loss_sum, mut n_tokens, mut cut) = (0.0, 0usize, false);
+            let (mut loss_sum, mut n_tokens, mut n_seqs, mut cut) = (0.0, 0usize, 0usize, false);
             let total = batches.len();
             for (i, batch) in batches.iter().enumerate() {
                 let (items, real) = self.training_batch(split, batch)?;
@@ -347,6 +347,7 @@ impl Generative {
                 let l = loss.double_value(&[]);
                 loss_sum += l;
                 n_tokens += real;
+                n_seqs += batch.len();
                 progress(Progress::Step { epoch, done: i + 1, total, loss: l });
                 if t.max_seconds > 0.0 && started.elapsed().as_secs_f64() >= t.max_seconds {
                     self.stop_reason = Some(format!(
@@ -369,7 +370,7 @@ impl Generative {
                 loss: loss_sum,
                 valid_ndcg10: ndcg,
                 valid_hr10: hr,
-                seqs_per_sec: spans.len() as f64 / secs,
+                seqs_per_sec: n_seqs as f64 / secs,
                 tokens_per_sec: n_tokens as f64 / secs,
                 elapsed: started.elapsed().as_secs_f64(),
             };
