@@ -570,18 +570,30 @@ pub struct RecommendArgs {
 
 pub fn recommend(a: &RecommendArgs) -> Result<()> {
     if m6rec_train::generative::Generative::is_checkpoint(&a.checkpoint) {
-        bail!(
-            "{} is a generative (semantic-ID) checkpoint: `m6rec recommend` and `m6rec serve` do not read it yet; \
-             `m6rec eval --checkpoint {}` evaluates it",
-            a.checkpoint.display(),
-            a.checkpoint.display()
-        );
+        let ds = load_dataset(&a.data)?;
+        let g = m6rec_train::generative::Generative::load(&a.checkpoint, m6rec_tensor::device::parse(&a.device)?)
+            .with_context(|| format!("loading {}", a.checkpoint.display()))?;
+        if g.n_items() < ds.n_items() {
+            bail!(
+                "{} has semantic IDs for {} items, the dataset {}",
+                a.checkpoint.display(),
+                g.n_items(),
+                ds.n_items()
+            );
+        }
+        // Seen items are dropped after the search: a wider beam keeps k left.
+        let beam = g.config().generative.as_ref().map_or(20, |c| c.beam).max(2 * a.k);
+        return recommend_with(&ds, &g.scorer().with_beam(beam), a);
     }
     let (_device, ds, loaded) = open_model(&a.device, &a.data, &a.checkpoint, a.features.as_deref())?;
+    recommend_with(&ds, &loaded.scorer()?, a)
+}
+
+fn recommend_with(ds: &Dataset, scorer: &dyn m6rec_train::Scorer, a: &RecommendArgs) -> Result<()> {
     if let Some(n) = a.first {
         let split = Split::leave_one_out(&ds.interactions, ds.n_users());
         for u in 0..n.min(ds.n_users()) {
-            show(&ds, &loaded, &format!("user {}", ds.users[u]), split.sequence(u), a)?;
+            show(ds, scorer, &format!("user {}", ds.users[u]), split.sequence(u), a)?;
         }
         return Ok(());
     }
@@ -604,11 +616,11 @@ pub fn recommend(a: &RecommendArgs) -> Result<()> {
         (None, None) => bail!("give --user ID or --history ITEM,ITEM,..."),
     };
     let who = a.user.as_ref().map(|u| format!("user {u}")).unwrap_or_else(|| "the given history".into());
-    show(&ds, &loaded, &who, &history, a)
+    show(ds, scorer, &who, &history, a)
 }
 
-fn show(ds: &Dataset, loaded: &checkpoint::LoadedModel, who: &str, history: &[u32], a: &RecommendArgs) -> Result<()> {
-    let recs = recommend::recommend(&loaded.scorer()?, history, a.k, !a.include_seen)?;
+fn show(ds: &Dataset, scorer: &dyn m6rec_train::Scorer, who: &str, history: &[u32], a: &RecommendArgs) -> Result<()> {
+    let recs = recommend::recommend(scorer, history, a.k, !a.include_seen)?;
     let last: Vec<&str> = history.iter().rev().take(3).map(|&i| ds.items[i as usize].title.as_str()).collect();
     println!("top {} for {who} ({} items, most recent first: {}):", recs.len(), history.len(), last.join(" | "));
     for (rank, r) in recs.iter().enumerate() {
