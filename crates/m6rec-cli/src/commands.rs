@@ -223,6 +223,10 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         if let Some(s) = a.seed {
             cfg.train.seed = s;
         }
+        if let Some(c) = a.cold_items {
+            cfg.train.cold_items = c;
+            cfg.validate(Path::new("--cold-items"))?;
+        }
         let paths =
             crate::generative::Paths { data: &a.data, features: a.features.as_deref(), out: &out, force: a.force };
         return crate::generative::train(cfg, &ds, paths, device);

@@ -119,15 +119,34 @@ pub(crate) fn eval(p: EvalPaths<'_>, device: tch::Device) -> Result<()> {
     }
     let split = g.config().split(&ds.interactions, ds.n_users(), ds.n_items());
     let opts = EvalOptions { filter_history: p.filter_history, batch_size: 256, targets: Targets::All };
+    // With cold items (held out of training, codes from their content), also the cold and the warm targets apart.
+    let groups: &[(Targets, &str)] = if split.n_cold() > 0 {
+        &[(Targets::All, ""), (Targets::Cold, " (cold targets)"), (Targets::Warm, " (warm targets)")]
+    } else {
+        &[(Targets::All, "")]
+    };
+    let pop = match p.stage {
+        Stage::Valid => Popularity::fit_train(&split, ds.n_items()),
+        Stage::Test => Popularity::fit_before_test(&split, ds.n_items()),
+    };
     let started = Instant::now();
     let mut rows: Vec<(String, Metrics)> = vec![("model".into(), evaluate(&g.scorer(), &split, p.stage, opts)?)];
     let secs = started.elapsed().as_secs_f64();
     if !p.no_baseline {
-        let pop = match p.stage {
-            Stage::Valid => Popularity::fit_train(&split, ds.n_items()),
-            Stage::Test => Popularity::fit_before_test(&split, ds.n_items()),
-        };
         rows.push(("popularity".into(), evaluate(&pop, &split, p.stage, opts)?));
+    }
+    for &(targets, label) in &groups[1..] {
+        let opts = EvalOptions { targets, ..opts };
+        rows.push((format!("model{label}"), evaluate(&g.scorer(), &split, p.stage, opts)?));
+        if !p.no_baseline {
+            rows.push((format!("popularity{label}"), evaluate(&pop, &split, p.stage, opts)?));
+        }
+    }
+    if split.n_cold() > 0 {
+        println!(
+            "cold-start evaluation: {} items were held out of training; cold targets are rows marked so",
+            split.n_cold()
+        );
     }
     let beam = g.config().generative.as_ref().map_or(0, |c| c.beam);
     println!(
