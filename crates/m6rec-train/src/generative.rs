@@ -12,6 +12,7 @@ use crate::{Error, Result, RunConfig};
 use m6rec_data::Split;
 use m6rec_model::CodeRec;
 use m6rec_optim::{Optimizer, Schedule};
+use m6rec_recommender::saved;
 use m6rec_semantic::{beam_search_batch, Beam, SemanticIdConfig, SemanticIds, Trie};
 use m6rec_tensor::atomic::DirKind;
 use m6rec_tensor::Mode;
@@ -452,6 +453,7 @@ impl Generative {
             }
             .map_err(|e| Error::Checkpoint { path: dir.to_path_buf(), reason: format!("writing the weights: {e}") })?;
             self.ids.save(&tmp.join("semantic_ids.json")).map_err(semantic)?;
+            saved::write_checksums(tmp, &["model.safetensors", "semantic_ids.json", "generative.json"])?;
             Ok(())
         })
     }
@@ -469,6 +471,10 @@ impl Generative {
     /// Loads what [`Generative::save`] wrote.
     pub fn load(dir: &Path, device: Device) -> Result<Generative> {
         let bad = |reason: String| Error::Checkpoint { path: dir.to_path_buf(), reason };
+        m6rec_tensor::atomic::recover(dir, Some(GENERATIVE_DIR));
+        for file in ["generative.json", "semantic_ids.json", "model.safetensors"] {
+            saved::verify_checksum(dir, file)?;
+        }
         let text = std::fs::read(dir.join("generative.json")).map_err(|e| bad(format!("generative.json: {e}")))?;
         let saved: Saved = serde_json::from_slice(&text).map_err(|e| bad(format!("generative.json: {e}")))?;
         let gen =
@@ -480,6 +486,7 @@ impl Generative {
         let mut vs = nn::VarStore::new(device);
         let model = CodeRec::init(&(vs.root() / "gen"), &saved.run.model, &saved.widths)?;
         vs.load(dir.join("model.safetensors")).map_err(|e| bad(format!("model.safetensors: {e}")))?;
+        saved::check_finite(&vs, dir, "model.safetensors")?;
         let trie = ids.trie();
         Ok(Generative {
             run: saved.run,

@@ -94,6 +94,25 @@ fn generative_retrieval_learns_round_trips_and_takes_new_items() {
         "the checkpoint recommends what the trained model does"
     );
 
+    // A damaged copy is refused, naming the file: one flipped byte in the weights, then NaN weights.
+    let copy = dir.path().join("copy");
+    std::fs::create_dir(&copy).unwrap();
+    for e in std::fs::read_dir(&ck).unwrap().flatten() {
+        std::fs::copy(e.path(), copy.join(e.file_name())).unwrap();
+    }
+    let weights = copy.join("model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let at = bytes.len() - 7;
+    bytes[at] ^= 0x40;
+    std::fs::write(&weights, &bytes).unwrap();
+    let err = Generative::load(&copy, Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("model.safetensors") && err.contains("corrupt"), "{err}");
+    std::fs::remove_file(copy.join("checksums.json")).unwrap();
+    let vars: Vec<(String, Tensor)> = loaded_vars(&ck).into_iter().map(|(n, t)| (n, t.full_like(f64::NAN))).collect();
+    Tensor::write_safetensors(&vars, &weights).unwrap();
+    let err = Generative::load(&copy, Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("NaN"), "{err}");
+
     // A new item with the content of the item most recommended after user 0's history: its code shares that item's
     // residual code, so it can be generated, and it is in a wide enough beam.
     let mut g = loaded;
@@ -104,4 +123,8 @@ fn generative_retrieval_learns_round_trips_and_takes_new_items() {
     let wide = g.beams(&histories[..1], 40).unwrap();
     assert!(wide[0].iter().any(|b| b.item == new_item), "the new item is retrievable without retraining");
     assert_eq!(g.scorer().score(&histories[..1]).unwrap().size(), vec![1, g.n_items() as i64]);
+}
+
+fn loaded_vars(dir: &std::path::Path) -> Vec<(String, Tensor)> {
+    Tensor::read_safetensors(dir.join("model.safetensors")).unwrap()
 }
