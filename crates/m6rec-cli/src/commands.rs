@@ -185,6 +185,34 @@ fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// The `[train]` overrides of `m6rec train`'s flags: --epochs, --max-seconds / --budget, --seed, --split,
+/// --cold-items.
+fn apply_train_flags(a: &TrainArgs, cfg: &mut RunConfig) -> Result<()> {
+    if let Some(e) = a.epochs {
+        cfg.train.epochs = e;
+    }
+    if let Some(s) = a.max_seconds.or(a.budget) {
+        cfg.train.max_seconds = s;
+    }
+    if let Some(s) = a.seed {
+        cfg.train.seed = s;
+    }
+    if let Some(kind) = a.split.as_deref() {
+        cfg.train.split = match kind {
+            "temporal" => match cfg.train.split {
+                t @ m6rec_train::SplitConfig::Temporal { .. } => t,
+                _ => m6rec_train::SplitConfig::Temporal { valid: 0.1, test: 0.1 },
+            },
+            _ => m6rec_train::SplitConfig::LeaveOneOut,
+        };
+    }
+    if let Some(c) = a.cold_items {
+        cfg.train.cold_items = c;
+        cfg.validate(Path::new("--cold-items"))?;
+    }
+    Ok(())
+}
+
 pub fn train(a: &TrainArgs) -> Result<()> {
     let launch = m6rec_train::ddp::Launch::from_env()
         .context("reading the data-parallel launch variables (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)")?;
@@ -214,19 +242,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         if contains(&out, &a.data) {
             bail!("--out {} contains the dataset {}: choose another --out", out.display(), a.data.display());
         }
-        if let Some(e) = a.epochs {
-            cfg.train.epochs = e;
-        }
-        if let Some(s) = a.max_seconds.or(a.budget) {
-            cfg.train.max_seconds = s;
-        }
-        if let Some(s) = a.seed {
-            cfg.train.seed = s;
-        }
-        if let Some(c) = a.cold_items {
-            cfg.train.cold_items = c;
-            cfg.validate(Path::new("--cold-items"))?;
-        }
+        apply_train_flags(a, &mut cfg)?;
         let paths =
             crate::generative::Paths { data: &a.data, features: a.features.as_deref(), out: &out, force: a.force };
         return crate::generative::train(cfg, &ds, paths, device);
@@ -262,28 +278,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
             .with_context(|| format!("resuming from {}", out.display()))?
     } else {
         let mut cfg = cfg.unwrap_or_default();
-        if let Some(e) = a.epochs {
-            cfg.train.epochs = e;
-        }
-        if let Some(s) = a.max_seconds.or(a.budget) {
-            cfg.train.max_seconds = s;
-        }
-        if let Some(s) = a.seed {
-            cfg.train.seed = s;
-        }
-        if let Some(kind) = a.split.as_deref() {
-            cfg.train.split = match kind {
-                "temporal" => match cfg.train.split {
-                    t @ m6rec_train::SplitConfig::Temporal { .. } => t,
-                    _ => m6rec_train::SplitConfig::Temporal { valid: 0.1, test: 0.1 },
-                },
-                _ => m6rec_train::SplitConfig::LeaveOneOut,
-            };
-        }
-        if let Some(c) = a.cold_items {
-            cfg.train.cold_items = c;
-            cfg.validate(Path::new("--cold-items"))?;
-        }
+        apply_train_flags(a, &mut cfg)?;
         cfg.fill_domain_vocab(ds.items.iter().map(|it| it.domain.as_str()));
         let mut t = Trainer::with_content(cfg, fp, content.as_ref(), device)?;
         if let Some(ck) = &a.init_from {

@@ -7,7 +7,7 @@
 //! miss. The split, the seen-item handling and the metrics are those of every other model.
 
 use crate::scorer::Scorer;
-use crate::trainer::training_spans;
+use crate::trainer::{copy_vars, restore_vars, training_spans};
 use crate::{Error, Result, RunConfig};
 use m6rec_data::Split;
 use m6rec_model::CodeRec;
@@ -399,7 +399,7 @@ impl Generative {
             self.stop_reason = Some(format!("ran train.epochs = {}", t.epochs));
         }
         if let Some((_, vars)) = &best {
-            restore(&self.vs, vars);
+            restore_vars(&self.vs, vars);
         }
         if let Some(dir) = out {
             self.save_with(dir, None)?;
@@ -535,24 +535,6 @@ impl Scorer for GenerativeScorer<'_> {
     fn n_items(&self) -> usize {
         self.gen.n_items()
     }
-}
-
-fn copy_vars(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
-    let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (n, t.detach().copy())).collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
-
-fn restore(vs: &nn::VarStore, vars: &[(String, Tensor)]) {
-    let now = vs.variables();
-    tch::no_grad(|| {
-        for (name, t) in vars {
-            if let Some(v) = now.get(name) {
-                let mut v = v.shallow_clone();
-                v.copy_(t);
-            }
-        }
-    });
 }
 
 fn semantic(e: m6rec_semantic::Error) -> Error {

@@ -114,7 +114,8 @@ impl std::fmt::Debug for Trainer {
     }
 }
 
-fn copy_vars(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+/// A detached copy of every variable, sorted by name (the best weights kept in memory).
+pub(crate) fn copy_vars(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
     let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (n, t.detach().copy())).collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
@@ -550,16 +551,21 @@ impl Trainer {
     }
 
     fn restore_best(&mut self) {
-        let vars = self.rec.vs.variables();
-        tch::no_grad(|| {
-            for (name, t) in &self.best {
-                if let Some(v) = vars.get(name) {
-                    let mut v = v.shallow_clone();
-                    v.copy_(t);
-                }
-            }
-        });
+        restore_vars(&self.rec.vs, &self.best);
     }
+}
+
+/// Copies `vars` (from [`copy_vars`]) back into the variables of `vs` with the same names.
+pub(crate) fn restore_vars(vs: &nn::VarStore, vars: &[(String, Tensor)]) {
+    let now = vs.variables();
+    tch::no_grad(|| {
+        for (name, t) in vars {
+            if let Some(v) = now.get(name) {
+                let mut v = v.shallow_clone();
+                v.copy_(t);
+            }
+        }
+    });
 }
 
 /// The epoch's rows under per-domain sampling weights: each span appears `floor(w)` times plus once more with
