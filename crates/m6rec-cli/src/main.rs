@@ -92,9 +92,27 @@ fn tune_allocator() {
     }
 }
 
+/// Logging is the binary's decision too: the libraries' `tracing` events (a journal record skipped at replay, a
+/// reload refused, the top-k index tuned) go to stderr at the level `M6REC_LOG` names (`error`, `warn`, `info`, the
+/// default, `debug`, `trace`).
+fn init_logging() {
+    use std::io::IsTerminal;
+    let level = std::env::var("M6REC_LOG")
+        .ok()
+        .and_then(|v| v.trim().parse::<tracing_subscriber::filter::LevelFilter>().ok())
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_max_level(level)
+        .with_target(false)
+        .try_init();
+}
+
 fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
+    init_logging();
     let omp = std::env::var("OMP_NUM_THREADS").ok().and_then(|v| v.trim().parse::<usize>().ok());
     let threads = cli
         .threads

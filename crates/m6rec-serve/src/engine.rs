@@ -198,7 +198,7 @@ impl Engine {
                         self.append_events(&user_id, &idx);
                         applied += 1;
                     }
-                    Err(e) => eprintln!("journal: skipping events of {user_id}: {}", e.message),
+                    Err(e) => tracing::warn!("journal: skipping events of {user_id}: {}", e.message),
                 },
                 Record::Items { items } => {
                     let prepared: Vec<(StoredItem, Prepared)> = items
@@ -210,7 +210,7 @@ impl Engine {
                         .collect();
                     match self.commit_items(prepared) {
                         Ok(_) => applied += 1,
-                        Err(e) => eprintln!("journal: skipping an items record: {}", e.message),
+                        Err(e) => tracing::warn!("journal: skipping an items record: {}", e.message),
                     }
                 }
             }

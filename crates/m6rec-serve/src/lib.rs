@@ -192,7 +192,7 @@ impl Service {
         let n = records.len();
         let applied = engine.replay(records, |s| decoders.stored_item(s, |name| media_dir.join(name)));
         if n > 0 {
-            eprintln!("state {}: replayed {applied} of {n} journal records", cfg.state_dir.display());
+            tracing::info!("state {}: replayed {applied} of {n} journal records", cfg.state_dir.display());
         }
         let (tx, rx) = crossbeam_channel::bounded(cfg.limits.queue);
         let thread = std::thread::Builder::new()
@@ -245,7 +245,7 @@ impl Service {
                     // Out of file descriptors and the like: keep serving the connections there are, try again soon.
                     self.metrics.accept_errors.inc();
                     if self.metrics.accept_errors.get() % 1000 == 1 {
-                        eprintln!("accepting a connection: {e} (retrying; see m6rec_accept_errors_total)");
+                        tracing::warn!("accepting a connection: {e} (retrying; see m6rec_accept_errors_total)");
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
@@ -271,7 +271,7 @@ impl Service {
         // closed by the header timeout. Whatever is left after both is dropped.
         let grace = limits.request_timeout.max(limits.header_timeout) + Duration::from_secs(1);
         if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-            eprintln!("shutdown: connections still open after {grace:?}; closing them");
+            tracing::warn!("shutdown: connections still open after {grace:?}; closing them");
         }
         self.stop();
         Ok(())
@@ -304,7 +304,7 @@ impl Service {
             .map_err(|e| {
                 // The whole message (paths, libtorch's native frames) is for the operator's log; the client gets
                 // its first line with paths left out.
-                eprintln!("reload failed, still serving the previous model: {e}");
+                tracing::error!("reload failed, still serving the previous model: {e}");
                 ApiError::invalid(
                     "bad_checkpoint",
                     format!(

@@ -141,14 +141,14 @@ impl Model {
                     } else {
                         " (IVF needed more than a third of its cells to reach its target recall)"
                     };
-                    eprintln!(
+                    tracing::info!(
                         "top-k index: {}{why}; recall@10 {recall:.3} over {} users' states",
                         self.index.describe(),
                         hist.len()
                     );
                 }
             }
-            Err(e) => eprintln!("top-k index: not tuned ({e}); {}", self.index.describe()),
+            Err(e) => tracing::warn!("top-k index: not tuned ({e}); {}", self.index.describe()),
         }
     }
 

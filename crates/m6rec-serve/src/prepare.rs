@@ -150,11 +150,12 @@ impl Decoders {
     pub fn stored_item(&self, s: &StoredItem, media: impl Fn(&str) -> std::path::PathBuf) -> Prepared {
         let read =
             |name: &Option<String>| name.as_ref().and_then(|n| std::fs::read(media(n)).ok().map(|b| (b, n.clone())));
-        let pixels = read(&s.image)
-            .and_then(|(b, n)| self.image(&b).map_err(|m| eprintln!("journal: item {}: image {n}: {m}", s.id)).ok());
+        let pixels = read(&s.image).and_then(|(b, n)| {
+            self.image(&b).map_err(|m| tracing::warn!("journal: item {}: image {n}: {m}", s.id)).ok()
+        });
         let mel = read(&s.audio).and_then(|(b, n)| {
             let ext = Path::new(&n).extension().and_then(|e| e.to_str()).unwrap_or("bin").to_string();
-            self.audio(&b, &ext).map_err(|m| eprintln!("journal: item {}: audio {n}: {m}", s.id)).ok()
+            self.audio(&b, &ext).map_err(|m| tracing::warn!("journal: item {}: audio {n}: {m}", s.id)).ok()
         });
         Prepared { text: text_of(&s.title, s.text.as_deref()), pixels, mel, domain: s.domain.clone() }
     }

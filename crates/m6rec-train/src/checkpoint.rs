@@ -12,7 +12,7 @@
 
 use crate::config::RunConfig;
 use crate::error::io;
-use crate::trainer::TrainState;
+use crate::state::TrainState;
 use crate::{Error, Result};
 use m6rec_recommender::content::ItemContent;
 use m6rec_recommender::Recommender;
@@ -43,6 +43,8 @@ pub(crate) struct CheckpointParts<'a> {
     pub vs: &'a nn::VarStore,
     pub optim: &'a [(String, Tensor)],
     pub state: &'a TrainState,
+    /// Further files (name, content) that belong with these weights, such as the training curves.
+    pub files: &'a [(&'a str, String)],
 }
 
 pub(crate) fn save(dir: &Path, parts: &CheckpointParts<'_>) -> Result<()> {
@@ -61,7 +63,9 @@ pub(crate) fn save(dir: &Path, parts: &CheckpointParts<'_>) -> Result<()> {
             tmp,
             &["model.safetensors", "last.safetensors", "optim.safetensors"],
         )?;
-        crate::plot::training_curves(&tmp.join("curves.svg"), &parts.state.history)?;
+        for (name, content) in parts.files {
+            std::fs::write(tmp.join(name), content).map_err(io(&tmp.join(name)))?;
+        }
         Ok(())
     })
 }

@@ -29,9 +29,27 @@ pub enum Error {
         /// What is wrong and what to do.
         reason: String,
     },
-    /// Nothing to train or evaluate on.
+    /// Nothing to train or evaluate on (no user with two training events, no target in the chosen group).
     #[error("{0}")]
     NoData(String),
+    /// An argument does not fit the model or its catalog (an empty history, a list of the wrong length, an item
+    /// without a semantic ID).
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The training loss stopped being finite.
+    #[error("training diverged at epoch {epoch} (loss {loss}); lower optim.lr")]
+    Diverged {
+        /// 1-based epoch.
+        epoch: usize,
+        /// The epoch's mean loss.
+        loss: f64,
+    },
+    /// A libtorch call failed (reading a tensor back, an unexpected shape).
+    #[error("libtorch: {0}")]
+    Torch(String),
+    /// libtorch's backward pass failed.
+    #[error("backward pass failed: {0}")]
+    Backward(String),
     /// Error from the data layer.
     #[error(transparent)]
     Data(#[from] m6rec_data::Error),

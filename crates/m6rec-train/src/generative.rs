@@ -6,8 +6,9 @@
 //! the catalog scores `-inf` (ranks after them, ties counted against the target), so a target outside the beam is a
 //! miss. The split, the seen-item handling and the metrics are those of every other model.
 
+use crate::batches::training_spans;
 use crate::scorer::Scorer;
-use crate::trainer::{copy_vars, restore_vars, training_spans};
+use crate::trainer::{copy_vars, restore_vars};
 use crate::{Error, Result, RunConfig};
 use m6rec_data::Split;
 use m6rec_model::CodeRec;
@@ -136,14 +137,15 @@ pub fn text_content(data: &Path, features: Option<&Path>, ds: &m6rec_data::Datas
     let cache = features.map(Path::to_path_buf).unwrap_or_else(|| m6rec_features::default_cache_dir(data));
     let feats = m6rec_features::Features::load(&cache, ds)?;
     if feats.config.text.is_none() {
-        return Err(Error::NoData(format!(
+        return Err(Error::InvalidInput(format!(
             "{} has no text embeddings, and semantic IDs are fitted on them: run `m6rec features {} --text-model \
              .m6rec/models/all-MiniLM-L6-v2`",
             cache.display(),
             data.display()
         )));
     }
-    let n = u32::try_from(ds.n_items()).map_err(|_| Error::NoData("the catalog exceeds 32-bit item indices".into()))?;
+    let n = u32::try_from(ds.n_items())
+        .map_err(|_| Error::InvalidInput("the catalog exceeds 32-bit item indices".into()))?;
     let all: Vec<u32> = (0..n).collect();
     Ok(feats.texts(&all)?)
 }
@@ -178,7 +180,10 @@ impl Generative {
     /// A fresh model for a catalog whose items' content is `content` (`[n_items, d]`, catalog order): fits the
     /// semantic IDs, then creates the model (seeded with `run.train.seed`).
     pub fn init(run: RunConfig, content: &Tensor, device: Device) -> Result<Generative> {
-        let gen = run.generative.clone().ok_or_else(|| Error::NoData("the run has no [generative] table".into()))?;
+        let gen = run.generative.clone().ok_or_else(|| Error::Config {
+            path: "<run config>".into(),
+            reason: "the run has no [generative] table".into(),
+        })?;
         gen.validate().map_err(|reason| Error::Config { path: "[generative]".into(), reason })?;
         m6rec_tensor::seed(run.train.seed);
         let ids = SemanticIds::fit(content, &gen.semantic_ids).map_err(semantic)?;
@@ -222,7 +227,7 @@ impl Generative {
         let codes = self.ids.add(content).map_err(semantic)?;
         let widths = self.model.widths();
         if let Some(c) = codes.iter().find(|c| c.iter().zip(&widths).any(|(&x, &w)| x as usize >= w)) {
-            return Err(Error::NoData(format!(
+            return Err(Error::InvalidInput(format!(
                 "a new item's code {c:?} needs a collision number past the model's reserve ({}): retrain with a \
                  larger generative.reserve",
                 widths.last().copied().unwrap_or(0)
@@ -236,11 +241,11 @@ impl Generative {
     fn item_tokens(&self, items: &[u32]) -> Result<Vec<i64>> {
         let mut out = Vec::with_capacity(items.len() * self.model.code_len());
         for &i in items {
-            let code = self.ids.get(i as usize).ok_or_else(|| Error::NoData(format!("item {i} has no semantic ID")))?;
-            let t = self
-                .model
-                .tokens_of(code)
-                .ok_or_else(|| Error::NoData(format!("item {i}'s code {code:?} is outside the model's vocabulary")))?;
+            let code =
+                self.ids.get(i as usize).ok_or_else(|| Error::InvalidInput(format!("item {i} has no semantic ID")))?;
+            let t = self.model.tokens_of(code).ok_or_else(|| {
+                Error::InvalidInput(format!("item {i}'s code {code:?} is outside the model's vocabulary"))
+            })?;
             out.extend(t);
         }
         Ok(out)
@@ -283,7 +288,7 @@ impl Generative {
                     let lp = self.model.log_probs(&s, &prefix, level).to_device(Device::Cpu);
                     let w = (lp.size()[1] as usize).max(1);
                     let flat = Vec::<f32>::try_from(lp.reshape([-1]))
-                        .map_err(|e| Error::NoData(format!("beam scores: {e}")))?;
+                        .map_err(|e| Error::Torch(format!("beam scores: {e}")))?;
                     Ok(flat.chunks(w).map(<[f32]>::to_vec).collect())
                 },
             )
@@ -330,7 +335,7 @@ impl Generative {
             for chunk in order.chunks_mut(pool) {
                 chunk.sort_by_key(|s| s.end - s.start);
             }
-            let mut batches: Vec<&[crate::trainer::Span]> = order.chunks(t.batch_size.max(1)).collect();
+            let mut batches: Vec<&[crate::batches::Span]> = order.chunks(t.batch_size.max(1)).collect();
             batches.shuffle(&mut rng);
             let epoch_start = Instant::now();
             let (mut loss_sum, mut n_tokens, mut n_seqs, mut cut) = (0.0, 0usize, 0usize, false);
@@ -339,7 +344,7 @@ impl Generative {
                 let (items, real) = self.training_batch(split, batch)?;
                 let loss = self.model.loss(&items, Mode::Train);
                 opt.zero_grad();
-                loss.f_backward().map_err(|e| Error::NoData(format!("backward failed: {e}")))?;
+                loss.f_backward().map_err(|e| Error::Backward(e.to_string()))?;
                 if t.clip_norm > 0.0 {
                     m6rec_optim::clip_grad_norm(&self.vs, t.clip_norm);
                 }
@@ -408,7 +413,7 @@ impl Generative {
     }
 
     /// The batch's rows as items `[b, n + 1, code_len]` and the real code tokens predicted.
-    fn training_batch(&self, split: &Split, batch: &[crate::trainer::Span]) -> Result<(Tensor, usize)> {
+    fn training_batch(&self, split: &Split, batch: &[crate::batches::Span]) -> Result<(Tensor, usize)> {
         let rows: Vec<&[u32]> = batch.iter().map(|s| &split.train(s.user)[s.start..s.end]).collect();
         let real = rows.iter().map(|r| r.len().saturating_sub(1)).sum::<usize>() * self.model.code_len();
         Ok((self.item_rows(&rows)?, real))
@@ -444,7 +449,8 @@ impl Generative {
         };
         let vs = &self.vs;
         m6rec_tensor::atomic::write_dir(dir, GENERATIVE_DIR, |tmp| -> Result<()> {
-            let json = serde_json::to_vec_pretty(&saved).map_err(|e| Error::NoData(e.to_string()))?;
+            let json = serde_json::to_vec_pretty(&saved)
+                .map_err(|e| Error::Checkpoint { path: dir.to_path_buf(), reason: e.to_string() })?;
             std::fs::write(tmp.join("generative.json"), json).map_err(crate::error::io(tmp))?;
             let weights = tmp.join("model.safetensors");
             match best {

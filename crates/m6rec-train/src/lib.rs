@@ -23,6 +23,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod batches;
 pub mod checkpoint;
 mod config;
 #[cfg(feature = "distributed")]
@@ -35,14 +36,15 @@ pub mod parallel;
 mod plot;
 pub mod recommend;
 mod scorer;
+mod state;
 pub mod strategy;
 mod trainer;
 
+pub use batches::{plan_batches, training_spans, Span};
 pub use config::{RunConfig, SplitConfig, TrainConfig};
 pub use error::{Error, Result};
 pub use m6rec_recommender::{content, domains, open, Recommender};
 pub use plot::{metrics_chart, search_progress, training_curves, TrialPoint};
 pub use scorer::{ModelScorer, Popularity, Scorer};
-pub use trainer::{
-    default_run_dir, plan_batches, training_spans, EpochRecord, Observer, Silent, Span, TrainState, Trainer,
-};
+pub use state::{EpochRecord, Observer, Silent, TrainState};
+pub use trainer::{default_run_dir, Trainer};

@@ -1,14 +1,27 @@
 //! Training curves as SVG: loss and validation NDCG@10 per epoch, side by side.
 
-use crate::trainer::EpochRecord;
+use crate::state::EpochRecord;
 use crate::{Error, Result};
 use plotters::prelude::*;
 use std::path::Path;
 
 /// Writes `path` (SVG). An empty history writes an empty chart.
 pub fn training_curves(path: &Path, history: &[EpochRecord]) -> Result<()> {
-    let err = |e: String| Error::Io { path: path.to_path_buf(), source: std::io::Error::other(e) };
-    let root = SVGBackend::new(path, (900, 360)).into_drawing_area();
+    let svg = training_curves_svg(history)
+        .map_err(|e| Error::Io { path: path.to_path_buf(), source: std::io::Error::other(e) })?;
+    std::fs::write(path, svg).map_err(crate::error::io(path))
+}
+
+/// The chart of [`training_curves`] as SVG text.
+pub(crate) fn training_curves_svg(history: &[EpochRecord]) -> std::result::Result<String, String> {
+    let mut svg = String::new();
+    draw_curves(&mut svg, history)?;
+    Ok(svg)
+}
+
+fn draw_curves(svg: &mut String, history: &[EpochRecord]) -> std::result::Result<(), String> {
+    let err = |e: String| e;
+    let root = SVGBackend::with_string(svg, (900, 360)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
     let (left, right) = root.split_horizontally(450);
     let max_epoch = history.iter().map(|r| r.epoch).max().unwrap_or(1).max(1) as f64;

@@ -17,7 +17,7 @@ pub struct Recommendation {
 /// The `k` best items after `history`, skipping the history's own items when `exclude_seen`.
 pub fn recommend(scorer: &dyn Scorer, history: &[u32], k: usize, exclude_seen: bool) -> Result<Vec<Recommendation>> {
     if history.is_empty() {
-        return Err(Error::NoData("the history is empty: give at least one item".into()));
+        return Err(Error::InvalidInput("the history is empty: give at least one item".into()));
     }
     let n = scorer.n_items();
     let mut scores = scorer.score(&[history])?;
