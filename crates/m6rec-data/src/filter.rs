@@ -3,7 +3,7 @@
 //! the dataset is compacted afterwards (users and items left without events are removed, indices renumbered in their
 //! old order).
 
-use crate::dataset::{Dataset, Interactions};
+use crate::{Dataset, Interactions};
 use crate::{Error, Result};
 use std::collections::HashSet;
 
@@ -165,7 +165,7 @@ pub(crate) fn compact(ds: Dataset, keep: &[bool]) -> Dataset {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataset::Item;
+    use crate::Item;
     use proptest::prelude::*;
 
     fn dataset(events: &[(u32, u32, i64)], n_users: usize, n_items: usize) -> Dataset {

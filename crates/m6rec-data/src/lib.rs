@@ -31,11 +31,13 @@ pub mod filter;
 pub mod import;
 pub mod loader;
 pub mod media;
+mod records;
 mod split;
 pub mod synth;
 mod table;
 
 pub use batch::{SeqBatch, IGNORE};
-pub use dataset::{Dataset, Interactions, Item, Meta, DATASET_DIR, FORMAT_VERSION};
+pub use dataset::{Dataset, Meta, DATASET_DIR, FORMAT_VERSION};
 pub use error::{Error, Result};
+pub use records::{Interactions, Item};
 pub use split::{Split, Target, TimeCuts};

@@ -15,7 +15,7 @@
 //! model never sees them in training; they stay in validation and test (as targets and in histories), where they
 //! are the items a model must recommend from content alone.
 
-use crate::dataset::Interactions;
+use crate::Interactions;
 
 /// Per-user chronological sequences and the leave-one-out targets derived from them.
 #[derive(Debug, Clone, PartialEq)]

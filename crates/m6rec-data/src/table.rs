@@ -1,7 +1,7 @@
 //! Arrow/Parquet reading and writing of the three tables. Column names and types are the format (docs/formats.md).
 
-use crate::dataset::{Interactions, Item};
 use crate::error::io;
+use crate::records::{Interactions, Item};
 use crate::{Error, Result};
 use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray, UInt32Array};
 use arrow_schema::{DataType, Field, Schema};

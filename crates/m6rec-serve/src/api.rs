@@ -162,9 +162,21 @@ pub struct ErrorDetail {
 /// Longest user or item id the service stores, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
 
+/// An id [`check_id`] refused: the message says which id and why (the service answers it as a 422 `bad_id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadId(pub String);
+
+impl std::fmt::Display for BadId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadId {}
+
 /// A user or item id the service may store: not blank, at most [`MAX_ID_BYTES`], no control characters.
-pub fn check_id(what: &str, id: &str) -> Result<(), crate::error::ApiError> {
-    let bad = |why: String| Err(crate::error::ApiError::invalid("bad_id", format!("{what}: {why}")));
+pub fn check_id(what: &str, id: &str) -> Result<(), BadId> {
+    let bad = |why: String| Err(BadId(format!("{what}: {why}")));
     if id.trim().is_empty() {
         return bad("the id is empty".into());
     }

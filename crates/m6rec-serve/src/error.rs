@@ -87,3 +87,9 @@ impl IntoResponse for ApiError {
         (self.status, axum::Json(body)).into_response()
     }
 }
+
+impl From<crate::api::BadId> for ApiError {
+    fn from(e: crate::api::BadId) -> ApiError {
+        ApiError::invalid("bad_id", e.0)
+    }
+}

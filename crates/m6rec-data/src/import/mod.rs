@@ -21,8 +21,8 @@ pub use seqtext::import_seqtext;
 pub use time::{parse_time_ms, TimeUnit};
 pub use unisrec::import_unisrec;
 
-use crate::dataset::{Dataset, Interactions, Item};
 use crate::error::io;
+use crate::{Dataset, Interactions, Item};
 use crate::{Error, Result};
 use std::collections::HashMap;
 use std::fmt;

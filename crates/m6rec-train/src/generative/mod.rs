@@ -14,7 +14,7 @@ use m6rec_data::Split;
 use m6rec_model::CodeRec;
 use m6rec_optim::{Optimizer, Schedule};
 use m6rec_recommender::saved;
-use m6rec_semantic::{beam_search_batch, Beam, SemanticIdConfig, SemanticIds, Trie};
+use m6rec_semantic::{beam_search_batch, Beam, SemanticIds, Trie};
 use m6rec_tensor::atomic::DirKind;
 use m6rec_tensor::Mode;
 use rand::seq::SliceRandom;
@@ -25,64 +25,12 @@ use std::path::Path;
 use std::time::Instant;
 use tch::{nn, Device, Tensor};
 
+pub(crate) mod config;
+
+pub use config::GenerativeConfig;
+
 /// Marker of a generative checkpoint directory.
 pub const GENERATIVE_DIR: DirKind = DirKind { name: "generative", legacy: "generative.json" };
-
-/// `[generative]`: semantic IDs and the beam.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GenerativeConfig {
-    /// How codes are fitted (`[generative.semantic_ids]`: levels, codes, iterations, seed).
-    #[serde(default)]
-    pub semantic_ids: SemanticIdConfig,
-    /// Beam width of recommendation and evaluation (the most items a ranking holds). Default 20.
-    #[serde(default = "d::beam")]
-    pub beam: usize,
-    /// Collision-level values reserved beyond those the catalog uses, so items added later (codes from their
-    /// content) can be generated without retraining. Default 16.
-    #[serde(default = "d::reserve")]
-    pub reserve: usize,
-    /// Users validated after each epoch (a seeded sample). Default 1000.
-    #[serde(default = "d::valid_users")]
-    pub valid_users: usize,
-}
-
-mod d {
-    pub fn beam() -> usize {
-        20
-    }
-    pub fn reserve() -> usize {
-        16
-    }
-    pub fn valid_users() -> usize {
-        1000
-    }
-}
-
-impl Default for GenerativeConfig {
-    fn default() -> Self {
-        GenerativeConfig {
-            semantic_ids: SemanticIdConfig::default(),
-            beam: d::beam(),
-            reserve: d::reserve(),
-            valid_users: d::valid_users(),
-        }
-    }
-}
-
-impl GenerativeConfig {
-    /// Checks the fields.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        self.semantic_ids.validate().map_err(|e| e.to_string())?;
-        if !(1..=1000).contains(&self.beam) {
-            return Err(format!("generative.beam is {}, must be 1 to 1000", self.beam));
-        }
-        if self.reserve > 4096 {
-            return Err(format!("generative.reserve is {}, at most 4096", self.reserve));
-        }
-        Ok(())
-    }
-}
 
 /// One epoch of a generative run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
