@@ -1,7 +1,7 @@
 //! `m6rec import`: research formats, any event log (CSV, TSV, JSON lines, Parquet), Amazon reviews; then media,
 //! extra item text and the filters, and the dataset written atomically.
 
-use crate::commands::contains;
+use crate::common::contains;
 use crate::progress::spinner;
 use anyhow::{bail, Context, Result};
 use clap::Args;

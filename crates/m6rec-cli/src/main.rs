@@ -3,14 +3,19 @@
 //! Errors print their whole chain (`error: <what>: <where>: <cause>`) and exit with code 2.
 
 mod adapt;
-mod commands;
+mod common;
+mod eval;
+mod features;
 mod generative;
 mod import;
 mod progress;
+mod recommend;
 mod report;
 mod run;
 mod serve;
+mod synth;
 mod table;
+mod train;
 mod tune;
 mod update;
 
@@ -43,13 +48,13 @@ enum Command {
     /// popularity, example recommendations with titles and thumbnails.
     Report(report::ReportArgs),
     /// Decode every item's image and audio once, in parallel, into a feature cache beside the dataset.
-    Features(commands::FeaturesArgs),
+    Features(features::FeaturesArgs),
     /// Train the sequence model with chronological leave-one-out validation and early stopping.
-    Train(commands::TrainArgs),
+    Train(train::TrainArgs),
     /// Evaluate a checkpoint (and the popularity baseline) with full ranking on the test or validation targets.
-    Eval(commands::EvalArgs),
+    Eval(eval::EvalArgs),
     /// Top-k recommendations for a known user or for a new user's history.
-    Recommend(commands::RecommendArgs),
+    Recommend(recommend::RecommendArgs),
     /// Search training strategies: trials of `m6rec train` over a search space (random or TPE; ASHA), within a time
     /// budget, resumable; writes a results table, a plot and the best config.
     Tune(tune::TuneArgs),
@@ -127,16 +132,16 @@ fn main() -> ExitCode {
         Command::Import(a) => import::import(&a),
         Command::Run(a) => run::run(&a, threads),
         Command::Report(a) => report::report(&a),
-        Command::Features(a) => commands::features(&a),
-        Command::Train(a) => commands::train(&a),
-        Command::Eval(a) => commands::eval(&a),
-        Command::Recommend(a) => commands::recommend(&a),
+        Command::Features(a) => features::features(&a),
+        Command::Train(a) => train::train(&a),
+        Command::Eval(a) => eval::eval(&a),
+        Command::Recommend(a) => recommend::recommend(&a),
         Command::Serve(a) => serve::serve(&a),
         Command::Tune(a) => tune::tune(&a, threads),
         Command::Update(a) => update::update(&a),
         Command::Adapt(a) => adapt::adapt(&a),
-        Command::Synth { out, media, media_only } => commands::synth(&out, media, media_only),
-        Command::Doctor => commands::doctor(threads),
+        Command::Synth { out, media, media_only } => synth::synth(&out, media, media_only),
+        Command::Doctor => synth::doctor(threads),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,7 +6,7 @@
 //! RUN is a folder written by `m6rec run` (`run.json` names its dataset, model and metrics), or any folder holding
 //! `model/` with `--data` naming the dataset.
 
-use crate::commands::open_model;
+use crate::eval::open_model;
 use anyhow::{Context, Result};
 use clap::Args;
 use m6rec_data::{Dataset, Split};

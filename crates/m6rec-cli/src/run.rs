@@ -127,7 +127,7 @@ pub fn run(a: &RunArgs, threads: usize) -> Result<()> {
     if out.exists() && !a.force && out.join("model").exists() {
         bail!("{} holds an earlier run; pass --force to replace it, or choose another --out", out.display());
     }
-    if crate::commands::contains(&out, &a.src) {
+    if crate::common::contains(&out, &a.src) {
         bail!("--out {} contains the input {}; write the run somewhere else", out.display(), a.src.display());
     }
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;

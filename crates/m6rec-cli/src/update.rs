@@ -154,7 +154,7 @@ pub fn update(a: &UpdateArgs) -> Result<()> {
     let out_data = PathBuf::from(format!("{}.data", out.display()));
     // The checkpoint and dataset read here are left untouched (the --help promise): refuse to write over them.
     for (written, read) in [(&out, &a.from), (&out, &data), (&out_data, &a.from), (&out_data, &data)] {
-        if crate::commands::contains(written, read) || crate::commands::contains(read, written) {
+        if crate::common::contains(written, read) || crate::common::contains(read, written) {
             bail!(
                 "--out {} would overwrite {}, which update reads; choose another --out",
                 out.display(),

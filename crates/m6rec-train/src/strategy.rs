@@ -210,73 +210,139 @@ pub fn resolve(user: &toml::Table, p: &Profile, m: &Machine, budget: Option<f64>
     if p.events == 0 || p.items == 0 {
         return Err(bad("the dataset has no interactions or no items: nothing to decide a strategy for".into()));
     }
-    let set = |section: &str, key: &str| -> bool {
-        user.get(section).and_then(toml::Value::as_table).is_some_and(|t| t.contains_key(key))
+    let mut draft = Draft { user, p, m, budget, auto: RunConfig::default(), why: Vec::new() };
+    let max_len = draft.length();
+    let (d_model, layers) = draft.size();
+    let sparse = draft.regularisation();
+    let negatives = draft.loss(d_model, layers, max_len);
+    let epoch_seconds = epoch_flops(p, d_model, layers, max_len, negatives) / m.flops();
+    draft.optimiser(sparse);
+    draft.epochs(epoch_seconds);
+    draft.item_tower();
+
+    // The user's fields win.
+    let table = with_users_fields(&draft.auto, user).map_err(bad)?;
+    let text = toml::to_string(&table).map_err(|e| bad(e.to_string()))?;
+    let config = RunConfig::from_toml(&text, origin)?;
+    let negatives = match config.model.loss {
+        m6rec_model::LossConfig::FullSoftmax => None,
+        m6rec_model::LossConfig::SampledSoftmax { n_uniform, .. } => Some(n_uniform + 128),
     };
-    let mut auto = RunConfig::default();
-    let mut why: Vec<(String, String)> = Vec::new();
-    let mut note = |field: &str, reason: String| why.push((field.to_string(), reason));
+    let epoch_seconds =
+        epoch_flops(p, config.model.d_model, config.model.n_layers, config.model.max_len, negatives) / m.flops();
+    let decisions = std::mem::take(&mut draft.why)
+        .into_iter()
+        .map(|(field, reason)| {
+            let (section, key) = field.split_once('.').unwrap_or((field.as_str(), ""));
+            let by_user = if key.is_empty() { user.contains_key(section) } else { draft.set(section, key) };
+            let value = lookup(&table, section, key);
+            Decision { reason: if by_user { "set in the run config".into() } else { reason }, field, value, by_user }
+        })
+        .collect();
+    Ok(Resolved { config, decisions, epoch_seconds })
+}
 
-    // Length: cover most histories; the long tail trains as extra windows.
-    let cap = if m.cuda { 200 } else { 50 };
-    let p90 = p.len_p90.max(1) as i64;
-    let max_len = ((p90 + 9) / 10 * 10).clamp(20, cap);
-    auto.model.max_len = max_len;
-    note(
-        "model.max_len",
-        format!(
-            "90% of histories have at most {} items (mean {:.1}, longest {}); {} caps it on {}; longer histories train as extra windows",
-            p.len_p90,
-            p.len_mean,
-            p.len_max,
-            cap,
-            if m.cuda { "GPU" } else { "CPU" }
-        ),
-    );
+/// The strategy's config as it is being decided, rule by rule, with each rule's reason.
+struct Draft<'a> {
+    user: &'a toml::Table,
+    p: &'a Profile,
+    m: &'a Machine,
+    budget: Option<f64>,
+    auto: RunConfig,
+    /// (field, reason), in the order of the table.
+    why: Vec<(String, String)>,
+}
 
-    // Width, depth, heads: SASRec's size.
-    let d_model = if set("model", "d_model") { int(user, "model", "d_model").unwrap_or(64) } else { 64 };
-    let layers = if set("model", "n_layers") { int(user, "model", "n_layers").unwrap_or(2) } else { 2 };
-    auto.model.d_model = d_model;
-    auto.model.n_layers = layers;
-    auto.model.n_heads = if d_model % 2 == 0 { 2 } else { 1 };
-    note("model.d_model", "SASRec's width: wider did not pay within a 10-minute CPU budget (docs/strategy.md)".into());
-    note("model.n_layers", "SASRec's depth".into());
-    note("model.n_heads", "one head per 32 dimensions".into());
+impl Draft<'_> {
+    fn note(&mut self, field: &str, reason: String) {
+        self.why.push((field.to_string(), reason));
+    }
 
-    // Regularisation: sparse data (short histories, the Amazon shape) needs more.
-    let sparse = p.len_mean < 20.0;
-    auto.model.dropout = if sparse { 0.5 } else { 0.2 };
-    note(
-        "model.dropout",
-        format!(
-            "mean history {:.1} items: {} (below 20 items is the sparse, Amazon-like shape)",
-            p.len_mean,
-            if sparse { "sparse" } else { "dense" }
-        ),
-    );
+    /// Whether the user's config sets `[section] key`.
+    fn set(&self, section: &str, key: &str) -> bool {
+        self.user.get(section).and_then(toml::Value::as_table).is_some_and(|t| t.contains_key(key))
+    }
 
-    // Loss: full softmax unless its item product would dominate the budget.
-    let budget_flops = budget.map(|b| b * m.flops());
-    let full = epoch_flops(p, d_model, layers, max_len, None);
-    let min_epochs = 30.0;
-    let full_fits =
-        budget_flops.is_none_or(|b| full * min_epochs <= b) && p.items <= if m.cuda { 2_000_000 } else { 200_000 };
-    let negatives = if full_fits {
-        note(
-            "model.loss",
+    /// Length: cover most histories; the long tail trains as extra windows.
+    fn length(&mut self) -> i64 {
+        let (p, cuda) = (self.p, self.m.cuda);
+        let cap = if cuda { 200 } else { 50 };
+        let p90 = p.len_p90.max(1) as i64;
+        let max_len = ((p90 + 9) / 10 * 10).clamp(20, cap);
+        self.auto.model.max_len = max_len;
+        self.note(
+            "model.max_len",
             format!(
-                "full softmax: exact over {} items, {:.1} s per epoch estimated{}",
-                p.items,
-                full / m.flops(),
-                budget.map_or(String::new(), |b| format!(", about {:.0} epochs fit the budget", b * m.flops() / full))
+                "90% of histories have at most {} items (mean {:.1}, longest {}); {} caps it on {}; longer histories train as extra windows",
+                p.len_p90,
+                p.len_mean,
+                p.len_max,
+                cap,
+                if cuda { "GPU" } else { "CPU" }
             ),
         );
-        None
-    } else {
+        max_len
+    }
+
+    /// Width, depth, heads: SASRec's size.
+    fn size(&mut self) -> (i64, i64) {
+        let user = self.user;
+        let d_model = if self.set("model", "d_model") { int(user, "model", "d_model").unwrap_or(64) } else { 64 };
+        let layers = if self.set("model", "n_layers") { int(user, "model", "n_layers").unwrap_or(2) } else { 2 };
+        self.auto.model.d_model = d_model;
+        self.auto.model.n_layers = layers;
+        self.auto.model.n_heads = if d_model % 2 == 0 { 2 } else { 1 };
+        self.note(
+            "model.d_model",
+            "SASRec's width: wider did not pay within a 10-minute CPU budget (docs/strategy.md)".into(),
+        );
+        self.note("model.n_layers", "SASRec's depth".into());
+        self.note("model.n_heads", "one head per 32 dimensions".into());
+        (d_model, layers)
+    }
+
+    /// Regularisation: sparse data (short histories, the Amazon shape) needs more. Returns whether it is sparse.
+    fn regularisation(&mut self) -> bool {
+        let mean = self.p.len_mean;
+        let sparse = mean < 20.0;
+        self.auto.model.dropout = if sparse { 0.5 } else { 0.2 };
+        self.note(
+            "model.dropout",
+            format!(
+                "mean history {mean:.1} items: {} (below 20 items is the sparse, Amazon-like shape)",
+                if sparse { "sparse" } else { "dense" }
+            ),
+        );
+        sparse
+    }
+
+    /// Loss: full softmax unless its item product would dominate the budget. Returns the sampled columns per
+    /// target (`None`: the whole catalog).
+    fn loss(&mut self, d_model: i64, layers: i64, max_len: i64) -> Option<i64> {
+        let (p, m, budget) = (self.p, self.m, self.budget);
+        let budget_flops = budget.map(|b| b * m.flops());
+        let full = epoch_flops(p, d_model, layers, max_len, None);
+        let min_epochs = 30.0;
+        let full_fits =
+            budget_flops.is_none_or(|b| full * min_epochs <= b) && p.items <= if m.cuda { 2_000_000 } else { 200_000 };
+        if full_fits {
+            self.note(
+                "model.loss",
+                format!(
+                    "full softmax: exact over {} items, {:.1} s per epoch estimated{}",
+                    p.items,
+                    full / m.flops(),
+                    budget.map_or(String::new(), |b| format!(
+                        ", about {:.0} epochs fit the budget",
+                        b * m.flops() / full
+                    ))
+                ),
+            );
+            return None;
+        }
         let n = 1024.min(p.items as i64 / 2).max(64);
-        auto.model.loss = m6rec_model::LossConfig::SampledSoftmax { n_uniform: n, in_batch: true };
-        note(
+        self.auto.model.loss = m6rec_model::LossConfig::SampledSoftmax { n_uniform: n, in_batch: true };
+        self.note(
             "model.loss",
             format!(
                 "sampled softmax, {n} uniform + in-batch negatives: a full softmax over {} items would fit fewer than {min_epochs:.0} epochs ({:.0} s each estimated)",
@@ -285,93 +351,105 @@ pub fn resolve(user: &toml::Table, p: &Profile, m: &Machine, budget: Option<f64>
             ),
         );
         Some(n + 128)
-    };
-    let epoch_seconds = epoch_flops(p, d_model, layers, max_len, negatives) / m.flops();
-
-    // Batch and optimiser.
-    auto.train.batch_size = 128;
-    auto.train.buckets = true;
-    note("train.batch_size", "128 rows' worth of real tokens per step, in length buckets (padding under 10%)".into());
-    auto.optim.lr = if sparse { 5e-3 } else { 2e-3 };
-    note(
-        "optim.lr",
-        format!(
-            "{} data: {} (on Toys 5e-3 beat 2e-3 by 34% at 30 epochs; docs/strategy.md)",
-            if sparse { "sparse" } else { "dense" },
-            auto.optim.lr
-        ),
-    );
-    auto.train.warmup_steps = 20;
-    note("train.warmup_steps", "20 steps: AdamW's estimates settle quickly at this size".into());
-
-    // Epochs and patience from the estimated epoch time.
-    // When the budget binds (fewer than 60 epochs fit), the cosine schedule spans the epochs that fit it (validation
-    // included, a tenth), so the rate has decayed when the time is up: on Toys the decayed tail added 9% NDCG@10.
-    // When more fit, early stopping ends the run first and the schedule stays long: on ML-100k a schedule fitted to
-    // 79 epochs stopped at 45 with test NDCG@10 0.0506, against 0.0547 for 200 epochs and patience 20.
-    let fit = budget.map(|b| 0.9 * b / epoch_seconds.max(1e-3));
-    let binds = fit.filter(|&n| n < 60.0);
-    auto.train.epochs = binds.map_or(200, |n| (n as usize).clamp(5, 200));
-    auto.train.patience = binds.map_or(20, |n| ((n / 5.0) as usize).clamp(5, 20));
-    note(
-        "train.epochs",
-        match (binds, fit) {
-            (Some(n), _) => format!(
-                "{} epochs of {epoch_seconds:.1} s (estimated) fit 90% of the budget: the cosine decay ends there",
-                (n as usize).clamp(5, 200)
-            ),
-            (None, Some(n)) => format!(
-                "up to 200 with early stopping: about {n:.0} epochs of {epoch_seconds:.1} s fit the budget, more than the 60 early stopping needs"
-            ),
-            (None, None) => "up to 200, early stopping on validation NDCG@10 (no budget)".into(),
-        },
-    );
-    note("train.patience", format!("{} epochs without a better validation NDCG@10", auto.train.patience));
-    if let Some(b) = budget {
-        auto.train.max_seconds = b;
-        auto.train.replan = true;
-        note("train.max_seconds", format!("the budget, {b:.0} s, checked after every step"));
-        note(
-            "train.replan",
-            "after epoch 2 the measured epoch time replaces the estimate in this rule (the estimate misses an item tower's cost)".into(),
-        );
     }
-    auto.train.windows = true;
 
-    // Item tower over the content that exists.
-    let text_share = p.text_items as f64 / p.items as f64;
-    if text_share >= 0.5 {
-        auto.item_tower = Some(m6rec_fusion::ItemTowerConfig {
+    /// Batch and optimiser.
+    fn optimiser(&mut self, sparse: bool) {
+        self.auto.train.batch_size = 128;
+        self.auto.train.buckets = true;
+        self.note(
+            "train.batch_size",
+            "128 rows' worth of real tokens per step, in length buckets (padding under 10%)".into(),
+        );
+        self.auto.optim.lr = if sparse { 5e-3 } else { 2e-3 };
+        let lr = self.auto.optim.lr;
+        self.note(
+            "optim.lr",
+            format!(
+                "{} data: {lr} (on Toys 5e-3 beat 2e-3 by 34% at 30 epochs; docs/strategy.md)",
+                if sparse { "sparse" } else { "dense" },
+            ),
+        );
+        self.auto.train.warmup_steps = 20;
+        self.note("train.warmup_steps", "20 steps: AdamW's estimates settle quickly at this size".into());
+    }
+
+    /// Epochs and patience from the estimated epoch time.
+    ///
+    /// When the budget binds (fewer than 60 epochs fit), the cosine schedule spans the epochs that fit it (validation
+    /// included, a tenth), so the rate has decayed when the time is up: on Toys the decayed tail added 9% NDCG@10.
+    /// When more fit, early stopping ends the run first and the schedule stays long: on ML-100k a schedule fitted to
+    /// 79 epochs stopped at 45 with test NDCG@10 0.0506, against 0.0547 for 200 epochs and patience 20.
+    fn epochs(&mut self, epoch_seconds: f64) {
+        let fit = self.budget.map(|b| 0.9 * b / epoch_seconds.max(1e-3));
+        let binds = fit.filter(|&n| n < 60.0);
+        self.auto.train.epochs = binds.map_or(200, |n| (n as usize).clamp(5, 200));
+        self.auto.train.patience = binds.map_or(20, |n| ((n / 5.0) as usize).clamp(5, 20));
+        self.note(
+            "train.epochs",
+            match (binds, fit) {
+                (Some(n), _) => format!(
+                    "{} epochs of {epoch_seconds:.1} s (estimated) fit 90% of the budget: the cosine decay ends there",
+                    (n as usize).clamp(5, 200)
+                ),
+                (None, Some(n)) => format!(
+                    "up to 200 with early stopping: about {n:.0} epochs of {epoch_seconds:.1} s fit the budget, more than the 60 early stopping needs"
+                ),
+                (None, None) => "up to 200, early stopping on validation NDCG@10 (no budget)".into(),
+            },
+        );
+        let patience = self.auto.train.patience;
+        self.note("train.patience", format!("{patience} epochs without a better validation NDCG@10"));
+        if let Some(b) = self.budget {
+            self.auto.train.max_seconds = b;
+            self.auto.train.replan = true;
+            self.note("train.max_seconds", format!("the budget, {b:.0} s, checked after every step"));
+            self.note(
+                "train.replan",
+                "after epoch 2 the measured epoch time replaces the estimate in this rule (the estimate misses an item tower's cost)".into(),
+            );
+        }
+        self.auto.train.windows = true;
+    }
+
+    /// Item tower over the content that exists.
+    fn item_tower(&mut self) {
+        let p = self.p;
+        let text_share = p.text_items as f64 / p.items as f64;
+        if text_share < 0.5 {
+            let reason = match p.text_items {
+                0 => {
+                    "none (item ids): no text embeddings in a feature cache (`m6rec features DATA` builds them)".into()
+                }
+                n => format!("none (item ids): only {n} of {} items have a text embedding", p.items),
+            };
+            self.note("item_tower", reason);
+            return;
+        }
+        self.auto.item_tower = Some(m6rec_fusion::ItemTowerConfig {
             mode: m6rec_fusion::TowerMode::Hybrid,
             fusion: m6rec_fusion::FusionConfig::Mean,
             id_dropout: 0.3,
         });
-        auto.content = Some(crate::content::ContentConfig {
+        self.auto.content = Some(crate::content::ContentConfig {
             modalities: vec![crate::content::ModalityName::Text],
             similarity: true,
             ..crate::content::ContentConfig::default()
         });
-        note(
+        self.note(
             "item_tower",
             format!(
                 "hybrid id + text with the text-similarity prior: {:.0}% of the items have a text embedding",
                 100.0 * text_share
             ),
         );
-    } else {
-        note(
-            "item_tower",
-            match p.text_items {
-                0 => {
-                    "none (item ids): no text embeddings in a feature cache (`m6rec features DATA` builds them)".into()
-                }
-                n => format!("none (item ids): only {n} of {} items have a text embedding", p.items),
-            },
-        );
     }
+}
 
-    // The user's fields win.
-    let mut table: toml::Table = toml::Table::try_from(&auto).map_err(|e| bad(e.to_string()))?;
+/// The strategy's config as a TOML table with every field the user set put over it (sections merged key by key; a
+/// whole `[item_tower]` the strategy did not choose, and tagged values, taken whole), marked `strategy = "fixed"`.
+fn with_users_fields(auto: &RunConfig, user: &toml::Table) -> std::result::Result<toml::Table, String> {
+    let mut table: toml::Table = toml::Table::try_from(auto).map_err(|e| e.to_string())?;
     for (section, value) in user {
         if section == "strategy" {
             continue;
@@ -388,25 +466,7 @@ pub fn resolve(user: &toml::Table, p: &Profile, m: &Machine, budget: Option<f64>
         }
     }
     table.insert("strategy".into(), toml::Value::String("fixed".into()));
-    let text = toml::to_string(&table).map_err(|e| bad(e.to_string()))?;
-    let config = RunConfig::from_toml(&text, origin)?;
-    let negatives = match config.model.loss {
-        m6rec_model::LossConfig::FullSoftmax => None,
-        m6rec_model::LossConfig::SampledSoftmax { n_uniform, .. } => Some(n_uniform + 128),
-    };
-    let epoch_seconds =
-        epoch_flops(p, config.model.d_model, config.model.n_layers, config.model.max_len, negatives) / m.flops();
-
-    let decisions = why
-        .into_iter()
-        .map(|(field, reason)| {
-            let (section, key) = field.split_once('.').unwrap_or((field.as_str(), ""));
-            let by_user = if key.is_empty() { user.contains_key(section) } else { set(section, key) };
-            let value = lookup(&table, section, key);
-            Decision { reason: if by_user { "set in the run config".into() } else { reason }, field, value, by_user }
-        })
-        .collect();
-    Ok(Resolved { config, decisions, epoch_seconds })
+    Ok(table)
 }
 
 fn int(user: &toml::Table, section: &str, key: &str) -> Option<i64> {

@@ -6,7 +6,7 @@
 //! the catalog scores `-inf` (ranks after them, ties counted against the target), so a target outside the beam is a
 //! miss. The split, the seen-item handling and the metrics are those of every other model.
 
-use crate::batches::training_spans;
+use crate::batches::{training_spans, Span};
 use crate::scorer::Scorer;
 use crate::trainer::{copy_vars, restore_vars};
 use crate::{Error, Result, RunConfig};
@@ -31,6 +31,15 @@ pub use config::GenerativeConfig;
 
 /// Marker of a generative checkpoint directory.
 pub const GENERATIVE_DIR: DirKind = DirKind { name: "generative", legacy: "generative.json" };
+
+/// The optimizer, schedule and generator of a [`Generative::fit`] call.
+struct GenLoop {
+    opt: Optimizer,
+    schedule: Schedule,
+    rng: ChaCha8Rng,
+    step: u64,
+    started: Instant,
+}
 
 /// One epoch of a generative run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -253,81 +262,33 @@ impl Generative {
     /// epoch's weights are kept and, with `out`, checkpointed after every epoch.
     pub fn fit(&mut self, split: &Split, out: Option<&Path>, progress: &mut dyn FnMut(Progress<'_>)) -> Result<()> {
         let t = self.run.train.clone();
-        let max_len = self.model.max_len();
-        let spans = training_spans(split, max_len, t.windows);
+        let spans = training_spans(split, self.model.max_len(), t.windows);
         if spans.is_empty() {
             return Err(Error::NoData("no user has two training events".into()));
         }
-        let mut opt = Optimizer::new(&self.vs, &self.run.optim);
         let steps_per_epoch = spans.len().div_ceil(t.batch_size.max(1)) as u64;
-        let schedule = Schedule::from_config(
-            &self.run.optim.schedule,
-            t.warmup_steps,
-            t.epochs as u64 * steps_per_epoch,
-            steps_per_epoch,
-        );
-        let mut rng = ChaCha8Rng::seed_from_u64(t.seed);
+        let mut run = GenLoop {
+            opt: Optimizer::new(&self.vs, &self.run.optim),
+            schedule: Schedule::from_config(
+                &self.run.optim.schedule,
+                t.warmup_steps,
+                t.epochs as u64 * steps_per_epoch,
+                steps_per_epoch,
+            ),
+            rng: ChaCha8Rng::seed_from_u64(t.seed),
+            step: 0,
+            started: Instant::now(),
+        };
         // The validation sample: the same users every epoch.
         let mut valid_users: Vec<usize> = (0..split.n_users()).filter(|&u| split.valid(u).is_some()).collect();
-        valid_users.shuffle(&mut rng);
+        valid_users.shuffle(&mut run.rng);
         valid_users.truncate(self.gen.valid_users.max(1));
-        let started = Instant::now();
         let mut best: Option<(f64, Vec<(String, Tensor)>)> = None;
         let mut bad = 0;
-        let mut step = 0u64;
         for epoch in 1..=t.epochs {
-            let mut order = spans.clone();
-            order.shuffle(&mut rng);
-            // Rows of similar length together (buckets of 50 batches), then the batches shuffled.
-            let pool = t.batch_size.max(1) * 50;
-            for chunk in order.chunks_mut(pool) {
-                chunk.sort_by_key(|s| s.end - s.start);
-            }
-            let mut batches: Vec<&[crate::batches::Span]> = order.chunks(t.batch_size.max(1)).collect();
-            batches.shuffle(&mut rng);
-            let epoch_start = Instant::now();
-            let (mut loss_sum, mut n_tokens, mut n_seqs, mut cut) = (0.0, 0usize, 0usize, false);
-            let total = batches.len();
-            for (i, batch) in batches.iter().enumerate() {
-                let (items, real) = self.training_batch(split, batch)?;
-                let loss = self.model.loss(&items, Mode::Train);
-                opt.zero_grad();
-                loss.f_backward().map_err(|e| Error::Backward(e.to_string()))?;
-                if t.clip_norm > 0.0 {
-                    m6rec_optim::clip_grad_norm(&self.vs, t.clip_norm);
-                }
-                opt.step(schedule.lr(self.run.optim.lr, step));
-                step += 1;
-                let l = loss.double_value(&[]);
-                loss_sum += l;
-                n_tokens += real;
-                n_seqs += batch.len();
-                progress(Progress::Step { epoch, done: i + 1, total, loss: l });
-                if t.max_seconds > 0.0 && started.elapsed().as_secs_f64() >= t.max_seconds {
-                    self.stop_reason = Some(format!(
-                        "reached train.max_seconds = {} during epoch {epoch} (after {} of {total} batches)",
-                        t.max_seconds,
-                        i + 1
-                    ));
-                    cut = true;
-                    loss_sum /= (i + 1) as f64;
-                    break;
-                }
-            }
-            if !cut {
-                loss_sum /= total.max(1) as f64;
-            }
-            let secs = epoch_start.elapsed().as_secs_f64().max(1e-9);
+            let (mut record, cut) = self.train_epoch(split, &spans, &mut run, epoch, progress)?;
             let (ndcg, hr) = self.validate(split, &valid_users, t.filter_history)?;
-            let record = GenEpoch {
-                epoch,
-                loss: loss_sum,
-                valid_ndcg10: ndcg,
-                valid_hr10: hr,
-                seqs_per_sec: n_seqs as f64 / secs,
-                tokens_per_sec: n_tokens as f64 / secs,
-                elapsed: started.elapsed().as_secs_f64(),
-            };
+            (record.valid_ndcg10, record.valid_hr10) = (ndcg, hr);
             self.history.push(record.clone());
             progress(Progress::Epoch(&record));
             if best.as_ref().is_none_or(|(b, _)| ndcg > *b) {
@@ -360,8 +321,73 @@ impl Generative {
         Ok(())
     }
 
+    /// One epoch over `spans` (cut short by `train.max_seconds`: then the second value is true). The record's
+    /// validation fields are left at 0.
+    fn train_epoch(
+        &mut self,
+        split: &Split,
+        spans: &[Span],
+        run: &mut GenLoop,
+        epoch: usize,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<(GenEpoch, bool)> {
+        let t = &self.run.train;
+        let (batch_size, max_seconds, clip_norm, lr) =
+            (t.batch_size.max(1), t.max_seconds, t.clip_norm, self.run.optim.lr);
+        let mut order = spans.to_vec();
+        order.shuffle(&mut run.rng);
+        // Rows of similar length together (buckets of 50 batches), then the batches shuffled.
+        for chunk in order.chunks_mut(batch_size * 50) {
+            chunk.sort_by_key(|s| s.end - s.start);
+        }
+        let mut batches: Vec<&[Span]> = order.chunks(batch_size).collect();
+        batches.shuffle(&mut run.rng);
+        let epoch_start = Instant::now();
+        let (mut loss_sum, mut n_tokens, mut n_seqs, mut cut) = (0.0, 0usize, 0usize, false);
+        let total = batches.len();
+        for (i, batch) in batches.iter().enumerate() {
+            let (items, real) = self.training_batch(split, batch)?;
+            let loss = self.model.loss(&items, Mode::Train);
+            run.opt.zero_grad();
+            loss.f_backward().map_err(|e| Error::Backward(e.to_string()))?;
+            if clip_norm > 0.0 {
+                m6rec_optim::clip_grad_norm(&self.vs, clip_norm);
+            }
+            run.opt.step(run.schedule.lr(lr, run.step));
+            run.step += 1;
+            let l = loss.double_value(&[]);
+            loss_sum += l;
+            n_tokens += real;
+            n_seqs += batch.len();
+            progress(Progress::Step { epoch, done: i + 1, total, loss: l });
+            if max_seconds > 0.0 && run.started.elapsed().as_secs_f64() >= max_seconds {
+                self.stop_reason = Some(format!(
+                    "reached train.max_seconds = {max_seconds} during epoch {epoch} (after {} of {total} batches)",
+                    i + 1
+                ));
+                cut = true;
+                loss_sum /= (i + 1) as f64;
+                break;
+            }
+        }
+        if !cut {
+            loss_sum /= total.max(1) as f64;
+        }
+        let secs = epoch_start.elapsed().as_secs_f64().max(1e-9);
+        let record = GenEpoch {
+            epoch,
+            loss: loss_sum,
+            valid_ndcg10: 0.0,
+            valid_hr10: 0.0,
+            seqs_per_sec: n_seqs as f64 / secs,
+            tokens_per_sec: n_tokens as f64 / secs,
+            elapsed: run.started.elapsed().as_secs_f64(),
+        };
+        Ok((record, cut))
+    }
+
     /// The batch's rows as items `[b, n + 1, code_len]` and the real code tokens predicted.
-    fn training_batch(&self, split: &Split, batch: &[crate::batches::Span]) -> Result<(Tensor, usize)> {
+    fn training_batch(&self, split: &Split, batch: &[Span]) -> Result<(Tensor, usize)> {
         let rows: Vec<&[u32]> = batch.iter().map(|s| &split.train(s.user)[s.start..s.end]).collect();
         let real = rows.iter().map(|r| r.len().saturating_sub(1)).sum::<usize>() * self.model.code_len();
         Ok((self.item_rows(&rows)?, real))
