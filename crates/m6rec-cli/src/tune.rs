@@ -63,43 +63,7 @@ struct Running {
 }
 
 pub fn tune(a: &TuneArgs, threads: usize) -> Result<()> {
-    let text = std::fs::read_to_string(&a.space).with_context(|| format!("reading {}", a.space.display()))?;
-    let mut spec: StudySpec =
-        toml::from_str(&text).with_context(|| format!("parsing search space {}", a.space.display()))?;
-    let base_text = match &a.config {
-        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-        None => String::new(),
-    };
-    let base: toml::Table = toml::from_str(&base_text)
-        .with_context(|| format!("parsing {}", a.config.as_deref().unwrap_or(Path::new("<defaults>")).display()))?;
-    let ds = m6rec_data::Dataset::load(&a.data).with_context(|| format!("loading dataset {}", a.data.display()))?;
-    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("tune-{}", ds.name)));
-    std::fs::create_dir_all(out.join("trials")).with_context(|| format!("creating {}", out.display()))?;
-    let study_path = out.join("study.json");
-
-    let mut study = if study_path.exists() {
-        let study: Study = serde_json::from_slice(
-            &std::fs::read(&study_path).with_context(|| format!("reading {}", study_path.display()))?,
-        )
-        .with_context(|| format!("parsing {}", study_path.display()))?;
-        if study.spec.space != spec.space {
-            bail!(
-                "{} holds a study over another search space than {}; give another --out, or delete that folder to \
-                 start over",
-                out.display(),
-                a.space.display()
-            );
-        }
-        let saved_base = std::fs::read_to_string(out.join("base.toml")).unwrap_or_default();
-        if saved_base != base_text {
-            bail!("{} was started from another base config than {:?}; give another --out", out.display(), a.config);
-        }
-        spec.study = study.spec.study.clone();
-        study
-    } else {
-        m6rec_tensor::atomic::write_bytes(&out.join("base.toml"), base_text.as_bytes())?;
-        Study::new(spec.clone()).with_context(|| format!("in {}", a.space.display()))?
-    };
+    let (mut study, base, out) = open_study(a)?;
     if let Some(b) = a.budget_minutes {
         study.spec.study.budget_minutes = b;
     }
@@ -114,7 +78,7 @@ pub fn tune(a: &TuneArgs, threads: usize) -> Result<()> {
     // Every trial gets its share of the cores.
     let trial_threads = (threads / cfg.concurrency).max(1);
     let resumed = study.requeue_running();
-    let mut queue: Vec<Job> = study.running_jobs();
+    let queue: Vec<Job> = study.running_jobs();
     println!(
         "{} study over {} parameters in {} ({} sampler, {} scheduler, rungs {:?} epochs, {} at a time x {} \
          threads, budget {} min{}){}",
@@ -130,80 +94,173 @@ pub fn tune(a: &TuneArgs, threads: usize) -> Result<()> {
         if cfg.max_trials > 0 { format!(", at most {} trials", cfg.max_trials) } else { String::new() },
         if resumed > 0 { format!("; rerunning {resumed} interrupted trial(s)") } else { String::new() },
     );
-
-    let started = Instant::now();
     let elapsed0 = study.elapsed_before;
-    let now = |s: &Instant| elapsed0 + s.elapsed().as_secs_f64();
     let budget = cfg.budget_minutes * 60.0;
-    let bar = progress_bar(budget, elapsed0);
-    let mut running: Vec<Running> = Vec::new();
-    loop {
-        // Start work while there is room and time.
-        while running.len() < cfg.concurrency {
-            let job = match queue.pop() {
-                Some(j) => j,
-                None => match study.next_job() {
-                    Some(j) => j,
-                    None => break,
-                },
-            };
-            let dir = trial_dir(&out, job.trial);
+    let mut d = Driver {
+        a,
+        out: &out,
+        base: &base,
+        bar: progress_bar(budget, elapsed0),
+        study,
+        queue,
+        running: Vec::new(),
+        started: Instant::now(),
+        elapsed0,
+        budget,
+        trial_threads,
+    };
+    d.run()?;
+    d.study.elapsed_before = d.now();
+    save(&out, &d.study)?;
+    write_results(&out, &d.study, &base)?;
+    d.bar.finish_and_clear();
+    report(a, &out, &d.study, trial_threads)
+}
+
+/// The study in `--out` (continued when it is there: same space and base config), the base config, and the folder.
+fn open_study(a: &TuneArgs) -> Result<(Study, toml::Table, PathBuf)> {
+    let text = std::fs::read_to_string(&a.space).with_context(|| format!("reading {}", a.space.display()))?;
+    let mut spec: StudySpec =
+        toml::from_str(&text).with_context(|| format!("parsing search space {}", a.space.display()))?;
+    let base_text = match &a.config {
+        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        None => String::new(),
+    };
+    let base: toml::Table = toml::from_str(&base_text)
+        .with_context(|| format!("parsing {}", a.config.as_deref().unwrap_or(Path::new("<defaults>")).display()))?;
+    let ds = m6rec_data::Dataset::load(&a.data).with_context(|| format!("loading dataset {}", a.data.display()))?;
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("tune-{}", ds.name)));
+    std::fs::create_dir_all(out.join("trials")).with_context(|| format!("creating {}", out.display()))?;
+    let study_path = out.join("study.json");
+    if !study_path.exists() {
+        m6rec_tensor::atomic::write_bytes(&out.join("base.toml"), base_text.as_bytes())?;
+        let study = Study::new(spec.clone()).with_context(|| format!("in {}", a.space.display()))?;
+        return Ok((study, base, out));
+    }
+    let study: Study = serde_json::from_slice(
+        &std::fs::read(&study_path).with_context(|| format!("reading {}", study_path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", study_path.display()))?;
+    if study.spec.space != spec.space {
+        bail!(
+            "{} holds a study over another search space than {}; give another --out, or delete that folder to \
+             start over",
+            out.display(),
+            a.space.display()
+        );
+    }
+    let saved_base = std::fs::read_to_string(out.join("base.toml")).unwrap_or_default();
+    if saved_base != base_text {
+        bail!("{} was started from another base config than {:?}; give another --out", out.display(), a.config);
+    }
+    spec.study = study.spec.study.clone();
+    Ok((study, base, out))
+}
+
+/// The study's trials as child processes: started while there is room and time, reaped as they end.
+struct Driver<'a> {
+    a: &'a TuneArgs,
+    out: &'a Path,
+    base: &'a toml::Table,
+    bar: ProgressBar,
+    study: Study,
+    /// Jobs to rerun first (interrupted by an earlier stop).
+    queue: Vec<Job>,
+    running: Vec<Running>,
+    started: Instant,
+    /// Study seconds before this call.
+    elapsed0: f64,
+    /// Seconds the study may take in all (0: no limit).
+    budget: f64,
+    trial_threads: usize,
+}
+
+impl Driver<'_> {
+    fn now(&self) -> f64 {
+        self.elapsed0 + self.started.elapsed().as_secs_f64()
+    }
+
+    fn run(&mut self) -> Result<()> {
+        loop {
+            self.start_trials()?;
+            if self.running.is_empty() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            if self.budget > 0.0 && self.now() >= self.budget {
+                self.stop_all();
+                return Ok(());
+            }
+            self.reap()?;
+            self.bar.set_position(self.now().min(self.budget.max(1.0)) as u64);
+            self.bar.set_message(summary_line(&self.study));
+        }
+    }
+
+    /// Starts work while there is room and the study has jobs.
+    fn start_trials(&mut self) -> Result<()> {
+        let cfg = self.study.spec.study.clone();
+        while self.running.len() < cfg.concurrency {
+            let Some(job) = self.queue.pop().or_else(|| self.study.next_job()) else { break };
+            let dir = trial_dir(self.out, job.trial);
             let resume = dir.join("ckpt").join("state.json").exists();
             if !resume {
                 // A sampled combination the config refuses (say, d_model not divisible by n_heads) fails the trial.
-                match trial_config(&base, &study.trials[job.trial], cfg.max_epochs) {
+                match trial_config(self.base, &self.study.trials[job.trial], cfg.max_epochs) {
                     Ok(c) => {
                         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
                         m6rec_tensor::atomic::write_bytes(&dir.join("config.toml"), c.to_toml().as_bytes())?;
                     }
                     Err(e) => {
-                        say(&bar, format!("trial {:>4}: invalid config: {e}", job.trial));
-                        study.fail(job.trial, format!("invalid config: {e}"), now(&started));
-                        save(&out, &study)?;
+                        say(&self.bar, format!("trial {:>4}: invalid config: {e}", job.trial));
+                        let t = self.now();
+                        self.study.fail(job.trial, format!("invalid config: {e}"), t);
+                        save(self.out, &self.study)?;
                         continue;
                     }
                 }
             }
-            let child = spawn_trial(a, &dir, job, resume, trial_threads)?;
-            running.push(Running { job, child, started: Instant::now() });
-            study.elapsed_before = now(&started);
-            save(&out, &study)?;
+            let child = spawn_trial(self.a, &dir, job, resume, self.trial_threads)?;
+            self.running.push(Running { job, child, started: Instant::now() });
+            self.study.elapsed_before = self.now();
+            save(self.out, &self.study)?;
         }
-        if running.is_empty() {
-            break;
+        Ok(())
+    }
+
+    /// The time budget is spent: every running trial is stopped (its last epoch checkpoint continues it later).
+    fn stop_all(&mut self) {
+        for r in &mut self.running {
+            let _ = r.child.kill();
+            let _ = r.child.wait();
         }
-        std::thread::sleep(Duration::from_millis(100));
-        if budget > 0.0 && now(&started) >= budget {
-            for r in &mut running {
-                let _ = r.child.kill();
-                let _ = r.child.wait();
-            }
-            say(
-                &bar,
-                format!(
+        say(
+            &self.bar,
+            format!(
                 "time budget of {} min reached: {} running trial(s) stopped (a larger --budget-minutes continues them)",
-                cfg.budget_minutes,
-                running.len()
+                self.study.spec.study.budget_minutes,
+                self.running.len()
             ),
-            );
-            running.clear();
-            break;
-        }
+        );
+        self.running.clear();
+    }
+
+    /// Records every trial that ended since the last look.
+    fn reap(&mut self) -> Result<()> {
         let mut i = 0;
-        while i < running.len() {
-            let status = running[i].child.try_wait().context("waiting for a trial")?;
-            let Some(status) = status else {
+        while i < self.running.len() {
+            let Some(status) = self.running[i].child.try_wait().context("waiting for a trial")? else {
                 i += 1;
                 continue;
             };
-            let r = running.swap_remove(i);
-            let dir = trial_dir(&out, r.job.trial);
-            let t = now(&started);
+            let r = self.running.swap_remove(i);
+            let dir = trial_dir(self.out, r.job.trial);
+            let t = self.now();
             match read_outcome(&dir, status.success()) {
                 Ok(o) => {
-                    study.complete_at(r.job.trial, o, t);
+                    self.study.complete_at(r.job.trial, o, t);
                     say(
-                        &bar,
+                        &self.bar,
                         format!(
                             "trial {:>4}: valid NDCG@10 {:.4} after {} epochs ({:.0} s){}",
                             r.job.trial,
@@ -215,22 +272,16 @@ pub fn tune(a: &TuneArgs, threads: usize) -> Result<()> {
                     );
                 }
                 Err(e) => {
-                    say(&bar, format!("trial {:>4}: failed: {e}", r.job.trial));
-                    study.fail(r.job.trial, e, t);
+                    say(&self.bar, format!("trial {:>4}: failed: {e}", r.job.trial));
+                    self.study.fail(r.job.trial, e, t);
                 }
             }
-            study.elapsed_before = t;
-            save(&out, &study)?;
-            write_results(&out, &study, &base)?;
+            self.study.elapsed_before = t;
+            save(self.out, &self.study)?;
+            write_results(self.out, &self.study, self.base)?;
         }
-        bar.set_position(now(&started).min(budget.max(1.0)) as u64);
-        bar.set_message(summary_line(&study));
+        Ok(())
     }
-    study.elapsed_before = now(&started);
-    save(&out, &study)?;
-    write_results(&out, &study, &base)?;
-    bar.finish_and_clear();
-    report(a, &out, &study, trial_threads)
 }
 
 /// A line above the bar (printed even when the bar is hidden, as when the output is not a terminal).

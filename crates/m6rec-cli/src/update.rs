@@ -10,13 +10,11 @@
 use crate::progress::TrainProgress;
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use m6rec_data::{Dataset, Split};
-use m6rec_optim::ScheduleConfig;
+use m6rec_data::Dataset;
+use m6rec_serve::journal::Record;
 use m6rec_train::checkpoint::{self, DatasetFingerprint};
+use m6rec_train::update::{append_events, Update};
 use m6rec_train::Trainer;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
@@ -53,85 +51,45 @@ pub struct UpdateArgs {
 
 /// Parsed new events: (user id, item id), in file order.
 fn read_events(path: &Path) -> Result<Vec<(String, String)>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut out = Vec::new();
-    let journal = path.extension().is_some_and(|e| e == "jsonl");
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        let at = || format!("{}:{}", path.display(), n + 1);
-        if journal {
-            let v: serde_json::Value = match serde_json::from_str(line) {
-                Ok(v) => v,
-                // A torn last line (the server died mid-write) is not an acknowledged event.
-                Err(_) if n + 1 == text.lines().count() => break,
-                Err(e) => bail!("{}: not a journal record: {e}", at()),
-            };
-            if v["op"] != "events" {
-                continue;
-            }
-            let user = v["user_id"].as_str().with_context(|| format!("{}: events record without user_id", at()))?;
-            let items = v["items"].as_array().with_context(|| format!("{}: events record without items", at()))?;
-            for item in items {
-                let item = item.as_str().with_context(|| format!("{}: item ids are strings", at()))?;
-                out.push((user.to_string(), item.to_string()));
-            }
-        } else {
-            let fields: Vec<&str> = line.split([',', '\t']).map(str::trim).collect();
-            if fields.len() < 2 {
-                bail!("{}: expected `user_id,item_id[,timestamp]`, got `{line}`", at());
-            }
-            if n == 0 && fields[0].to_ascii_lowercase().starts_with("user") {
-                continue; // header
-            }
-            out.push((fields[0].to_string(), fields[1].to_string()));
-        }
-    }
+    let out = if path.extension().is_some_and(|e| e == "jsonl") { journal_events(path)? } else { csv_events(path)? };
     if out.is_empty() {
         bail!("{} holds no events", path.display());
     }
     Ok(out)
 }
 
-/// Appends `events` to `ds` (new users get new indices; each event is stamped with its user's latest timestamp,
-/// so it sorts after everything the user did before and new events keep their file order). Returns the users with
-/// new events, and refuses unknown items by name and line.
-fn append(ds: &mut Dataset, events: &[(String, String)]) -> Result<Vec<u32>> {
-    let items = ds.item_index();
-    let mut users: HashMap<String, u32> = ds.users.iter().cloned().zip(0u32..).collect();
-    let mut last_ts: HashMap<u32, i64> = HashMap::new();
-    for (&u, &t) in ds.interactions.user.iter().zip(&ds.interactions.timestamp) {
-        let e = last_ts.entry(u).or_insert(t);
-        *e = (*e).max(t);
-    }
-    let mut resolved = Vec::with_capacity(events.len());
-    for (n, (user, item)) in events.iter().enumerate() {
-        let Some(&i) = items.get(item.as_str()) else {
-            bail!(
-                "event {} (user `{user}`): unknown item `{item}`; the catalog of {} has no such id (add the item to \
-                 the dataset and train, or drop the event)",
-                n + 1,
-                ds.name
-            );
-        };
-        resolved.push((user.clone(), i));
-    }
-    let mut touched = Vec::new();
-    for (user, item) in resolved {
-        let next = u32::try_from(users.len())?;
-        let u = *users.entry(user.clone()).or_insert_with(|| {
-            ds.users.push(user);
-            next
-        });
-        if !touched.contains(&u) {
-            touched.push(u);
+/// The `events` records of a serve journal (read with the service's own reader; a torn last line is left out).
+fn journal_events(path: &Path) -> Result<Vec<(String, String)>> {
+    let records = m6rec_serve::journal::read_records(path)?;
+    Ok(records
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Events { user_id, items } => Some(items.into_iter().map(move |i| (user_id.clone(), i))),
+            Record::Items { .. } => None,
+        })
+        .flatten()
+        .collect())
+}
+
+/// `user_id,item_id[,timestamp]` lines (or tab-separated), an optional header.
+fn csv_events(path: &Path) -> Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
         }
-        let ts = last_ts.get(&u).copied().unwrap_or(0);
-        ds.interactions.push(u, item, ts, None);
+        let fields: Vec<&str> = line.split([',', '\t']).map(str::trim).collect();
+        if fields.len() < 2 {
+            bail!("{}:{}: expected `user_id,item_id[,timestamp]`, got `{line}`", path.display(), n + 1);
+        }
+        if n == 0 && fields[0].to_ascii_lowercase().starts_with("user") {
+            continue; // header
+        }
+        out.push((fields[0].to_string(), fields[1].to_string()));
     }
-    Ok(touched)
+    Ok(out)
 }
 
 pub fn update(a: &UpdateArgs) -> Result<()> {
@@ -145,25 +103,9 @@ pub fn update(a: &UpdateArgs) -> Result<()> {
     let mut ds = Dataset::load(&data).with_context(|| format!("loading dataset {}", data.display()))?;
     ck.dataset.check(&DatasetFingerprint::of(&ds), &a.from)?;
     let events = read_events(&a.events)?;
-    let n_users_before = ds.n_users();
-    let touched = append(&mut ds, &events).with_context(|| format!("in {}", a.events.display()))?;
-    let out = a.out.clone().unwrap_or_else(|| {
-        let name = a.from.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "ckpt".into());
-        a.from.with_file_name(format!("{name}-updated"))
-    });
-    let out_data = PathBuf::from(format!("{}.data", out.display()));
-    // The checkpoint and dataset read here are left untouched (the --help promise): refuse to write over them.
-    for (written, read) in [(&out, &a.from), (&out, &data), (&out_data, &a.from), (&out_data, &data)] {
-        if crate::common::contains(written, read) || crate::common::contains(read, written) {
-            bail!(
-                "--out {} would overwrite {}, which update reads; choose another --out",
-                out.display(),
-                read.display()
-            );
-        }
-    }
-    m6rec_train::checkpoint::CHECKPOINT_DIR.check_replaceable(&out).context("--out")?;
-    m6rec_data::DATASET_DIR.check_replaceable(&out_data).context("--out")?;
+    let (n_users_before, n_events_before) = (ds.n_users(), ds.interactions.len());
+    let touched = append_events(&mut ds, &events).with_context(|| format!("in {}", a.events.display()))?;
+    let (out, out_data) = outputs(a, &data)?;
     ds.save(&out_data).with_context(|| format!("writing {}", out_data.display()))?;
     println!(
         "{} new events for {} users ({} new) appended: {} ({} interactions)",
@@ -173,36 +115,9 @@ pub fn update(a: &UpdateArgs) -> Result<()> {
         out_data.display(),
         ds.interactions.len()
     );
-
-    // The fine-tuning run: the checkpoint's config at a lower constant rate, no cold items, a few epochs.
-    let mut cfg = ck.run.clone();
-    cfg.optim.lr *= a.lr_scale;
-    cfg.optim.schedule = ScheduleConfig::Constant;
-    cfg.train.warmup_steps = 0;
-    cfg.train.epochs = a.epochs.max(1);
-    cfg.train.patience = 2;
-    cfg.train.cold_items = 0.0;
-    cfg.train.max_seconds = 0.0;
-    cfg.train.windows = false;
-    cfg.validate(Path::new("update"))?;
-    let full = Split::leave_one_out(&ds.interactions, ds.n_users());
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.train.seed);
-    let mut seqs: Vec<Vec<u32>> = touched.iter().map(|&u| full.sequence(u as usize).to_vec()).collect();
-    let mut older: Vec<usize> = (0..n_users_before).collect();
-    older.shuffle(&mut rng);
-    let n_replay = ((a.replay * touched.len() as f64).round() as usize).min(older.len());
-    // Replay from the data the checkpoint was trained on: each sampled user's history before the new events.
-    let old_split = {
-        let mut before = ds.interactions.clone();
-        let n_old = before.len() - events.len();
-        before.user.truncate(n_old);
-        before.item.truncate(n_old);
-        before.timestamp.truncate(n_old);
-        before.event.truncate(n_old);
-        Split::leave_one_out(&before, n_users_before)
-    };
-    seqs.extend(older.iter().take(n_replay).map(|&u| old_split.sequence(u).to_vec()));
-    let split = Split::from_sequences(seqs);
+    let up = Update { epochs: a.epochs, lr_scale: a.lr_scale, replay: a.replay };
+    let cfg = up.config(&ck.run)?;
+    let (split, n_replay) = up.split(&ds, n_users_before, n_events_before, &touched, cfg.train.seed);
     println!(
         "fine-tuning {} from {}: {} users with new events + {} replayed, lr {:.2e} constant, up to {} epochs",
         ck.dataset.name,
@@ -239,12 +154,36 @@ pub fn update(a: &UpdateArgs) -> Result<()> {
     Ok(())
 }
 
+/// The new checkpoint (`--out`, default `<from>-updated`) and its dataset (`<out>.data`); neither may overwrite
+/// what update reads (the --help promise), and each may only replace its own kind.
+fn outputs(a: &UpdateArgs, data: &Path) -> Result<(PathBuf, PathBuf)> {
+    let out = a.out.clone().unwrap_or_else(|| {
+        let name = a.from.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "ckpt".into());
+        a.from.with_file_name(format!("{name}-updated"))
+    });
+    let out_data = PathBuf::from(format!("{}.data", out.display()));
+    for (written, read) in
+        [(&out, &a.from), (&out, &data.to_path_buf()), (&out_data, &a.from), (&out_data, &data.to_path_buf())]
+    {
+        if crate::common::contains(written, read) || crate::common::contains(read, written) {
+            bail!(
+                "--out {} would overwrite {}, which update reads; choose another --out",
+                out.display(),
+                read.display()
+            );
+        }
+    }
+    m6rec_train::checkpoint::CHECKPOINT_DIR.check_replaceable(&out).context("--out")?;
+    m6rec_data::DATASET_DIR.check_replaceable(&out_data).context("--out")?;
+    Ok((out, out_data))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn csv_and_journal_events_are_read_and_unknown_items_refused() -> Result<()> {
+    fn csv_and_journal_events_are_read() -> Result<()> {
         let dir = tempfile::tempdir()?;
         let csv = dir.path().join("e.csv");
         std::fs::write(&csv, "user_id,item_id\nu1,i2\nu9,i1\n")?;
@@ -256,23 +195,6 @@ mod tests {
         )?;
         assert_eq!(read_events(&j)?, [("u1".into(), "i1".into()), ("u1".into(), "i2".into())]);
 
-        let mut ds = Dataset {
-            name: "t".into(),
-            source: String::new(),
-            users: vec!["u1".into()],
-            items: ["i1", "i2"]
-                .iter()
-                .map(|id| m6rec_data::Item { id: id.to_string(), ..Default::default() })
-                .collect(),
-            interactions: Default::default(),
-        };
-        ds.interactions.push(0, 0, 7, None);
-        let touched = append(&mut ds, &[("u9".into(), "i2".into()), ("u1".into(), "i2".into())])?;
-        assert_eq!(touched, [1, 0]);
-        assert_eq!(ds.users, ["u1", "u9"]);
-        assert_eq!(ds.interactions.timestamp, [7, 0, 7]);
-        let err = append(&mut ds, &[("u1".into(), "nope".into())]).unwrap_err().to_string();
-        assert!(err.contains("unknown item `nope`") && err.contains("event 1"), "{err}");
         Ok(())
     }
 }

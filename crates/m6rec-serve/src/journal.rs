@@ -102,6 +102,30 @@ fn lock(dir: &Path) -> Result<File> {
     }
 }
 
+/// Every acknowledged record of the journal file at `path`, oldest first, read without opening the journal (no
+/// lock, nothing written: a running server may hold it). A torn last line, never acknowledged, is left out.
+pub fn read_records(path: &Path) -> Result<Vec<Record>> {
+    let text = std::fs::read(path).map_err(|e| state_err(path, e))?;
+    Ok(parse(&text, path)?.0)
+}
+
+/// The records of a journal's bytes and the length of its complete lines: everything after the last newline was
+/// never acknowledged (the line and its fsync come before the answer).
+fn parse(text: &[u8], path: &Path) -> Result<(Vec<Record>, usize)> {
+    let complete = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let mut records = Vec::new();
+    for (n, line) in text[..complete].split(|&b| b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let rec: Record = serde_json::from_slice(line).map_err(|e| {
+            state_err(path, format!("line {}: {e}; the journal is damaged (restore it from a backup)", n + 1))
+        })?;
+        records.push(rec);
+    }
+    Ok((records, complete))
+}
+
 /// File name of the journal inside the state directory.
 pub const JOURNAL: &str = "journal.jsonl";
 
@@ -126,18 +150,7 @@ impl Journal {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(state_err(&path, e)),
         };
-        // Everything after the last newline was never acknowledged (the line and its fsync come before the answer).
-        let complete = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        let mut records = Vec::new();
-        for (n, line) in text[..complete].split(|&b| b == b'\n').enumerate() {
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let rec: Record = serde_json::from_slice(line).map_err(|e| {
-                state_err(&path, format!("line {}: {e}; the journal is damaged (restore it from a backup)", n + 1))
-            })?;
-            records.push(rec);
-        }
+        let (records, complete) = parse(&text, &path)?;
         let file =
             private_file(&path, OpenOptions::new().create(true).append(true)).map_err(|e| state_err(&path, e))?;
         if complete < text.len() {

@@ -39,6 +39,7 @@ mod scorer;
 mod state;
 pub mod strategy;
 mod trainer;
+pub mod update;
 
 pub use batches::{plan_batches, training_spans, Span};
 pub use config::{RunConfig, SplitConfig, TrainConfig};
