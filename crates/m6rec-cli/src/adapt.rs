@@ -12,6 +12,7 @@
 use crate::progress::TrainProgress;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use m6rec_train::adapt::{self, Adapt, Started};
 use m6rec_train::checkpoint::{self, DatasetFingerprint};
 use m6rec_train::Trainer;
 use std::path::PathBuf;
@@ -72,29 +73,16 @@ pub fn adapt(a: &AdaptArgs) -> Result<()> {
     let device = m6rec_tensor::device::parse(&a.device)?;
     let ck = checkpoint::load_config(&a.from).with_context(|| format!("loading checkpoint {}", a.from.display()))?;
     let ds = m6rec_data::Dataset::load(&a.data).with_context(|| format!("loading dataset {}", a.data.display()))?;
-    let mut cfg = ck.run.clone();
-    if a.method == Method::Prompt {
-        if a.prompts < 0 || a.lora < 0 || a.prompts + a.lora == 0 {
-            bail!("--method prompt needs --prompts N or --lora R (or both) above 0");
+    let method = match a.method {
+        Method::Prompt if a.prompts < 0 || a.lora < 0 || a.prompts + a.lora == 0 => {
+            bail!("--method prompt needs --prompts N or --lora R (or both) above 0")
         }
-        cfg.model.prompts = a.prompts;
-        cfg.model.lora_rank = a.lora;
-    }
-    if let Some(lr) = a.lr {
-        cfg.optim.lr = lr;
-    }
-    if let Some(e) = a.epochs {
-        cfg.train.epochs = e;
-    }
-    if let Some(s) = a.max_seconds {
-        cfg.train.max_seconds = s;
-    }
-    cfg.train.cold_items = 0.0;
-    if let Some(d) = &mut cfg.domains {
-        d.vocab.clear(); // the new catalog's domains; the domain table is then catalog-sized and trains
-    }
-    cfg.fill_domain_vocab(ds.items.iter().map(|it| it.domain.as_str()));
-    cfg.validate(std::path::Path::new("adapt"))?;
+        Method::Prompt => adapt::Method::Prompt { prompts: a.prompts, lora: a.lora, also: a.also.clone() },
+        Method::Full => adapt::Method::Full,
+        Method::Scratch => adapt::Method::Scratch,
+    };
+    let run = Adapt { method, lr: a.lr, epochs: a.epochs, max_seconds: a.max_seconds };
+    let cfg = run.config(&ck.run, ds.items.iter().map(|it| it.domain.as_str()))?;
     let method = format!("{:?}", a.method).to_lowercase();
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{method}", ds.name)));
     let mut fp = DatasetFingerprint::of(&ds);
@@ -107,33 +95,9 @@ pub fn adapt(a: &AdaptArgs) -> Result<()> {
         None => None,
     };
     let mut trainer = Trainer::with_content(cfg.clone(), fp, content.as_ref(), device)?;
-    if a.method != Method::Scratch {
-        let (copied, fresh) =
-            trainer.init_from(&a.from).with_context(|| format!("initialising from {}", a.from.display()))?;
-        println!(
-            "from {}: {} tensors copied, {} fresh ({})",
-            a.from.display(),
-            copied.len(),
-            fresh.len(),
-            fresh.join(", ")
-        );
-        if a.method == Method::Prompt {
-            let (trainable, total) = trainer.freeze_except(|name| {
-                name == "model.prompt"
-                    || name.contains(".lora_")
-                    || fresh.iter().any(|f| f == name)
-                    || a.also.iter().any(|p| name.starts_with(p.as_str()))
-            });
-            println!(
-                "prompt tuning: {trainable} of {total} parameters trained ({:.2}%): {} prompts{}{}{}",
-                100.0 * trainable as f64 / total.max(1) as f64,
-                a.prompts,
-                if a.lora > 0 { format!(", LoRA rank {}", a.lora) } else { String::new() },
-                if a.also.is_empty() { String::new() } else { format!(" + {}", a.also.join(", ")) },
-                if fresh.len() > 1 { " and the tables the new catalog needs" } else { "" }
-            );
-        }
-    }
+    let started =
+        run.start(&mut trainer, &a.from).with_context(|| format!("initialising from {}", a.from.display()))?;
+    print_start(a, &started);
     let domains: Vec<&str> = ds.items.iter().map(|it| it.domain.as_str()).collect();
     trainer.set_item_domains(&domains)?;
     let split = cfg.split(&ds.interactions, ds.n_users(), ds.n_items());
@@ -158,4 +122,27 @@ pub fn adapt(a: &AdaptArgs) -> Result<()> {
         a.data.display()
     );
     Ok(())
+}
+
+fn print_start(a: &AdaptArgs, s: &Started) {
+    if a.method == Method::Scratch {
+        return;
+    }
+    println!(
+        "from {}: {} tensors copied, {} fresh ({})",
+        a.from.display(),
+        s.copied.len(),
+        s.fresh.len(),
+        s.fresh.join(", ")
+    );
+    if let Some((trainable, total)) = s.trainable {
+        println!(
+            "prompt tuning: {trainable} of {total} parameters trained ({:.2}%): {} prompts{}{}{}",
+            100.0 * trainable as f64 / total.max(1) as f64,
+            a.prompts,
+            if a.lora > 0 { format!(", LoRA rank {}", a.lora) } else { String::new() },
+            if a.also.is_empty() { String::new() } else { format!(" + {}", a.also.join(", ")) },
+            if s.fresh.len() > 1 { " and the tables the new catalog needs" } else { "" }
+        );
+    }
 }

@@ -144,13 +144,17 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
         if a.filter_history { "filtered" } else { "not filtered" },
         split.describe()
     );
+    write_outputs(a, &ds.name, &rows)
+}
+
+/// The table, and with `--plot` / `--json` the chart and the metrics file.
+fn write_outputs(a: &EvalArgs, dataset: &str, rows: &[(String, Metrics)]) -> Result<()> {
     let refs: Vec<(&str, &Metrics)> = rows.iter().map(|(n, m)| (n.as_str(), m)).collect();
     print!("{}", metrics_table(&refs));
     if let Some(p) = &a.plot {
         let title = format!(
-            "{} on {}, full ranking, history {}",
+            "{} on {dataset}, full ranking, history {}",
             a.stage,
-            ds.name,
             if a.filter_history { "filtered" } else { "not filtered" }
         );
         m6rec_train::metrics_chart(p, &title, &refs).with_context(|| format!("drawing {}", p.display()))?;

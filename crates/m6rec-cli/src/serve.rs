@@ -111,51 +111,14 @@ pub fn serve(a: &ServeArgs) -> Result<()> {
         s.push(".serve-state");
         PathBuf::from(s)
     });
-    let hnsw = HnswParams { ef_search: a.ef_search, ..HnswParams::default() };
-    if !(0.0..=1.0).contains(&a.ivf_recall) {
-        anyhow::bail!("--ivf-recall {}: expected a recall between 0 (no tuning) and 1", a.ivf_recall);
-    }
-    let ivf = IvfParams {
-        lists: a.ivf_lists,
-        probe: a.ivf_probe,
-        target_recall: (a.ivf_recall > 0.0).then_some(a.ivf_recall),
-    };
-    let source = ModelSource {
-        checkpoint: a.checkpoint.clone(),
-        data: data.clone(),
-        features: a.features.clone(),
-        text_model: a.text_model.clone(),
-        device,
-        index: match a.index.as_str() {
-            "exact" => IndexKind::Exact,
-            "ivf" => IndexKind::Ivf(ivf),
-            "hnsw" => IndexKind::Hnsw(hnsw),
-            "auto" => IndexKind::Auto { min_items: a.ivf_min_items, params: ivf },
-            other => anyhow::bail!("--index {other}: expected exact, ivf, hnsw or auto"),
-        },
-    };
-    let limits = Limits {
-        max_k: a.max_k,
-        max_history: a.max_history,
-        max_body: usize::try_from(a.max_body_mib << 20).unwrap_or(usize::MAX),
-        request_timeout: Duration::from_secs(a.timeout_s),
-        header_timeout: Duration::from_secs(a.header_timeout_s),
-        max_connections: usize::try_from(a.max_connections).unwrap_or(usize::MAX),
-        max_batch: a.max_batch,
-        max_wait: Duration::from_micros(a.max_wait_us),
-        max_item_text: usize::try_from(a.max_item_text_kib << 10).unwrap_or(usize::MAX),
-        max_item_tokens: usize::try_from(a.max_item_tokens).unwrap_or(usize::MAX),
-        embed_batch: usize::try_from(a.embed_batch).unwrap_or(usize::MAX),
-        ..Limits::default()
-    };
     if a.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
         anyhow::bail!("--admin-token (M6REC_ADMIN_TOKEN) is shorter than 16 characters; use a long random one (`openssl rand -hex 32`)");
     }
     let cfg = ServeConfig {
-        source,
+        source: model_source(a, device, &data)?,
         state_dir: state.clone(),
         media_root: a.media_root.clone(),
-        limits,
+        limits: limits(a),
         admin_token: a.admin_token.clone(),
     };
     let svc = Service::open(cfg).with_context(|| {
@@ -166,30 +129,79 @@ pub fn serve(a: &ServeArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&a.addr)
-            .await
-            .with_context(|| format!("listening on {} (is the port taken? pick another with --addr)", a.addr))?;
-        eprintln!(
-            "serving {} on http://{} (state {}); API: GET /openapi.json",
-            a.checkpoint.display(),
-            listener.local_addr().map(|x| x.to_string()).unwrap_or_else(|_| a.addr.clone()),
-            state.display()
-        );
-        let reloader = svc.clone();
-        tokio::spawn(async move {
-            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
-            while hup.recv().await.is_some() {
-                match reloader.reload(None).await {
-                    Ok(r) => eprintln!("SIGHUP: now serving generation {} from {}", r.model_generation, r.checkpoint),
-                    Err(e) => eprintln!("SIGHUP: reload failed, still serving the previous model: {}", e.message),
-                }
-            }
-        });
-        svc.serve(listener, shutdown_signal()).await.context("serving")?;
-        eprintln!("stopped; everything acknowledged is in the journal");
-        Ok(())
+    rt.block_on(run(a, svc, &state))
+}
+
+/// What the service loads: the checkpoint, its dataset and content, and the top-k index the flags choose.
+fn model_source(a: &ServeArgs, device: tch::Device, data: &std::path::Path) -> Result<ModelSource> {
+    let hnsw = HnswParams { ef_search: a.ef_search, ..HnswParams::default() };
+    if !(0.0..=1.0).contains(&a.ivf_recall) {
+        anyhow::bail!("--ivf-recall {}: expected a recall between 0 (no tuning) and 1", a.ivf_recall);
+    }
+    let ivf = IvfParams {
+        lists: a.ivf_lists,
+        probe: a.ivf_probe,
+        target_recall: (a.ivf_recall > 0.0).then_some(a.ivf_recall),
+    };
+    Ok(ModelSource {
+        checkpoint: a.checkpoint.clone(),
+        data: data.to_path_buf(),
+        features: a.features.clone(),
+        text_model: a.text_model.clone(),
+        device,
+        index: match a.index.as_str() {
+            "exact" => IndexKind::Exact,
+            "ivf" => IndexKind::Ivf(ivf),
+            "hnsw" => IndexKind::Hnsw(hnsw),
+            "auto" => IndexKind::Auto { min_items: a.ivf_min_items, params: ivf },
+            other => anyhow::bail!("--index {other}: expected exact, ivf, hnsw or auto"),
+        },
     })
+}
+
+/// The request limits from the flags (sizes past this platform's `usize` saturate: the flags' own ranges bound them).
+fn limits(a: &ServeArgs) -> Limits {
+    let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+    Limits {
+        max_k: a.max_k,
+        max_history: a.max_history,
+        max_body: size(a.max_body_mib << 20),
+        request_timeout: Duration::from_secs(a.timeout_s),
+        header_timeout: Duration::from_secs(a.header_timeout_s),
+        max_connections: size(a.max_connections),
+        max_batch: a.max_batch,
+        max_wait: Duration::from_micros(a.max_wait_us),
+        max_item_text: size(a.max_item_text_kib << 10),
+        max_item_tokens: size(a.max_item_tokens),
+        embed_batch: size(a.embed_batch),
+        ..Limits::default()
+    }
+}
+
+/// Listens on `--addr` and serves until SIGTERM or Ctrl-C; SIGHUP reloads the checkpoint.
+async fn run(a: &ServeArgs, svc: std::sync::Arc<Service>, state: &std::path::Path) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(&a.addr)
+        .await
+        .with_context(|| format!("listening on {} (is the port taken? pick another with --addr)", a.addr))?;
+    eprintln!(
+        "serving {} on http://{} (state {}); API: GET /openapi.json",
+        a.checkpoint.display(),
+        listener.local_addr().map(|x| x.to_string()).unwrap_or_else(|_| a.addr.clone()),
+        state.display()
+    );
+    let reloader = svc.clone();
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            match reloader.reload(None).await {
+                Ok(r) => eprintln!("SIGHUP: now serving generation {} from {}", r.model_generation, r.checkpoint),
+                Err(e) => eprintln!("SIGHUP: reload failed, still serving the previous model: {}", e.message),
+            }
+        }
+    });
+    svc.serve(listener, shutdown_signal()).await.context("serving")?;
+    eprintln!("stopped; everything acknowledged is in the journal");
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -23,6 +23,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod adapt;
 mod batches;
 pub mod checkpoint;
 mod config;
