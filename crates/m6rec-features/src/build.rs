@@ -292,22 +292,13 @@ pub fn item_text(item: &m6rec_data::Item) -> String {
     }
 }
 
-type TextOut = (Vec<Option<Entry>>, Tensor, ModalityReport);
-
-/// Embeds item texts with the configured frozen encoder, reusing rows whose text (SHA-256) and config are unchanged.
-fn embed_texts(
+/// Rows of the old cache's text embeddings that can be reused, by (item id, text SHA-256), and those embeddings
+/// (none when the text config changed or nothing is reusable).
+fn reusable_text_rows<'m>(
     cache: &Path,
-    dataset: &Dataset,
-    cfg: &FeatureConfig,
-    old: Option<&Manifest>,
-    progress: &dyn Progress,
-) -> Result<TextOut> {
-    let n = dataset.items.len();
-    let Some(tcfg) = &cfg.text else {
-        return Ok((vec![None; n], Tensor::zeros([0, 0], tch::kind::FLOAT_CPU), ModalityReport::default()));
-    };
-    let texts: Vec<String> = dataset.items.iter().map(item_text).collect();
-    let hashes: Vec<String> = texts.iter().map(|t| sha256_hex(t.as_bytes())).collect();
+    tcfg: &crate::manifest::TextFeatureConfig,
+    old: Option<&'m Manifest>,
+) -> Result<(HashMap<(&'m str, &'m str), usize>, Option<Tensor>)> {
     let same_cfg = old.is_some_and(|m| m.config.text.as_ref() == Some(tcfg));
     let old_rows: HashMap<(&str, &str), usize> = match old.filter(|_| same_cfg) {
         Some(m) => m
@@ -320,30 +311,24 @@ fn embed_texts(
             .collect(),
         None => HashMap::new(),
     };
-    let old_emb = if old_rows.is_empty() {
-        None
-    } else {
-        let path = cache.join("text.safetensors");
-        let tensors = Tensor::read_safetensors(&path)
-            .map_err(|e| Error::Stale { path: path.clone(), reason: format!("{e}; delete the cache and rebuild") })?;
-        tensors.into_iter().find(|(name, _)| name == "embeddings").map(|(_, t)| t)
-    };
-    // Items with text: reuse or encode.
-    let mut to_encode = Vec::new();
-    let mut source: Vec<Option<(bool, usize)>> = vec![None; n]; // (reused, index into old rows or to_encode)
-    for i in 0..n {
-        if texts[i].is_empty() {
-            continue;
-        }
-        match (old_rows.get(&(dataset.items[i].id.as_str(), hashes[i].as_str())), &old_emb) {
-            (Some(&r), Some(_)) => source[i] = Some((true, r)),
-            _ => {
-                source[i] = Some((false, to_encode.len()));
-                to_encode.push(i);
-            }
-        }
+    if old_rows.is_empty() {
+        return Ok((old_rows, None));
     }
-    // The encoder (90 MB of weights for MiniLM) is loaded only when some text is new or changed.
+    let path = cache.join("text.safetensors");
+    let tensors = Tensor::read_safetensors(&path)
+        .map_err(|e| Error::Stale { path: path.clone(), reason: format!("{e}; delete the cache and rebuild") })?;
+    let emb = tensors.into_iter().find(|(name, _)| name == "embeddings").map(|(_, t)| t);
+    Ok((old_rows, emb))
+}
+
+/// Embeddings of `texts[i]` for every `i` of `to_encode`, in that order (`None`: nothing to encode). The encoder
+/// (90 MB of weights for MiniLM) is loaded only when some text is new or changed.
+fn encode_texts(
+    tcfg: &crate::manifest::TextFeatureConfig,
+    texts: &[String],
+    to_encode: &[usize],
+    progress: &dyn Progress,
+) -> Result<Option<Tensor>> {
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let encoder = if to_encode.is_empty() {
         None
@@ -367,7 +352,42 @@ fn embed_texts(
         }
     }
     progress.finish();
-    let fresh = if fresh.is_empty() { None } else { Some(Tensor::cat(&fresh, 0)) };
+    Ok(if fresh.is_empty() { None } else { Some(Tensor::cat(&fresh, 0)) })
+}
+
+type TextOut = (Vec<Option<Entry>>, Tensor, ModalityReport);
+
+/// Embeds item texts with the configured frozen encoder, reusing rows whose text (SHA-256) and config are unchanged.
+fn embed_texts(
+    cache: &Path,
+    dataset: &Dataset,
+    cfg: &FeatureConfig,
+    old: Option<&Manifest>,
+    progress: &dyn Progress,
+) -> Result<TextOut> {
+    let n = dataset.items.len();
+    let Some(tcfg) = &cfg.text else {
+        return Ok((vec![None; n], Tensor::zeros([0, 0], tch::kind::FLOAT_CPU), ModalityReport::default()));
+    };
+    let texts: Vec<String> = dataset.items.iter().map(item_text).collect();
+    let hashes: Vec<String> = texts.iter().map(|t| sha256_hex(t.as_bytes())).collect();
+    let (old_rows, old_emb) = reusable_text_rows(cache, tcfg, old)?;
+    // Items with text: reuse or encode.
+    let mut to_encode = Vec::new();
+    let mut source: Vec<Option<(bool, usize)>> = vec![None; n]; // (reused, index into old rows or to_encode)
+    for i in 0..n {
+        if texts[i].is_empty() {
+            continue;
+        }
+        match (old_rows.get(&(dataset.items[i].id.as_str(), hashes[i].as_str())), &old_emb) {
+            (Some(&r), Some(_)) => source[i] = Some((true, r)),
+            _ => {
+                source[i] = Some((false, to_encode.len()));
+                to_encode.push(i);
+            }
+        }
+    }
+    let fresh = encode_texts(tcfg, &texts, &to_encode, progress)?;
     let mut rows = Vec::new();
     let mut entries = vec![None; n];
     let mut report = ModalityReport::default();

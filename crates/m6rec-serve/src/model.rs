@@ -186,71 +186,13 @@ impl Model {
         let mut modalities = Vec::new();
         let mut present: Vec<Vec<bool>> = Vec::new();
         for name in run.content().modalities {
-            match name {
-                ModalityName::Text => {
-                    let has: Vec<bool> = items.iter().map(|p| !p.text.trim().is_empty()).collect();
-                    let x = match &self.text {
-                        Some((_, enc)) => {
-                            let texts: Vec<&str> = items.iter().map(|p| p.text.as_str()).collect();
-                            enc.encode(&texts, self.loaded.vs.device(), m6rec_tensor::Mode::Eval)
-                                .map_err(|e| ApiError::internal(format!("text encoder: {e}")))?
-                                .to_kind(Kind::Float)
-                        }
-                        None if has.iter().any(|&h| h) => {
-                            return Err(ApiError::invalid(
-                                "no_text_encoder",
-                                "the model reads text but no text encoder is loaded; restart with --text-model DIR",
-                            ))
-                        }
-                        None => Tensor::zeros([n, 1], (Kind::Float, Device::Cpu)),
-                    };
-                    let x = match &self.text_mean {
-                        Some(mean) => {
-                            let mask = Tensor::from_slice(&has.iter().map(|&h| i64::from(h)).collect::<Vec<_>>())
-                                .gt(0)
-                                .to_device(x.device());
-                            m6rec_recommender::content::center_with(&x, &mask, &mean.to_device(x.device()))
-                        }
-                        None => x,
-                    };
-                    modalities.push(Modality::Vectors(x));
-                    present.push(has);
-                }
-                ModalityName::Image => {
-                    let (rows, row_of) = stack_rows(items.iter().map(|p| p.pixels.as_ref()));
-                    let pixels = if rows.is_empty() {
-                        // No item has an image: one blank row keeps the encoder's input shape; every row_of is -1.
-                        let side = self.features.as_ref().map_or(1, |f| i64::from(f.image.size));
-                        Tensor::zeros([1, 3, side, side], (Kind::Uint8, Device::Cpu))
-                    } else {
-                        let size = i64::from(rows[0].size);
-                        let mut flat = Vec::new();
-                        for p in &rows {
-                            if p.size != rows[0].size {
-                                return Err(ApiError::internal("images of different sizes after preprocessing"));
-                            }
-                            flat.extend_from_slice(&p.chw);
-                        }
-                        Tensor::from_slice(&flat).view([-1, 3, size, size])
-                    };
-                    present.push(row_of.iter().map(|&r| r >= 0).collect());
-                    let (mean, std) = self.image_norm();
-                    modalities.push(Modality::Images { pixels, row_of, mean, std });
-                }
-                ModalityName::Audio => {
-                    let (rows, row_of) = stack_rows(items.iter().map(|p| p.mel.as_ref()));
-                    let log_mel = if rows.is_empty() {
-                        let (mels, frames) = self.features.as_ref().map_or((1, 1), |f| {
-                            (i64::try_from(f.audio.n_mels).unwrap_or(1), i64::try_from(f.audio.n_frames()).unwrap_or(1))
-                        });
-                        Tensor::zeros([1, 1, mels, frames], (Kind::Float, Device::Cpu))
-                    } else {
-                        m6rec_audio::batch(&rows).map_err(|e| ApiError::internal(format!("audio: {e}")))?
-                    };
-                    present.push(row_of.iter().map(|&r| r >= 0).collect());
-                    modalities.push(Modality::Audio { log_mel, row_of });
-                }
-            }
+            let (modality, has) = match name {
+                ModalityName::Text => self.text_modality(items, n)?,
+                ModalityName::Image => self.image_modality(items)?,
+                ModalityName::Audio => self.audio_modality(items)?,
+            };
+            modalities.push(modality);
+            present.push(has);
         }
         let m = i64::try_from(present.len()).map_err(|e| ApiError::internal(e.to_string()))?;
         let flags: Vec<i64> = (0..items.len()).flat_map(|i| present.iter().map(move |col| i64::from(col[i]))).collect();
@@ -259,6 +201,74 @@ impl Model {
             .map_err(|e| ApiError::internal(format!("new items: {e}")))?;
         let domains: Vec<&str> = items.iter().map(|p| p.domain.as_str()).collect();
         self.loaded.embed_new_items(&content, ids, &domains).map_err(|e| ApiError::internal(e.to_string()))
+    }
+
+    /// The items' texts through the text encoder (centred like the training cache), and which items have text.
+    fn text_modality(&self, items: &[Prepared], n: i64) -> std::result::Result<(Modality, Vec<bool>), ApiError> {
+        let has: Vec<bool> = items.iter().map(|p| !p.text.trim().is_empty()).collect();
+        let x = match &self.text {
+            Some((_, enc)) => {
+                let texts: Vec<&str> = items.iter().map(|p| p.text.as_str()).collect();
+                enc.encode(&texts, self.loaded.vs.device(), m6rec_tensor::Mode::Eval)
+                    .map_err(|e| ApiError::internal(format!("text encoder: {e}")))?
+                    .to_kind(Kind::Float)
+            }
+            None if has.iter().any(|&h| h) => {
+                return Err(ApiError::invalid(
+                    "no_text_encoder",
+                    "the model reads text but no text encoder is loaded; restart with --text-model DIR",
+                ))
+            }
+            None => Tensor::zeros([n, 1], (Kind::Float, Device::Cpu)),
+        };
+        let x = match &self.text_mean {
+            Some(mean) => {
+                let mask = Tensor::from_slice(&has.iter().map(|&h| i64::from(h)).collect::<Vec<_>>())
+                    .gt(0)
+                    .to_device(x.device());
+                m6rec_recommender::content::center_with(&x, &mask, &mean.to_device(x.device()))
+            }
+            None => x,
+        };
+        Ok((Modality::Vectors(x), has))
+    }
+
+    /// The items' preprocessed images (one blank row when none has one), and which items have one.
+    fn image_modality(&self, items: &[Prepared]) -> std::result::Result<(Modality, Vec<bool>), ApiError> {
+        let (rows, row_of) = stack_rows(items.iter().map(|p| p.pixels.as_ref()));
+        let pixels = if rows.is_empty() {
+            // No item has an image: one blank row keeps the encoder's input shape; every row_of is -1.
+            let side = self.features.as_ref().map_or(1, |f| i64::from(f.image.size));
+            Tensor::zeros([1, 3, side, side], (Kind::Uint8, Device::Cpu))
+        } else {
+            let size = i64::from(rows[0].size);
+            let mut flat = Vec::new();
+            for p in &rows {
+                if p.size != rows[0].size {
+                    return Err(ApiError::internal("images of different sizes after preprocessing"));
+                }
+                flat.extend_from_slice(&p.chw);
+            }
+            Tensor::from_slice(&flat).view([-1, 3, size, size])
+        };
+        let has = row_of.iter().map(|&r| r >= 0).collect();
+        let (mean, std) = self.image_norm();
+        Ok((Modality::Images { pixels, row_of, mean, std }, has))
+    }
+
+    /// The items' log-mel spectrograms (one blank row when none has audio), and which items have audio.
+    fn audio_modality(&self, items: &[Prepared]) -> std::result::Result<(Modality, Vec<bool>), ApiError> {
+        let (rows, row_of) = stack_rows(items.iter().map(|p| p.mel.as_ref()));
+        let log_mel = if rows.is_empty() {
+            let (mels, frames) = self.features.as_ref().map_or((1, 1), |f| {
+                (i64::try_from(f.audio.n_mels).unwrap_or(1), i64::try_from(f.audio.n_frames()).unwrap_or(1))
+            });
+            Tensor::zeros([1, 1, mels, frames], (Kind::Float, Device::Cpu))
+        } else {
+            m6rec_audio::batch(&rows).map_err(|e| ApiError::internal(format!("audio: {e}")))?
+        };
+        let has = row_of.iter().map(|&r| r >= 0).collect();
+        Ok((Modality::Audio { log_mel, row_of }, has))
     }
 
     fn image_norm(&self) -> ([f64; 3], [f64; 3]) {

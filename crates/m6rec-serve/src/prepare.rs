@@ -81,54 +81,8 @@ impl Decoders {
                 ),
             ));
         }
-        let bytes = |b64: &Option<String>,
-                     path: &Option<String>,
-                     what: &str|
-         -> Result<Option<(Vec<u8>, String)>, ApiError> {
-            match (b64, path) {
-                (Some(_), Some(_)) => {
-                    Err(ApiError::invalid("bad_item", format!("{at}: give {what}_base64 or {what}_path, not both")))
-                }
-                (Some(b), None) => {
-                    let raw = base64::engine::general_purpose::STANDARD.decode(b.trim()).map_err(|e| {
-                        ApiError::invalid("bad_media", format!("{at}: {what}_base64 is not valid base64 ({e})"))
-                    })?;
-                    Ok(Some((raw, "bin".to_string())))
-                }
-                (None, Some(p)) => {
-                    let root = media_root.ok_or_else(|| {
-                        ApiError::invalid(
-                            "media_path_disabled",
-                            format!("{at}: {what}_path needs the server started with --media-root DIR; send {what}_base64 instead"),
-                        )
-                    })?;
-                    let rel = Path::new(p);
-                    if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
-                        return Err(ApiError::invalid(
-                            "bad_media",
-                            format!("{at}: {what}_path {p:?} must be relative to the media root, without `..`"),
-                        ));
-                    }
-                    // Resolved for real (a symlink out of the root is refused), a regular file (a FIFO would block
-                    // this thread forever), and no larger than a request body may be.
-                    let full = m6rec_data::media::resolve(root, p).map_err(|e| {
-                        ApiError::invalid("bad_media", format!("{at}: {what}_path: {e} (the media root)"))
-                    })?;
-                    let len = std::fs::metadata(&full).map(|m| m.len()).unwrap_or(u64::MAX);
-                    if len > self.max_media as u64 {
-                        return Err(ApiError::too_large(
-                            "media_too_large",
-                            format!("{at}: {what}_path {p:?} holds {len} bytes; at most {} are read", self.max_media),
-                        ));
-                    }
-                    let raw = std::fs::read(&full)
-                        .map_err(|e| ApiError::invalid("bad_media", format!("{at}: {what}_path {p:?}: {e}")))?;
-                    let ext = rel.extension().and_then(|e| e.to_str()).unwrap_or("bin").to_ascii_lowercase();
-                    Ok(Some((raw, ext)))
-                }
-                (None, None) => Ok(None),
-            }
-        };
+        let bytes =
+            |b64: &Option<String>, path: &Option<String>, what: &str| self.media_bytes(b64, path, what, at, media_root);
         let image = bytes(&it.image_base64, &it.image_path, "image")?;
         let audio = bytes(&it.audio_base64, &it.audio_path, "audio")?;
         let pixels = match &image {
@@ -144,6 +98,60 @@ impl Decoders {
         let domain = it.domain.clone().filter(|d| !d.trim().is_empty()).unwrap_or_else(|| default_domain.to_string());
         let prepared = Prepared { text: text_of(&it.title, it.text.as_deref()), pixels, mel, domain };
         Ok(NewItem { meta: it, prepared, image, audio })
+    }
+
+    /// A request item's image or audio (`what`): decoded from base64, or read from a file under the media root
+    /// (with its extension); `None` when the item has none.
+    fn media_bytes(
+        &self,
+        b64: &Option<String>,
+        path: &Option<String>,
+        what: &str,
+        at: &str,
+        media_root: Option<&Path>,
+    ) -> Result<Option<(Vec<u8>, String)>, ApiError> {
+        match (b64, path) {
+            (Some(_), Some(_)) => {
+                Err(ApiError::invalid("bad_item", format!("{at}: give {what}_base64 or {what}_path, not both")))
+            }
+            (Some(b), None) => {
+                let raw = base64::engine::general_purpose::STANDARD.decode(b.trim()).map_err(|e| {
+                    ApiError::invalid("bad_media", format!("{at}: {what}_base64 is not valid base64 ({e})"))
+                })?;
+                Ok(Some((raw, "bin".to_string())))
+            }
+            (None, Some(p)) => {
+                let root = media_root.ok_or_else(|| {
+                    ApiError::invalid(
+                        "media_path_disabled",
+                        format!("{at}: {what}_path needs the server started with --media-root DIR; send {what}_base64 instead"),
+                    )
+                })?;
+                let rel = Path::new(p);
+                if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+                    return Err(ApiError::invalid(
+                        "bad_media",
+                        format!("{at}: {what}_path {p:?} must be relative to the media root, without `..`"),
+                    ));
+                }
+                // Resolved for real (a symlink out of the root is refused), a regular file (a FIFO would block
+                // this thread forever), and no larger than a request body may be.
+                let full = m6rec_data::media::resolve(root, p)
+                    .map_err(|e| ApiError::invalid("bad_media", format!("{at}: {what}_path: {e} (the media root)")))?;
+                let len = std::fs::metadata(&full).map(|m| m.len()).unwrap_or(u64::MAX);
+                if len > self.max_media as u64 {
+                    return Err(ApiError::too_large(
+                        "media_too_large",
+                        format!("{at}: {what}_path {p:?} holds {len} bytes; at most {} are read", self.max_media),
+                    ));
+                }
+                let raw = std::fs::read(&full)
+                    .map_err(|e| ApiError::invalid("bad_media", format!("{at}: {what}_path {p:?}: {e}")))?;
+                let ext = rel.extension().and_then(|e| e.to_str()).unwrap_or("bin").to_ascii_lowercase();
+                Ok(Some((raw, ext)))
+            }
+            (None, None) => Ok(None),
+        }
     }
 
     /// An item from the journal; media that no longer decode are left out (with a message on stderr).

@@ -71,46 +71,11 @@ pub fn import_unisrec(src: &Path) -> Result<Imported> {
         };
         b.item(asin, &domain);
     }
-    let path = file(src, &name, "text");
-    for (n, line) in read_text(&path)?.lines().enumerate().skip(1) {
-        let Some((asin, text)) = line.split_once('\t') else {
-            b.skip(&path, n + 1, "expected `item_id<TAB>text`");
-            continue;
-        };
-        let Some(i) = b.known_item(asin) else {
-            b.skip(&path, n + 1, format!("item {asin} is not in {name}.item2index"));
-            continue;
-        };
-        let text = text.trim();
-        let item = b.item_mut(i);
-        item.title = text.split(". ").next().unwrap_or(text).trim_end_matches('.').to_string();
-        item.text = Some(text.to_string());
-    }
+    read_item_texts(&mut b, &file(src, &name, "text"), &name)?;
 
     let users = read_index(&mut b, &file(src, &name, "user2index"), "user_id")?;
 
-    // (history, target) rows per user index, per file.
-    let n_items = asins.len();
-    let mut rows: [Vec<Rows>; 3] = Default::default();
-    for (k, part) in ["train", "valid", "test"].iter().enumerate() {
-        let path = file(src, &name, &format!("{part}.inter"));
-        rows[k] = vec![Vec::new(); users.len()];
-        for (n, line) in read_text(&path)?.lines().enumerate().skip(1) {
-            let f: Vec<&str> = line.split('\t').collect();
-            let parsed = (|| {
-                let u = f.first()?.trim().parse::<usize>().ok().filter(|&u| u < users.len())?;
-                let hist: Option<Vec<u32>> = f.get(1)?.split_whitespace().map(|x| x.parse::<u32>().ok()).collect();
-                let target = f.get(2)?.trim().parse::<u32>().ok()?;
-                let hist = hist?;
-                let ok = hist.iter().chain([&target]).all(|&i| (i as usize) < n_items);
-                ok.then_some((u, hist, target))
-            })();
-            match parsed {
-                Some((u, hist, target)) => rows[k][u].push((hist, target)),
-                None => b.skip(&path, n + 1, "expected `user index<TAB>item indices<TAB>item index`, all in range"),
-            }
-        }
-    }
+    let rows = read_inters(&mut b, src, &name, users.len(), asins.len())?;
     let [train, valid, test] = rows;
     for (u, id) in users.iter().enumerate() {
         let Some(id) = id else { continue };
@@ -135,4 +100,49 @@ pub fn import_unisrec(src: &Path) -> Result<Imported> {
         }
     }
     b.finish(&name, format!("unisrec:{}", src.display()), src)
+}
+
+/// `<name>.text`: each known item's title (its first sentence) and text; other lines are skip records.
+fn read_item_texts(b: &mut Builder, path: &Path, name: &str) -> Result<()> {
+    for (n, line) in read_text(path)?.lines().enumerate().skip(1) {
+        let Some((asin, text)) = line.split_once('\t') else {
+            b.skip(path, n + 1, "expected `item_id<TAB>text`");
+            continue;
+        };
+        let Some(i) = b.known_item(asin) else {
+            b.skip(path, n + 1, format!("item {asin} is not in {name}.item2index"));
+            continue;
+        };
+        let text = text.trim();
+        let item = b.item_mut(i);
+        item.title = text.split(". ").next().unwrap_or(text).trim_end_matches('.').to_string();
+        item.text = Some(text.to_string());
+    }
+    Ok(())
+}
+
+/// `<name>.{train,valid,test}.inter`: (history, target) rows per user index, per file; rows out of range are skip
+/// records.
+fn read_inters(b: &mut Builder, src: &Path, name: &str, n_users: usize, n_items: usize) -> Result<[Vec<Rows>; 3]> {
+    let mut rows: [Vec<Rows>; 3] = Default::default();
+    for (k, part) in ["train", "valid", "test"].iter().enumerate() {
+        let path = file(src, name, &format!("{part}.inter"));
+        rows[k] = vec![Vec::new(); n_users];
+        for (n, line) in read_text(&path)?.lines().enumerate().skip(1) {
+            let f: Vec<&str> = line.split('\t').collect();
+            let parsed = (|| {
+                let u = f.first()?.trim().parse::<usize>().ok().filter(|&u| u < n_users)?;
+                let hist: Option<Vec<u32>> = f.get(1)?.split_whitespace().map(|x| x.parse::<u32>().ok()).collect();
+                let target = f.get(2)?.trim().parse::<u32>().ok()?;
+                let hist = hist?;
+                let ok = hist.iter().chain([&target]).all(|&i| (i as usize) < n_items);
+                ok.then_some((u, hist, target))
+            })();
+            match parsed {
+                Some((u, hist, target)) => rows[k][u].push((hist, target)),
+                None => b.skip(&path, n + 1, "expected `user index<TAB>item indices<TAB>item index`, all in range"),
+            }
+        }
+    }
+    Ok(rows)
 }
