@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[global_allocator]
 static ALLOC: m6rec_fuzz::alloc::Counting = m6rec_fuzz::alloc::Counting;
@@ -63,21 +63,7 @@ fn main() -> Result<()> {
                 println!("{:<20} {}", t.name, t.about);
             }
         }
-        Command::Seeds { out } => {
-            for t in m6rec_fuzz::targets::all() {
-                let dir = out.join(t.name);
-                std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-                let seeds = (t.seeds)();
-                if seeds.is_empty() {
-                    bail!("{}: no seeds could be made", t.name);
-                }
-                for (k, s) in seeds.iter().enumerate() {
-                    let p = dir.join(format!("seed-{k:02}.bin"));
-                    std::fs::write(&p, s).with_context(|| format!("writing {}", p.display()))?;
-                }
-                println!("{:<20} {} seeds, {} bytes", t.name, seeds.len(), seeds.iter().map(Vec::len).sum::<usize>());
-            }
-        }
+        Command::Seeds { out } => write_seeds(&out)?,
         Command::Input { target, index, seed, out } => {
             let t = m6rec_fuzz::target(&target).map_err(anyhow::Error::msg)?;
             let mut corpus = m6rec_fuzz::load_corpus(&m6rec_fuzz::corpus_dir(t.name));
@@ -96,70 +82,92 @@ fn main() -> Result<()> {
             }
         }
         Command::Run { target, seconds, inputs, seed, findings, json } => {
-            let targets = if target == "all" {
-                m6rec_fuzz::targets::all()
-            } else {
-                vec![m6rec_fuzz::target(&target).map_err(anyhow::Error::msg)?]
-            };
-            let budget = m6rec_fuzz::Budget { seconds, max_inputs: inputs };
-            let mut reports = Vec::new();
-            let mut failed = false;
-            println!(
-                "{:<20} {:>10} {:>9} {:>9} {:>8} {:>10} {:>12} {:>8}",
-                "target", "inputs", "inputs/s", "accepted", "refused", "max peak", "slowest", "findings"
-            );
-            for t in &targets {
-                let corpus = m6rec_fuzz::load_corpus(&m6rec_fuzz::corpus_dir(t.name));
-                let r = m6rec_fuzz::run(t, &corpus, seed, budget, |r| {
-                    eprint!(
-                        "\r{}: {} inputs, {:.0}/s, {} findings   ",
-                        r.target,
-                        r.inputs,
-                        r.inputs as f64 / r.seconds.max(1e-9),
-                        r.n_findings
-                    );
-                })
-                .map_err(anyhow::Error::msg)?;
-                eprint!("\r{:80}\r", "");
-                println!(
-                    "{:<20} {:>10} {:>9.0} {:>9} {:>8} {:>9.1}M {:>6} @{:<5.0} {:>8}",
-                    r.target,
-                    r.inputs,
-                    r.inputs as f64 / r.seconds.max(1e-9),
-                    r.accepted,
-                    r.refused,
-                    r.max_peak as f64 / (1 << 20) as f64,
-                    r.slowest.0,
-                    r.slowest.1,
-                    r.n_findings
-                );
-                for f in &r.findings {
-                    std::fs::create_dir_all(&findings).with_context(|| format!("creating {}", findings.display()))?;
-                    let p = findings.join(format!("{}-seed{}-input{}.bin", r.target, r.seed, f.index));
-                    std::fs::write(&p, &f.input).with_context(|| format!("writing {}", p.display()))?;
-                    println!(
-                        "  input {}: {} (saved as {}; replay: m6rec-fuzz replay {} {})",
-                        f.index,
-                        f.message,
-                        p.display(),
-                        r.target,
-                        p.display()
-                    );
-                }
-                failed |= r.n_findings > 0;
-                reports.push(serde_json::json!({
-                    "target": r.target, "seed": r.seed, "inputs": r.inputs, "accepted": r.accepted, "refused": r.refused,
-                    "seconds": r.seconds, "max_peak_bytes": r.max_peak, "slowest_ms": r.slowest.1, "findings": r.n_findings,
-                }));
-            }
-            if let Some(p) = json {
-                std::fs::write(&p, serde_json::to_string_pretty(&reports)?)
-                    .with_context(|| format!("writing {}", p.display()))?;
-            }
-            if failed {
-                bail!("findings above");
-            }
+            run(&target, m6rec_fuzz::Budget { seconds, max_inputs: inputs }, seed, &findings, json.as_deref())?
         }
+    }
+    Ok(())
+}
+
+/// Fuzzes `target` (or all), printing a line per target and saving findings under `findings`.
+fn run(target: &str, budget: m6rec_fuzz::Budget, seed: u64, findings: &Path, json: Option<&Path>) -> Result<()> {
+    let targets = if target == "all" {
+        m6rec_fuzz::targets::all()
+    } else {
+        vec![m6rec_fuzz::target(target).map_err(anyhow::Error::msg)?]
+    };
+    let mut reports = Vec::new();
+    let mut failed = false;
+    println!(
+        "{:<20} {:>10} {:>9} {:>9} {:>8} {:>10} {:>12} {:>8}",
+        "target", "inputs", "inputs/s", "accepted", "refused", "max peak", "slowest", "findings"
+    );
+    for t in &targets {
+        let corpus = m6rec_fuzz::load_corpus(&m6rec_fuzz::corpus_dir(t.name));
+        let r = m6rec_fuzz::run(t, &corpus, seed, budget, |r| {
+            eprint!(
+                "\r{}: {} inputs, {:.0}/s, {} findings   ",
+                r.target,
+                r.inputs,
+                r.inputs as f64 / r.seconds.max(1e-9),
+                r.n_findings
+            );
+        })
+        .map_err(anyhow::Error::msg)?;
+        eprint!("\r{:80}\r", "");
+        println!(
+            "{:<20} {:>10} {:>9.0} {:>9} {:>8} {:>9.1}M {:>6} @{:<5.0} {:>8}",
+            r.target,
+            r.inputs,
+            r.inputs as f64 / r.seconds.max(1e-9),
+            r.accepted,
+            r.refused,
+            r.max_peak as f64 / (1 << 20) as f64,
+            r.slowest.0,
+            r.slowest.1,
+            r.n_findings
+        );
+        for f in &r.findings {
+            std::fs::create_dir_all(&findings).with_context(|| format!("creating {}", findings.display()))?;
+            let p = findings.join(format!("{}-seed{}-input{}.bin", r.target, r.seed, f.index));
+            std::fs::write(&p, &f.input).with_context(|| format!("writing {}", p.display()))?;
+            println!(
+                "  input {}: {} (saved as {}; replay: m6rec-fuzz replay {} {})",
+                f.index,
+                f.message,
+                p.display(),
+                r.target,
+                p.display()
+            );
+        }
+        failed |= r.n_findings > 0;
+        reports.push(serde_json::json!({
+            "target": r.target, "seed": r.seed, "inputs": r.inputs, "accepted": r.accepted, "refused": r.refused,
+            "seconds": r.seconds, "max_peak_bytes": r.max_peak, "slowest_ms": r.slowest.1, "findings": r.n_findings,
+        }));
+    }
+    if let Some(p) = json {
+        std::fs::write(&p, serde_json::to_string_pretty(&reports)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    if failed {
+        bail!("findings above");
+    }
+    Ok(())
+}
+
+fn write_seeds(out: &Path) -> Result<()> {
+    for t in m6rec_fuzz::targets::all() {
+        let dir = out.join(t.name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let seeds = (t.seeds)();
+        if seeds.is_empty() {
+            bail!("{}: no seeds could be made", t.name);
+        }
+        for (k, s) in seeds.iter().enumerate() {
+            let p = dir.join(format!("seed-{k:02}.bin"));
+            std::fs::write(&p, s).with_context(|| format!("writing {}", p.display()))?;
+        }
+        println!("{:<20} {} seeds, {} bytes", t.name, seeds.len(), seeds.iter().map(Vec::len).sum::<usize>());
     }
     Ok(())
 }

@@ -287,6 +287,11 @@ fn bodies_run(input: &[u8]) -> Result<(), String> {
 
 /// Every target.
 pub fn all() -> Vec<Target> {
+    [catalog_importers(), sequence_importers(), log_importers(), decoders(), state()].into_iter().flatten().collect()
+}
+
+/// The catalog-and-ratings importers' files: MovieLens and RecBole.
+fn catalog_importers() -> Vec<Target> {
     vec![
         Target {
             name: "movielens-data",
@@ -344,6 +349,12 @@ pub fn all() -> Vec<Target> {
                 )
             },
         },
+    ]
+}
+
+/// The sequence importers' files: sequence text and UniSRec.
+fn sequence_importers() -> Vec<Target> {
+    vec![
         Target {
             name: "seqtext",
             about: "one user per line: `user item item ...`",
@@ -371,6 +382,12 @@ pub fn all() -> Vec<Target> {
             seeds: || vec![unisrec_files()[3].1.clone()],
             make: |s| folder_target(s, &unisrec_files(), "s.train.inter", import(m6rec_data::import::Format::UniSRec)),
         },
+    ]
+}
+
+/// The event-log importers' files: CSV, JSON lines, Parquet, item tables, Amazon reviews and metadata.
+fn log_importers() -> Vec<Target> {
+    vec![
         Target {
             name: "events-csv",
             about: "an event log in CSV (RFC 4180 quoting, mixed time formats) with a valid item table",
@@ -420,6 +437,12 @@ pub fn all() -> Vec<Target> {
             seeds: || vec![AMAZON_META.to_vec()],
             make: |s| folder_target(s, &[("reviews.jsonl", AMAZON_REVIEWS.to_vec())], "meta.jsonl", amazon_run),
         },
+    ]
+}
+
+/// The media decoders.
+fn decoders() -> Vec<Target> {
+    vec![
         Target {
             name: "image",
             about: "image bytes (PNG, JPEG, GIF, WebP) through the preprocessor the feature cache and the service use",
@@ -441,6 +464,12 @@ pub fn all() -> Vec<Target> {
                 Ok(Box::new(move |input| m.bytes(input.to_vec(), None).map(|_| ()).map_err(err)))
             },
         },
+    ]
+}
+
+/// What m6rec reads back from its own state: feature caches, checkpoints, the journal, request bodies.
+fn state() -> Vec<Target> {
+    vec![
         Target {
             name: "features-manifest",
             about: "a feature cache's manifest.json, loaded against its dataset",
