@@ -112,30 +112,34 @@ enum Cmd {
     /// peak memory importing a generated event log as CSV and Parquet: `-- --rows 10000000`) or `soak` (a steady
     /// client's latency and errors while ~1,000 hostile connections, slow, idle, oversized and bursty, hold the
     /// service, and its memory over time: `-- --seconds 300`).
-    Bench {
-        /// quality, criterion, encoders, catalog, step, serve, soak, import, allreduce or peers.
-        what: String,
-        /// Dataset for `quality` (folder to import) and `step` (a dataset from `m6rec import`); for `encoders`, the
-        /// shared data folder (default ../shared/data).
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// Threads for `encoders` and `peers`, on each side. Default 2.
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
-        /// Training budget of each side in `peers`, seconds. Default 600.
-        #[arg(long, default_value_t = 600.0)]
-        seconds: f64,
-        /// Run configuration for `quality` and `step`.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Also write the figures as JSON.
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// Passed to the `catalog`, `serve` and `allreduce` programs after `--`, for example
-        /// `cargo xtask bench serve -- --sizes 10000,100000 --rate 200 --seconds 120`.
-        #[arg(last = true)]
-        extra: Vec<String>,
-    },
+    Bench(BenchArgs),
+}
+
+/// `cargo xtask bench`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// quality, criterion, encoders, catalog, step, serve, soak, import, allreduce or peers.
+    pub what: String,
+    /// Dataset for `quality` (folder to import) and `step` (a dataset from `m6rec import`); for `encoders`, the
+    /// shared data folder (default ../shared/data).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Threads for `encoders` and `peers`, on each side. Default 2.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Training budget of each side in `peers`, seconds. Default 600.
+    #[arg(long, default_value_t = 600.0)]
+    pub seconds: f64,
+    /// Run configuration for `quality` and `step`.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Also write the figures as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Passed to the `catalog`, `serve` and `allreduce` programs after `--`, for example
+    /// `cargo xtask bench serve -- --sizes 10000,100000 --rate 200 --seconds 120`.
+    #[arg(last = true)]
+    pub extra: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -187,31 +191,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::BuildCuda { no_smoke } => cuda::build_cuda(&root, !no_smoke),
         Cmd::Doctor => setup::doctor(&root),
-        Cmd::Test { args } => {
-            setup::ensure(&root)?;
-            setup::ensure_browser()?;
-            if args.is_empty() {
-                fmt_gate(&root)?;
-                clippy_gate(&root)?;
-                doc_gate(&root)?;
-                // The whole workspace: build first, listing what the tree uses, and drop what it no longer uses.
-                let (keep, dirs) = prune::build_and_list(cargo(&root).args(["test", "--workspace", "--no-run"]))?;
-                for deps in dirs {
-                    let pruned = prune::prune_deps(&deps, &keep)?;
-                    if pruned.files > 0 {
-                        eprintln!(
-                            "pruned {} stale build artifacts ({:.1} GB) from {}",
-                            pruned.files,
-                            pruned.bytes as f64 / 1e9,
-                            deps.display()
-                        );
-                    }
-                }
-            }
-            let mut cmd = cargo(&root);
-            cmd.args(["test", "--workspace", "--no-fail-fast"]).args(args);
-            run_cmd(&mut cmd)
-        }
+        Cmd::Test { args } => test(&root, &args),
         Cmd::Demo { data, config } => demo(&root, data.as_deref(), config.as_deref()),
         Cmd::Crashtest { cycles } => {
             setup::ensure(&root)?;
@@ -220,23 +200,7 @@ fn run(cli: Cli) -> Result<()> {
             run_cmd(cmd.env("M6REC_CRASH_CYCLES", cycles.to_string()))
         }
         Cmd::Fuzz { target, seconds, inputs, seed, json, extra } => {
-            setup::ensure(&root)?;
-            let mut cmd = cargo(&root);
-            cmd.args(["run", "--quiet", "-p", "m6rec-fuzz", "--"]);
-            if !extra.is_empty() {
-                cmd.args(&extra);
-            } else if target == "list" {
-                cmd.arg("list");
-            } else {
-                cmd.args(["run", &target, "--seconds", &seconds.to_string(), "--seed", &seed.to_string()]);
-                if let Some(n) = inputs {
-                    cmd.args(["--inputs", &n.to_string()]);
-                }
-                if let Some(j) = json {
-                    cmd.arg("--json").arg(j);
-                }
-            }
-            run_cmd(&mut cmd)
+            fuzz(&root, &target, seconds, inputs, seed, json.as_deref(), &extra)
         }
         Cmd::Download { name, out, mirror } => {
             let archive = download::Archive::named(&name)?;
@@ -244,64 +208,125 @@ fn run(cli: Cli) -> Result<()> {
             println!("{} ready in {}", archive.name, dir.display());
             Ok(())
         }
-        Cmd::Bench { what, data, config, json, threads, seconds, extra } => match what.as_str() {
-            "quality" => {
-                let Some(data) = data else {
-                    bail!("`bench quality` needs --data DIR (for example ../shared/data/ml-100k)")
-                };
-                setup::ensure(&root)?;
-                bench::quality(&root, &data, config.as_deref(), json.as_deref())
+        Cmd::Bench(b) => bench(&root, b),
+    }
+}
+
+/// `cargo xtask test`: with no arguments the gates (fmt, clippy, doc), a build that drops stale artefacts, then every
+/// test; with arguments, `cargo test --workspace` with them.
+fn test(root: &Path, args: &[String]) -> Result<()> {
+    setup::ensure(root)?;
+    setup::ensure_browser()?;
+    if args.is_empty() {
+        fmt_gate(root)?;
+        clippy_gate(root)?;
+        doc_gate(root)?;
+        // The whole workspace: build first, listing what the tree uses, and drop what it no longer uses.
+        let (keep, dirs) = prune::build_and_list(cargo(root).args(["test", "--workspace", "--no-run"]))?;
+        for deps in dirs {
+            let pruned = prune::prune_deps(&deps, &keep)?;
+            if pruned.files > 0 {
+                eprintln!(
+                    "pruned {} stale build artifacts ({:.1} GB) from {}",
+                    pruned.files,
+                    pruned.bytes as f64 / 1e9,
+                    deps.display()
+                );
             }
-            "criterion" => {
-                setup::ensure(&root)?;
-                run_cmd(cargo(&root).args(["bench", "-p", "m6rec-benches"]))
+        }
+    }
+    let mut cmd = cargo(root);
+    cmd.args(["test", "--workspace", "--no-fail-fast"]).args(args);
+    run_cmd(&mut cmd)
+}
+
+/// `cargo xtask fuzz`: the fuzz binary over a target (or `all`, or `list`; `extra` replaces the arguments).
+fn fuzz(
+    root: &Path,
+    target: &str,
+    seconds: f64,
+    inputs: Option<u64>,
+    seed: u64,
+    json: Option<&Path>,
+    extra: &[String],
+) -> Result<()> {
+    setup::ensure(root)?;
+    let mut cmd = cargo(root);
+    cmd.args(["run", "--quiet", "-p", "m6rec-fuzz", "--"]);
+    if !extra.is_empty() {
+        cmd.args(extra);
+    } else if target == "list" {
+        cmd.arg("list");
+    } else {
+        cmd.args(["run", target, "--seconds", &seconds.to_string(), "--seed", &seed.to_string()]);
+        if let Some(n) = inputs {
+            cmd.args(["--inputs", &n.to_string()]);
+        }
+        if let Some(j) = json {
+            cmd.arg("--json").arg(j);
+        }
+    }
+    run_cmd(&mut cmd)
+}
+
+/// `cargo xtask bench WHAT`.
+fn bench(root: &Path, b: BenchArgs) -> Result<()> {
+    let BenchArgs { what, data, config, json, threads, seconds, extra } = b;
+    match what.as_str() {
+        "quality" => {
+            let Some(data) = data else {
+                bail!("`bench quality` needs --data DIR (for example ../shared/data/ml-100k)")
+            };
+            setup::ensure(root)?;
+            bench::quality(root, &data, config.as_deref(), json.as_deref())
+        }
+        "criterion" => {
+            setup::ensure(root)?;
+            run_cmd(cargo(root).args(["bench", "-p", "m6rec-benches"]))
+        }
+        "encoders" => {
+            setup::ensure(root)?;
+            bench::encoders(root, data.as_deref(), threads, json.as_deref())
+        }
+        "peers" => {
+            let Some(data) = data else {
+                bail!("`bench peers` needs --data DIR (a dataset from `m6rec import`, or a folder to import)")
+            };
+            setup::ensure(root)?;
+            peers::peers(root, &data, seconds, threads, json.as_deref())
+        }
+        "allreduce" => {
+            setup::ensure(root)?;
+            bench::allreduce(root, json.as_deref(), &extra)
+        }
+        "catalog" | "serve" | "step" | "import" | "soak" => {
+            setup::ensure(root)?;
+            if what == "serve" {
+                bench::ensure_wrk()?;
             }
-            "encoders" => {
-                setup::ensure(&root)?;
-                bench::encoders(&root, data.as_deref(), threads, json.as_deref())
+            let bin = format!("bench-{what}");
+            run_cmd(cargo(root).args(["build", "--quiet", "-p", "m6rec-benches", "--bin", &bin]))?;
+            let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+            let mut cmd = std::process::Command::new(target.join("debug").join(&bin));
+            if what == "catalog" || what == "step" {
+                cmd.args(["--threads", &threads.to_string()]);
             }
-            "peers" => {
-                let Some(data) = data else {
-                    bail!("`bench peers` needs --data DIR (a dataset from `m6rec import`, or a folder to import)")
-                };
-                setup::ensure(&root)?;
-                peers::peers(&root, &data, seconds, threads, json.as_deref())
-            }
-            "allreduce" => {
-                setup::ensure(&root)?;
-                bench::allreduce(&root, json.as_deref(), &extra)
-            }
-            "catalog" | "serve" | "step" | "import" | "soak" => {
-                setup::ensure(&root)?;
-                if what == "serve" {
-                    bench::ensure_wrk()?;
+            if what == "step" {
+                let data = data.as_ref().context("`bench step` needs --data DIR (a dataset from `m6rec import`)")?;
+                cmd.arg("--data").arg(data);
+                if let Some(c) = &config {
+                    cmd.arg("--config").arg(c);
                 }
-                let bin = format!("bench-{what}");
-                run_cmd(cargo(&root).args(["build", "--quiet", "-p", "m6rec-benches", "--bin", &bin]))?;
-                let target =
-                    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-                let mut cmd = std::process::Command::new(target.join("debug").join(&bin));
-                if what == "catalog" || what == "step" {
-                    cmd.args(["--threads", &threads.to_string()]);
-                }
-                if what == "step" {
-                    let data =
-                        data.as_ref().context("`bench step` needs --data DIR (a dataset from `m6rec import`)")?;
-                    cmd.arg("--data").arg(data);
-                    if let Some(c) = &config {
-                        cmd.arg("--config").arg(c);
-                    }
-                }
-                if let Some(j) = &json {
-                    cmd.arg("--json").arg(j);
-                }
-                cmd.args(&extra);
-                run_cmd(&mut cmd)
             }
-            other => {
-                bail!("unknown bench `{other}`: expected quality, criterion, encoders, catalog, step, serve, soak, import, allreduce or peers")
+            if let Some(j) = &json {
+                cmd.arg("--json").arg(j);
             }
-        },
+            cmd.args(&extra);
+            run_cmd(&mut cmd)
+        }
+        other => {
+            bail!("unknown bench `{other}`: expected quality, criterion, encoders, catalog, step, serve, soak, import, allreduce or peers")
+        }
     }
 }
 
