@@ -26,79 +26,8 @@ pub fn peers(root: &Path, data: &Path, seconds: f64, threads: usize, json_out: O
         crate::run_cmd(crate::m6rec(root)?.args(["import", format, &p(data), "--out", &p(&ds)]))?;
         ds
     };
-    let threads_s = threads.to_string();
-
-    // m6rec, automatic strategy.
-    let ck = work.join("m6rec");
-    let summary = work.join("m6rec-train.json");
-    eprintln!("== m6rec, automatic strategy, {seconds:.0} s on {threads} thread(s)");
-    crate::run_cmd(crate::m6rec(root)?.args([
-        "--threads",
-        &threads_s,
-        "train",
-        "--data",
-        &p(&ds),
-        "--budget",
-        &format!("{seconds}s"),
-        "--out",
-        &p(&ck),
-        "--summary-json",
-        &p(&summary),
-        "--force",
-    ]))?;
-    let evals = crate::bench::eval_both(root, &ck, &ds, &work.join("m6rec-eval"), &["--threads", &threads_s], false)?;
-    let config = read_json(&ck.join("config.json"))?;
-    let state = read_json(&ck.join("state.json"))?;
-    let model = &config["run"]["model"];
-    let history = state["history"].as_array().cloned().unwrap_or_default();
-    let mean = |k: &str| {
-        let v: Vec<f64> = history.iter().map(|e| f(&e[k])).filter(|x| x.is_finite()).collect();
-        v.iter().sum::<f64>() / v.len().max(1) as f64
-    };
-    let ours = json!({
-        "model": "m6rec, automatic strategy",
-        "config": config["run"],
-        "epochs": state["epoch"],
-        "train_seconds": state["elapsed"],
-        "seqs_per_sec": mean("seqs_per_sec"),
-        "tokens_per_sec": mean("tokens_per_sec"),
-        "padding": mean("padding"),
-        "best_valid_ndcg10": state["best_ndcg10"],
-        "curve": history.iter().map(|e| json!({"epoch": e["epoch"], "elapsed": e["elapsed"], "valid_ndcg10": e["valid_ndcg10"], "loss": e["loss"]})).collect::<Vec<_>>(),
-        "test": {"ndcg@10": evals[0]["model"]["ndcg@10"], "hr@10": evals[0]["model"]["hr@10"]},
-        "test_filtered": {"ndcg@10": evals[1]["model"]["ndcg@10"], "hr@10": evals[1]["model"]["hr@10"]},
-    });
-
-    // The peer, same split, size and budget.
-    let seqs = work.join("sequences.txt");
-    crate::run_cmd(crate::cargo(root).args(["build", "--quiet", "-p", "m6rec-benches", "--bin", "bench-peers-split"]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    crate::run_cmd(std::process::Command::new(target.join("debug").join("bench-peers-split")).args([
-        "--data",
-        &p(&ds),
-        "--out",
-        &p(&seqs),
-    ]))?;
-    let python = crate::bench::bench_python()?;
-    let peer_json = work.join("peer.json");
-    let num = |v: &Value, default: f64| v.as_f64().unwrap_or(default).to_string();
-    let train = &config["run"]["train"];
-    eprintln!("== PyTorch SASRec (full-softmax cross-entropy), {seconds:.0} s on {threads} thread(s)");
-    crate::run_cmd(
-        std::process::Command::new(&python)
-            .arg(root.join("scripts/bench/sasrec.py"))
-            .args(["--sequences", &p(&seqs), "--json", &p(&peer_json)])
-            .args(["--d", &num(&model["d_model"], 64.0), "--layers", &num(&model["n_layers"], 2.0)])
-            .args(["--heads", &num(&model["n_heads"], 2.0), "--max-len", &num(&model["max_len"], 50.0)])
-            .args(["--dropout", &num(&model["dropout"], 0.2), "--lr", &num(&config["run"]["optim"]["lr"], 1e-3)])
-            .args(["--weight-decay", &num(&config["run"]["optim"]["weight_decay"], 0.01)])
-            .args(["--batch", &num(&train["batch_size"], 128.0), "--warmup", &num(&train["warmup_steps"], 20.0)])
-            .args(["--patience", &num(&train["patience"], 20.0), "--seed", &num(&train["seed"], 42.0)])
-            .args(["--seconds", &seconds.to_string(), "--threads", &threads_s])
-            .env("OMP_NUM_THREADS", &threads_s),
-    )
-    .context("the PyTorch peer failed")?;
-    let peer = read_json(&peer_json)?;
+    let (ours, config) = run_ours(root, &ds, &work, seconds, threads)?;
+    let peer = run_peer(root, &ds, &work, &config, seconds, threads)?;
 
     let chart = work.join("peers.svg");
     std::fs::write(&chart, curves_svg(&[("m6rec", &ours["curve"]), ("PyTorch SASRec", &peer["curve"])]))
@@ -129,6 +58,89 @@ pub fn peers(root: &Path, data: &Path, seconds: f64, threads: usize, json_out: O
             .with_context(|| format!("writing {}", out.display()))?;
     }
     Ok(())
+}
+
+/// m6rec's automatic strategy on `ds`: its report and the checkpoint's `config.json`.
+fn run_ours(root: &Path, ds: &Path, work: &Path, seconds: f64, threads: usize) -> Result<(Value, Value)> {
+    let p = |x: &Path| x.to_string_lossy().into_owned();
+    let threads_s = threads.to_string();
+    // m6rec, automatic strategy.
+    let ck = work.join("m6rec");
+    let summary = work.join("m6rec-train.json");
+    eprintln!("== m6rec, automatic strategy, {seconds:.0} s on {threads} thread(s)");
+    crate::run_cmd(crate::m6rec(root)?.args([
+        "--threads",
+        &threads_s,
+        "train",
+        "--data",
+        &p(ds),
+        "--budget",
+        &format!("{seconds}s"),
+        "--out",
+        &p(&ck),
+        "--summary-json",
+        &p(&summary),
+        "--force",
+    ]))?;
+    let evals = crate::bench::eval_both(root, &ck, ds, &work.join("m6rec-eval"), &["--threads", &threads_s], false)?;
+    let config = read_json(&ck.join("config.json"))?;
+    let state = read_json(&ck.join("state.json"))?;
+    let history = state["history"].as_array().cloned().unwrap_or_default();
+    let mean = |k: &str| {
+        let v: Vec<f64> = history.iter().map(|e| f(&e[k])).filter(|x| x.is_finite()).collect();
+        v.iter().sum::<f64>() / v.len().max(1) as f64
+    };
+    let ours = json!({
+        "model": "m6rec, automatic strategy",
+        "config": config["run"],
+        "epochs": state["epoch"],
+        "train_seconds": state["elapsed"],
+        "seqs_per_sec": mean("seqs_per_sec"),
+        "tokens_per_sec": mean("tokens_per_sec"),
+        "padding": mean("padding"),
+        "best_valid_ndcg10": state["best_ndcg10"],
+        "curve": history.iter().map(|e| json!({"epoch": e["epoch"], "elapsed": e["elapsed"], "valid_ndcg10": e["valid_ndcg10"], "loss": e["loss"]})).collect::<Vec<_>>(),
+        "test": {"ndcg@10": evals[0]["model"]["ndcg@10"], "hr@10": evals[0]["model"]["hr@10"]},
+        "test_filtered": {"ndcg@10": evals[1]["model"]["ndcg@10"], "hr@10": evals[1]["model"]["hr@10"]},
+    });
+    Ok((ours, config))
+}
+
+/// The PyTorch SASRec on the same split (`bench-peers-split` writes it), size, lr and budget: its report.
+fn run_peer(root: &Path, ds: &Path, work: &Path, config: &Value, seconds: f64, threads: usize) -> Result<Value> {
+    let p = |x: &Path| x.to_string_lossy().into_owned();
+    let threads_s = threads.to_string();
+    let model = &config["run"]["model"];
+    // The peer, same split, size and budget.
+    let seqs = work.join("sequences.txt");
+    crate::run_cmd(crate::cargo(root).args(["build", "--quiet", "-p", "m6rec-benches", "--bin", "bench-peers-split"]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    crate::run_cmd(std::process::Command::new(target.join("debug").join("bench-peers-split")).args([
+        "--data",
+        &p(ds),
+        "--out",
+        &p(&seqs),
+    ]))?;
+    let python = crate::bench::bench_python()?;
+    let peer_json = work.join("peer.json");
+    let num = |v: &Value, default: f64| v.as_f64().unwrap_or(default).to_string();
+    let train = &config["run"]["train"];
+    eprintln!("== PyTorch SASRec (full-softmax cross-entropy), {seconds:.0} s on {threads} thread(s)");
+    crate::run_cmd(
+        std::process::Command::new(&python)
+            .arg(root.join("scripts/bench/sasrec.py"))
+            .args(["--sequences", &p(&seqs), "--json", &p(&peer_json)])
+            .args(["--d", &num(&model["d_model"], 64.0), "--layers", &num(&model["n_layers"], 2.0)])
+            .args(["--heads", &num(&model["n_heads"], 2.0), "--max-len", &num(&model["max_len"], 50.0)])
+            .args(["--dropout", &num(&model["dropout"], 0.2), "--lr", &num(&config["run"]["optim"]["lr"], 1e-3)])
+            .args(["--weight-decay", &num(&config["run"]["optim"]["weight_decay"], 0.01)])
+            .args(["--batch", &num(&train["batch_size"], 128.0), "--warmup", &num(&train["warmup_steps"], 20.0)])
+            .args(["--patience", &num(&train["patience"], 20.0), "--seed", &num(&train["seed"], 42.0)])
+            .args(["--seconds", &seconds.to_string(), "--threads", &threads_s])
+            .env("OMP_NUM_THREADS", &threads_s),
+    )
+    .context("the PyTorch peer failed")?;
+    read_json(&peer_json)
 }
 
 /// A line chart of validation NDCG@10 (y) against seconds since the start of training (x), one line per run.
