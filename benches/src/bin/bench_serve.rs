@@ -119,45 +119,60 @@ end
     )
 }
 
-fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let sizes: String = arg(&args, "--sizes", "10000,100000,1000000".to_string());
-    let rate: f64 = arg(&args, "--rate", 200.0);
-    let seconds: u64 = arg(&args, "--seconds", 30);
-    let conns: usize = arg(&args, "--connections", 10);
-    let users: usize = arg(&args, "--users", 5000);
-    let mode: String = arg(&args, "--mode", "user".to_string());
-    // One libtorch thread: the model thread, the HTTP workers and wrk share 2 cores (measured: p99 17 ms with 1
-    // thread vs 28 ms with 2 at 100k items, 200 req/s).
-    let threads: i32 = arg(&args, "--threads", 1);
-    let json_out: String = arg(&args, "--json", String::new());
-    let items_kind: String = arg(&args, "--items", "clustered".to_string());
-    let index_arg: String = arg(&args, "--index", "auto".to_string());
-    let ef_search: usize = arg(&args, "--ef-search", 96);
+/// One run's settings, from the command line.
+struct Opts {
+    rate: f64,
+    seconds: u64,
+    conns: usize,
+    users: usize,
+    mode: String,
+    items_kind: String,
+    index: m6rec_serve::index::IndexKind,
+}
+
+fn index_kind(args: &[String]) -> Result<m6rec_serve::index::IndexKind> {
+    let index_arg: String = arg(args, "--index", "auto".to_string());
     let d = m6rec_serve::index::HnswParams::default();
     let params = m6rec_serve::index::HnswParams {
-        ef_search,
-        m: arg(&args, "--hnsw-m", d.m),
-        ef_construction: arg(&args, "--ef-construction", d.ef_construction),
+        ef_search: arg(args, "--ef-search", 96),
+        m: arg(args, "--hnsw-m", d.m),
+        ef_construction: arg(args, "--ef-construction", d.ef_construction),
     };
-    let ivf_recall: f64 = arg(&args, "--ivf-recall", 0.97);
+    let ivf_recall: f64 = arg(args, "--ivf-recall", 0.97);
     let ivf = m6rec_serve::index::IvfParams {
-        lists: arg(&args, "--ivf-lists", 0),
-        probe: arg(&args, "--ivf-probe", 8),
+        lists: arg(args, "--ivf-lists", 0),
+        probe: arg(args, "--ivf-probe", 8),
         target_recall: (ivf_recall > 0.0).then_some(ivf_recall),
     };
-    let index = match index_arg.as_str() {
+    Ok(match index_arg.as_str() {
         "exact" => m6rec_serve::index::IndexKind::Exact,
         "ivf" => m6rec_serve::index::IndexKind::Ivf(ivf),
         "hnsw" => m6rec_serve::index::IndexKind::Hnsw(params),
         "auto" => m6rec_serve::index::IndexKind::Auto { min_items: 200_000, params: ivf },
         other => bail!("--index {other}: expected exact, ivf, hnsw or auto"),
+    })
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let sizes: String = arg(&args, "--sizes", "10000,100000,1000000".to_string());
+    let opts = Opts {
+        rate: arg(&args, "--rate", 200.0),
+        seconds: arg(&args, "--seconds", 30),
+        conns: arg(&args, "--connections", 10),
+        users: arg(&args, "--users", 5000),
+        mode: arg(&args, "--mode", "user".to_string()),
+        items_kind: arg(&args, "--items", "clustered".to_string()),
+        index: index_kind(&args)?,
     };
+    // One libtorch thread: the model thread, the HTTP workers and wrk share 2 cores (measured: p99 17 ms with 1
+    // thread vs 28 ms with 2 at 100k items, 200 req/s).
+    let threads: i32 = arg(&args, "--threads", 1);
+    let json_out: String = arg(&args, "--json", String::new());
     if Command::new("wrk").arg("--version").output().is_err() {
         bail!("wrk not found: install it (Debian/Ubuntu: `apt-get install wrk`); it drives the server from a second process");
     }
     tch::set_num_threads(threads);
-    let mut rows = Vec::new();
     println!(
         "{:>9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>7} {:>11} {:>11} {:>9} {:>7}",
         "items",
@@ -173,108 +188,10 @@ fn main() -> Result<()> {
         "open s"
     );
     println!("(last column: the index)");
+    let mut rows = Vec::new();
     for n in sizes.split(',').map(|s| s.trim().parse::<usize>()) {
         let n = n.context("--sizes takes comma-separated item counts")?;
-        let dir = tempfile::tempdir()?;
-        let ds = dataset(n, users);
-        let data = dir.path().join("data");
-        ds.save(&data)?;
-        let mut cfg = RunConfig::default();
-        cfg.model.d_model = 64;
-        cfg.model.n_layers = 2;
-        cfg.model.max_len = 50;
-        let mut fp = DatasetFingerprint::of(&ds);
-        fp.path = Some(data.clone());
-        let ckpt = dir.path().join("ckpt");
-        Trainer::new(cfg, fp, tch::Device::Cpu)?.save(&ckpt)?;
-        if items_kind == "clustered" {
-            cluster_item_embeddings(&ckpt, n)?;
-        }
-        drop(ds);
-        let source =
-            ModelSource { checkpoint: ckpt, data, features: None, text_model: None, device: tch::Device::Cpu, index };
-        let limits = Limits { max_wait: Duration::from_micros(500), ..Limits::default() };
-        let t_open = Instant::now();
-        let svc = Service::open(ServeConfig {
-            source,
-            state_dir: dir.path().join("state"),
-            media_root: None,
-            limits,
-            admin_token: None,
-        })?;
-        let open_s = t_open.elapsed().as_secs_f64();
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-        let (recall, index_desc) = rt.block_on(svc.index_report(500, 10)).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        std_listener.set_nonblocking(true)?;
-        let addr = std_listener.local_addr()?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let s = svc.clone();
-        let server = rt.spawn(async move {
-            let listener = tokio::net::TcpListener::from_std(std_listener)?;
-            s.serve(listener, async move {
-                let _ = stopped.await;
-            })
-            .await
-        });
-        let script = dir.path().join("bench.lua");
-        let url = format!("http://{addr}/v1/recommend");
-        // Warm-up (page in the table, fill allocator pools), not measured; its median latency paces the run: each
-        // connection waits `connections / rate - latency` between requests.
-        std::fs::write(&script, lua(users, conns as f64 * 1000.0 / rate, &mode, n))?;
-        let warm =
-            Command::new("wrk").args(["-t1", &format!("-c{conns}"), "-d3s", "-s"]).arg(&script).arg(&url).output()?;
-        let warm_p50_ms = String::from_utf8_lossy(&warm.stdout)
-            .lines()
-            .rev()
-            .find(|l| l.starts_with('{'))
-            .and_then(|l| serde_json::from_str::<Value>(l).ok())
-            .and_then(|v| v["p50_us"].as_f64())
-            .map_or(0.0, |us| us / 1e3);
-        let delay_ms = (conns as f64 * 1000.0 / rate - warm_p50_ms).max(0.0);
-        std::fs::write(&script, lua(users, delay_ms, &mode, n))?;
-        let rss_start = rss_mib();
-        let mut child = Command::new("wrk")
-            .args(["-t1", &format!("-c{conns}"), &format!("-d{seconds}s"), "--timeout", "5s", "-s"])
-            .arg(&script)
-            .arg(&url)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .context("starting wrk")?;
-        let (mut rss_max, t0) = (rss_start, Instant::now());
-        let mut samples = Vec::new();
-        while child.try_wait()?.is_none() {
-            std::thread::sleep(Duration::from_millis(500));
-            let r = rss_mib();
-            rss_max = rss_max.max(r);
-            samples.push((t0.elapsed().as_secs_f64(), r));
-        }
-        let out = child.wait_with_output()?;
-        let rss_end = rss_mib();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let line = text.lines().rev().find(|l| l.starts_with('{')).context("wrk printed no result line")?;
-        let r: Value = serde_json::from_str(line)?;
-        let get = |k: &str| r[k].as_f64().unwrap_or(0.0);
-        let failed = get("connect_errors") + get("read_errors") + get("write_errors") + get("timeouts") + get("non2xx");
-        let achieved = get("requests") / (get("duration_us") / 1e6).max(1e-9);
-        println!(
-            "{n:>9} {mode:>8} {achieved:>9.1} {:>9.2} {:>9.2} {:>9.2} {failed:>7} {rss_start:>9.0}Mi {rss_end:>5.0}/{rss_max:.0}Mi {recall:>9.3} {open_s:>7.1}  {index_desc}",
-            get("p50_us") / 1e3,
-            get("p99_us") / 1e3,
-            get("max_us") / 1e3,
-        );
-        let hits = svc.metrics().cache_hits.get();
-        rows.push(json!({
-            "items": n, "mode": mode, "target_rate": rate, "achieved_rate": achieved, "seconds": seconds,
-            "connections": conns, "p50_ms": get("p50_us") / 1e3, "p90_ms": get("p90_us") / 1e3,
-            "p99_ms": get("p99_us") / 1e3, "max_ms": get("max_us") / 1e3, "failed": failed, "wrk": r,
-            "rss_mib_start": rss_start, "rss_mib_end": rss_end, "rss_mib_max": rss_max, "rss_samples": samples,
-            "user_cache_hits": hits, "index": index_desc,
-            "recall_at_10": recall, "open_seconds": open_s, "item_embeddings": items_kind,
-        }));
-        let _ = stop.send(());
-        let _ = rt.block_on(server);
-        drop(svc);
+        rows.push(measure(n, &opts)?);
     }
     if !json_out.is_empty() {
         let doc = json!({ "threads": threads, "rows": rows });
@@ -282,4 +199,134 @@ fn main() -> Result<()> {
         println!("wrote {json_out}");
     }
     Ok(())
+}
+
+/// A service over an untrained model of `n` items (item vectors clustered unless `--items random`), opened in `dir`.
+/// Returns it with the seconds opening took.
+fn open_service(dir: &Path, n: usize, opts: &Opts) -> Result<(std::sync::Arc<Service>, f64)> {
+    let ds = dataset(n, opts.users);
+    let data = dir.join("data");
+    ds.save(&data)?;
+    let mut cfg = RunConfig::default();
+    cfg.model.d_model = 64;
+    cfg.model.n_layers = 2;
+    cfg.model.max_len = 50;
+    let mut fp = DatasetFingerprint::of(&ds);
+    fp.path = Some(data.clone());
+    let ckpt = dir.join("ckpt");
+    Trainer::new(cfg, fp, tch::Device::Cpu)?.save(&ckpt)?;
+    if opts.items_kind == "clustered" {
+        cluster_item_embeddings(&ckpt, n)?;
+    }
+    drop(ds);
+    let source = ModelSource {
+        checkpoint: ckpt,
+        data,
+        features: None,
+        text_model: None,
+        device: tch::Device::Cpu,
+        index: opts.index.clone(),
+    };
+    let limits = Limits { max_wait: Duration::from_micros(500), ..Limits::default() };
+    let t_open = Instant::now();
+    let svc = Service::open(ServeConfig {
+        source,
+        state_dir: dir.join("state"),
+        media_root: None,
+        limits,
+        admin_token: None,
+    })?;
+    Ok((svc, t_open.elapsed().as_secs_f64()))
+}
+
+/// Serves `n` items on 127.0.0.1 and drives them with wrk at the target rate: the row of the table and the JSON.
+fn measure(n: usize, opts: &Opts) -> Result<Value> {
+    let dir = tempfile::tempdir()?;
+    let (svc, open_s) = open_service(dir.path(), n, opts)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let (recall, index_desc) = rt.block_on(svc.index_report(500, 10)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    std_listener.set_nonblocking(true)?;
+    let addr = std_listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let s = svc.clone();
+    let server = rt.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(std_listener)?;
+        s.serve(listener, async move {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let load = drive(&dir.path().join("bench.lua"), &format!("http://{addr}/v1/recommend"), n, opts)?;
+    let r = &load.wrk;
+    let get = |k: &str| r[k].as_f64().unwrap_or(0.0);
+    let failed = get("connect_errors") + get("read_errors") + get("write_errors") + get("timeouts") + get("non2xx");
+    let achieved = get("requests") / (get("duration_us") / 1e6).max(1e-9);
+    let (mode, rss_start, rss_end, rss_max) = (&opts.mode, load.rss_start, load.rss_end, load.rss_max);
+    println!(
+        "{n:>9} {mode:>8} {achieved:>9.1} {:>9.2} {:>9.2} {:>9.2} {failed:>7} {rss_start:>9.0}Mi {rss_end:>5.0}/{rss_max:.0}Mi {recall:>9.3} {open_s:>7.1}  {index_desc}",
+        get("p50_us") / 1e3,
+        get("p99_us") / 1e3,
+        get("max_us") / 1e3,
+    );
+    let hits = svc.metrics().cache_hits.get();
+    let row = json!({
+        "items": n, "mode": mode, "target_rate": opts.rate, "achieved_rate": achieved, "seconds": opts.seconds,
+        "connections": opts.conns, "p50_ms": get("p50_us") / 1e3, "p90_ms": get("p90_us") / 1e3,
+        "p99_ms": get("p99_us") / 1e3, "max_ms": get("max_us") / 1e3, "failed": failed, "wrk": r,
+        "rss_mib_start": rss_start, "rss_mib_end": rss_end, "rss_mib_max": rss_max, "rss_samples": load.samples,
+        "user_cache_hits": hits, "index": index_desc,
+        "recall_at_10": recall, "open_seconds": open_s, "item_embeddings": opts.items_kind,
+    });
+    let _ = stop.send(());
+    let _ = rt.block_on(server);
+    drop(svc);
+    Ok(row)
+}
+
+/// What one wrk run measured, with the process's memory before, after and at most (MiB) and sampled over time.
+struct Load {
+    wrk: Value,
+    rss_start: f64,
+    rss_end: f64,
+    rss_max: f64,
+    samples: Vec<(f64, f64)>,
+}
+
+/// A 3 s warm-up (page in the table, fill allocator pools), not measured, whose median latency paces the run: each
+/// connection waits `connections / rate - latency` between requests. Then the measured run.
+fn drive(script: &Path, url: &str, n: usize, opts: &Opts) -> Result<Load> {
+    let conns = opts.conns;
+    std::fs::write(script, lua(opts.users, conns as f64 * 1000.0 / opts.rate, &opts.mode, n))?;
+    let warm = Command::new("wrk").args(["-t1", &format!("-c{conns}"), "-d3s", "-s"]).arg(script).arg(url).output()?;
+    let warm_p50_ms = String::from_utf8_lossy(&warm.stdout)
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .and_then(|l| serde_json::from_str::<Value>(l).ok())
+        .and_then(|v| v["p50_us"].as_f64())
+        .map_or(0.0, |us| us / 1e3);
+    let delay_ms = (conns as f64 * 1000.0 / opts.rate - warm_p50_ms).max(0.0);
+    std::fs::write(script, lua(opts.users, delay_ms, &opts.mode, n))?;
+    let rss_start = rss_mib();
+    let mut child = Command::new("wrk")
+        .args(["-t1", &format!("-c{conns}"), &format!("-d{}s", opts.seconds), "--timeout", "5s", "-s"])
+        .arg(script)
+        .arg(url)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting wrk")?;
+    let (mut rss_max, t0) = (rss_start, Instant::now());
+    let mut samples = Vec::new();
+    while child.try_wait()?.is_none() {
+        std::thread::sleep(Duration::from_millis(500));
+        let r = rss_mib();
+        rss_max = rss_max.max(r);
+        samples.push((t0.elapsed().as_secs_f64(), r));
+    }
+    let out = child.wait_with_output()?;
+    let rss_end = rss_mib();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().rev().find(|l| l.starts_with('{')).context("wrk printed no result line")?;
+    Ok(Load { wrk: serde_json::from_str(line)?, rss_start, rss_end, rss_max, samples })
 }
