@@ -129,17 +129,7 @@ fn main() -> Result<()> {
         let h = hidden.view([-1, cfg.model.d_model]).index_select(0, &keep);
         let y = targets.index_select(0, &keep);
         let table = model.item_embeddings();
-        let loss = match cfg.model.loss {
-            // --chunk 0: libtorch's autograd over the whole logit matrix, for comparison.
-            LossConfig::FullSoftmax if chunk == 0 => {
-                h.matmul(&table.tr()).cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Mean, IGNORE, 0.0)
-            }
-            LossConfig::FullSoftmax if chunk < 0 => m6rec_objective::loss::full_softmax(&h, &table, &y),
-            LossConfig::FullSoftmax => m6rec_objective::loss::full_softmax_chunked(&h, &table, &y, chunk),
-            LossConfig::SampledSoftmax { n_uniform, in_batch } => {
-                m6rec_objective::loss::sampled_softmax(&h, &table, &y, n_uniform, in_batch)
-            }
-        };
+        let loss = step_loss(&h, &table, &y, &cfg.model.loss, chunk);
         let _ = loss.double_value(&[]);
         lap(2, &mut secs);
         opt.zero_grad();
@@ -156,12 +146,56 @@ fn main() -> Result<()> {
             rows += batch.b_sz();
         }
     }
+    let totals = Totals { secs, flops, real, computed, rows };
+    report(&ds.name, n_users, n_items, &cfg, steps, threads, chunk, &totals, &json_out)
+}
+
+/// The batch's loss: `--chunk 0` is libtorch's autograd over the whole logit matrix (for comparison), a negative
+/// chunk whatever `full_softmax` does (the whole matrix for catalogs like these, chunks for huge ones).
+fn step_loss(h: &Tensor, table: &Tensor, y: &Tensor, loss: &LossConfig, chunk: i64) -> Tensor {
+    match loss {
+        LossConfig::FullSoftmax if chunk == 0 => {
+            h.matmul(&table.tr()).cross_entropy_loss::<Tensor>(y, None, tch::Reduction::Mean, IGNORE, 0.0)
+        }
+        LossConfig::FullSoftmax if chunk < 0 => m6rec_objective::loss::full_softmax(h, table, y),
+        LossConfig::FullSoftmax => m6rec_objective::loss::full_softmax_chunked(h, table, y, chunk),
+        LossConfig::SampledSoftmax { n_uniform, in_batch } => {
+            m6rec_objective::loss::sampled_softmax(h, table, y, *n_uniform, *in_batch)
+        }
+    }
+}
+
+/// Sums over the measured steps.
+struct Totals {
+    /// Seconds per phase.
+    secs: [f64; 5],
+    /// Useful FLOPs (real tokens, counted targets).
+    flops: f64,
+    real: usize,
+    computed: usize,
+    rows: usize,
+}
+
+/// The phase table, the rates against the roof measured now, and with `--json` the same as JSON.
+#[allow(clippy::too_many_arguments)]
+fn report(
+    name: &str,
+    n_users: usize,
+    n_items: usize,
+    cfg: &RunConfig,
+    steps: usize,
+    threads: i32,
+    chunk: i64,
+    t: &Totals,
+    json_out: &str,
+) -> Result<()> {
+    let (secs, flops, real, computed, rows) = (t.secs, t.flops, t.real, t.computed, t.rows);
     let total: f64 = secs.iter().sum();
     let roof = matmul_roof(1024, 5);
     let useful = flops / total / 1e9;
     println!(
         "{}: {n_users} users, {n_items} items; d_model {} x {} layers, max_len {}, {:?}; {steps} steps on {threads} threads",
-        ds.name, cfg.model.d_model, cfg.model.n_layers, cfg.model.max_len, cfg.model.loss
+        name, cfg.model.d_model, cfg.model.n_layers, cfg.model.max_len, cfg.model.loss
     );
     println!("{:<36} {:>10} {:>7}", "phase", "ms/step", "share");
     for (name, s) in PHASES.iter().zip(secs) {
@@ -180,7 +214,7 @@ fn main() -> Result<()> {
         let phases: serde_json::Map<String, serde_json::Value> =
             PHASES.iter().zip(secs).map(|(n, s)| (n.to_string(), json!(s * 1e3 / steps as f64))).collect();
         let out = json!({
-            "dataset": ds.name, "n_users": n_users, "n_items": n_items, "steps": steps, "threads": threads, "chunk": chunk,
+            "dataset": name, "n_users": n_users, "n_items": n_items, "steps": steps, "threads": threads, "chunk": chunk,
             "ms_per_step": phases, "rows_per_sec": rows as f64 / total, "real_tokens_per_sec": real as f64 / total,
             "padding": 1.0 - real as f64 / computed.max(1) as f64, "useful_gflops": useful, "roof_gflops": roof,
             "share_of_roof": useful / roof, "config": cfg,
