@@ -37,16 +37,10 @@ fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
 }
 
-fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let need = |name: &str| arg(&args, name).with_context(|| format!("missing {name}"));
-    let threads: usize = arg(&args, "--threads").map(|t| t.parse()).transpose()?.unwrap_or(2);
-    let max_texts: usize = arg(&args, "--max-texts").map(|t| t.parse()).transpose()?.unwrap_or(1000);
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
-    tch::set_num_threads(i32::try_from(threads)?);
-
+/// Images decoded, resized, cropped and normalised to floats (what a training batch needs): how many decoded, and
+/// the median seconds of three passes (the first also warms the page cache and allocator, as the Python side does).
+fn bench_images(pool: &rayon::ThreadPool, images: &[std::path::PathBuf]) -> Result<(usize, f64)> {
     // Images: decode, resize, crop, normalise to floats (what a training batch needs).
-    let images = files(Path::new(&need("--images")?), &["jpg", "jpeg", "png", "webp", "gif"])?;
     let cfg = ImageConfig::default();
     let pre = Preprocessor::new(&cfg)?;
     // Median of three passes (the first also warms the page cache and allocator), as the Python side does.
@@ -72,9 +66,13 @@ fn main() -> Result<()> {
         image_runs.push(t.elapsed().as_secs_f64());
     }
     let image_secs = median(&mut image_runs);
+    Ok((done, image_secs))
+}
 
+/// Whole clips decoded, resampled to 16 kHz and turned into log-mel: the audio's seconds, and the median wall
+/// seconds of three passes.
+fn bench_audio(pool: &rayon::ThreadPool, clips: &[std::path::PathBuf]) -> Result<(f64, f64)> {
     // Audio: whole clips, decoded, resampled to 16 kHz, log-mel.
-    let clips = files(Path::new(&need("--audio")?), &["ogg", "mp3", "flac", "wav"])?;
     let mel = MelSpectrogram::new(&MelConfig { sample_rate: 16_000, ..Default::default() })?;
     let mut audio_runs = Vec::new();
     let mut audio_seconds = 0.0;
@@ -96,6 +94,21 @@ fn main() -> Result<()> {
         audio_runs.push(t.elapsed().as_secs_f64());
     }
     let audio_secs = median(&mut audio_runs);
+    Ok((audio_seconds, audio_secs))
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let need = |name: &str| arg(&args, name).with_context(|| format!("missing {name}"));
+    let threads: usize = arg(&args, "--threads").map(|t| t.parse()).transpose()?.unwrap_or(2);
+    let max_texts: usize = arg(&args, "--max-texts").map(|t| t.parse()).transpose()?.unwrap_or(1000);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+    tch::set_num_threads(i32::try_from(threads)?);
+
+    let images = files(Path::new(&need("--images")?), &["jpg", "jpeg", "png", "webp", "gif"])?;
+    let (done, image_secs) = bench_images(&pool, &images)?;
+    let clips = files(Path::new(&need("--audio")?), &["ogg", "mp3", "flac", "wav"])?;
+    let (audio_seconds, audio_secs) = bench_audio(&pool, &clips)?;
 
     // Text: item descriptions through all-MiniLM-L6-v2, batches of 32 sorted by length.
     let text = std::fs::read_to_string(need("--texts")?)?;

@@ -124,7 +124,23 @@ fn hostile(addr: &str, seconds: f64, slow: usize, idle: usize, oversized: usize,
     };
     keep("slow", slow);
     keep("idle", idle);
-    for _ in 0..oversized {
+    oversized_clients(addr, oversized, &stop, &c);
+    burst_clients(addr, burst, &stop, &c);
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    stop.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(1500));
+    serde_json::json!({
+        "connections_opened": c.opened.load(Ordering::Relaxed),
+        "closed_by_server": c.closed_by_server.load(Ordering::Relaxed),
+        "oversized_refused_413": c.refused_413.load(Ordering::Relaxed),
+        "burst_requests_ok": c.burst_ok.load(Ordering::Relaxed),
+        "burst_requests_failed": c.burst_failed.load(Ordering::Relaxed),
+    })
+}
+
+/// `n` clients that declare a 64 MiB body and count the server's 413s.
+fn oversized_clients(addr: &str, n: usize, stop: &Arc<AtomicBool>, c: &Arc<Counts>) {
+    for _ in 0..n {
         let (stop, c, addr) = (stop.clone(), c.clone(), addr.to_string());
         spawn(move || {
             let chunk = vec![b'x'; 64 << 10];
@@ -145,37 +161,29 @@ fn hostile(addr: &str, seconds: f64, slow: usize, idle: usize, oversized: usize,
             }
         });
     }
-    {
-        let (stop, c, addr) = (stop.clone(), c.clone(), addr.to_string());
-        spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let handles: Vec<_> = (0..burst)
-                    .map(|k| {
-                        let (c, addr) = (c.clone(), addr.clone());
-                        std::thread::Builder::new().stack_size(128 << 10).spawn(move || {
-                            let ok = request(&addr, &format!("u{}", k % 5000)).is_ok();
-                            let counter = if ok { &c.burst_ok } else { &c.burst_failed };
-                            counter.fetch_add(1, Ordering::Relaxed);
-                        })
+}
+
+/// Every 2 s, `burst` requests at once, each on its own connection.
+fn burst_clients(addr: &str, burst: usize, stop: &Arc<AtomicBool>, c: &Arc<Counts>) {
+    let (stop, c, addr) = (stop.clone(), c.clone(), addr.to_string());
+    spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let handles: Vec<_> = (0..burst)
+                .map(|k| {
+                    let (c, addr) = (c.clone(), addr.clone());
+                    std::thread::Builder::new().stack_size(128 << 10).spawn(move || {
+                        let ok = request(&addr, &format!("u{}", k % 5000)).is_ok();
+                        let counter = if ok { &c.burst_ok } else { &c.burst_failed };
+                        counter.fetch_add(1, Ordering::Relaxed);
                     })
-                    .collect();
-                for h in handles.into_iter().flatten() {
-                    let _ = h.join();
-                }
-                std::thread::sleep(Duration::from_secs(2));
+                })
+                .collect();
+            for h in handles.into_iter().flatten() {
+                let _ = h.join();
             }
-        });
-    }
-    std::thread::sleep(Duration::from_secs_f64(seconds));
-    stop.store(true, Ordering::Relaxed);
-    std::thread::sleep(Duration::from_millis(1500));
-    serde_json::json!({
-        "connections_opened": c.opened.load(Ordering::Relaxed),
-        "closed_by_server": c.closed_by_server.load(Ordering::Relaxed),
-        "oversized_refused_413": c.refused_413.load(Ordering::Relaxed),
-        "burst_requests_ok": c.burst_ok.load(Ordering::Relaxed),
-        "burst_requests_failed": c.burst_failed.load(Ordering::Relaxed),
-    })
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    });
 }
 
 /// One top-10 request on a fresh connection; the status must be 200.
@@ -218,30 +226,25 @@ fn steady(addr: &str, seconds: f64, rate: f64) -> serde_json::Value {
     serde_json::json!({"requests": k, "ok": lat.len(), "p50_ms": q(0.5), "p99_ms": q(0.99), "max_ms": lat.last().copied().unwrap_or(f64::NAN), "errors": errors})
 }
 
-fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let seconds: f64 = arg(&args, "--seconds", 60.0);
-    if args.iter().any(|a| a == "--clients") {
-        let addr: String = arg(&args, "--addr", String::new());
-        let (slow, idle, over, burst) = (
-            arg(&args, "--slow", 300),
-            arg(&args, "--idle", 300),
-            arg(&args, "--oversized", 20),
-            arg(&args, "--burst", 300),
-        );
-        let rate: f64 = arg(&args, "--rate", 50.0);
-        let a2 = addr.clone();
-        let h = std::thread::spawn(move || hostile(&a2, seconds, slow, idle, over, burst));
-        std::thread::sleep(Duration::from_secs(2)); // the hostile load is in place first
-        let s = steady(&addr, seconds - 2.0, rate);
-        let hostile = h.join().map_err(|_| anyhow::anyhow!("hostile clients panicked"))?;
-        println!("{}", serde_json::json!({"steady": s, "hostile": hostile}));
-        return Ok(());
-    }
-    tch::set_num_threads(1);
-    let dir = tempfile::tempdir()?;
+/// The client process: hostile connections, and after 2 s a steady client whose latency is the measurement.
+fn clients(args: &[String], seconds: f64) -> Result<()> {
+    let addr: String = arg(args, "--addr", String::new());
+    let (slow, idle, over, burst) =
+        (arg(args, "--slow", 300), arg(args, "--idle", 300), arg(args, "--oversized", 20), arg(args, "--burst", 300));
+    let rate: f64 = arg(args, "--rate", 50.0);
+    let a2 = addr.clone();
+    let h = std::thread::spawn(move || hostile(&a2, seconds, slow, idle, over, burst));
+    std::thread::sleep(Duration::from_secs(2)); // the hostile load is in place first
+    let s = steady(&addr, seconds - 2.0, rate);
+    let hostile = h.join().map_err(|_| anyhow::anyhow!("hostile clients panicked"))?;
+    println!("{}", serde_json::json!({"steady": s, "hostile": hostile}));
+    Ok(())
+}
+
+/// A service over an untrained 10,000-item model, its state in `dir`.
+fn open_service(dir: &std::path::Path) -> Result<Arc<Service>> {
     let ds = dataset(10_000, 5000);
-    let data = dir.path().join("data");
+    let data = dir.join("data");
     ds.save(&data)?;
     let mut cfg = RunConfig::default();
     cfg.model.d_model = 64;
@@ -249,7 +252,7 @@ fn main() -> Result<()> {
     cfg.model.max_len = 50;
     let mut fp = DatasetFingerprint::of(&ds);
     fp.path = Some(data.clone());
-    let ckpt = dir.path().join("ckpt");
+    let ckpt = dir.join("ckpt");
     Trainer::new(cfg, fp, tch::Device::Cpu)?.save(&ckpt)?;
     let source = ModelSource {
         checkpoint: ckpt,
@@ -259,13 +262,24 @@ fn main() -> Result<()> {
         device: tch::Device::Cpu,
         index: m6rec_serve::index::IndexKind::Exact,
     };
-    let svc = Service::open(ServeConfig {
+    Ok(Service::open(ServeConfig {
         source,
-        state_dir: dir.path().join("state"),
+        state_dir: dir.join("state"),
         media_root: None,
         limits: Limits::default(),
         admin_token: None,
-    })?;
+    })?)
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let seconds: f64 = arg(&args, "--seconds", 60.0);
+    if args.iter().any(|a| a == "--clients") {
+        return clients(&args, seconds);
+    }
+    tch::set_num_threads(1);
+    let dir = tempfile::tempdir()?;
+    let svc = open_service(dir.path())?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     std_listener.set_nonblocking(true)?;
