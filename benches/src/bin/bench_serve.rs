@@ -225,7 +225,7 @@ fn open_service(dir: &Path, n: usize, opts: &Opts) -> Result<(std::sync::Arc<Ser
         features: None,
         text_model: None,
         device: tch::Device::Cpu,
-        index: opts.index.clone(),
+        index: opts.index,
     };
     let limits = Limits { max_wait: Duration::from_micros(500), ..Limits::default() };
     let t_open = Instant::now();

@@ -219,8 +219,7 @@ fn report(
             "padding": 1.0 - real as f64 / computed.max(1) as f64, "useful_gflops": useful, "roof_gflops": roof,
             "share_of_roof": useful / roof, "config": cfg,
         });
-        std::fs::write(&json_out, serde_json::to_string_pretty(&out)?)
-            .with_context(|| format!("writing {json_out}"))?;
+        std::fs::write(json_out, serde_json::to_string_pretty(&out)?).with_context(|| format!("writing {json_out}"))?;
     }
     Ok(())
 }

@@ -292,13 +292,16 @@ pub fn item_text(item: &m6rec_data::Item) -> String {
     }
 }
 
+/// Old cache rows by (item id, text SHA-256).
+type ReusableRows<'m> = HashMap<(&'m str, &'m str), usize>;
+
 /// Rows of the old cache's text embeddings that can be reused, by (item id, text SHA-256), and those embeddings
 /// (none when the text config changed or nothing is reusable).
 fn reusable_text_rows<'m>(
     cache: &Path,
     tcfg: &crate::manifest::TextFeatureConfig,
     old: Option<&'m Manifest>,
-) -> Result<(HashMap<(&'m str, &'m str), usize>, Option<Tensor>)> {
+) -> Result<(ReusableRows<'m>, Option<Tensor>)> {
     let same_cfg = old.is_some_and(|m| m.config.text.as_ref() == Some(tcfg));
     let old_rows: HashMap<(&str, &str), usize> = match old.filter(|_| same_cfg) {
         Some(m) => m

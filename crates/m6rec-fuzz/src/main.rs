@@ -127,7 +127,7 @@ fn run(target: &str, budget: m6rec_fuzz::Budget, seed: u64, findings: &Path, jso
             r.n_findings
         );
         for f in &r.findings {
-            std::fs::create_dir_all(&findings).with_context(|| format!("creating {}", findings.display()))?;
+            std::fs::create_dir_all(findings).with_context(|| format!("creating {}", findings.display()))?;
             let p = findings.join(format!("{}-seed{}-input{}.bin", r.target, r.seed, f.index));
             std::fs::write(&p, &f.input).with_context(|| format!("writing {}", p.display()))?;
             println!(
@@ -146,7 +146,7 @@ fn run(target: &str, budget: m6rec_fuzz::Budget, seed: u64, findings: &Path, jso
         }));
     }
     if let Some(p) = json {
-        std::fs::write(&p, serde_json::to_string_pretty(&reports)?)
+        std::fs::write(p, serde_json::to_string_pretty(&reports)?)
             .with_context(|| format!("writing {}", p.display()))?;
     }
     if failed {

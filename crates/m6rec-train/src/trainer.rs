@@ -375,7 +375,7 @@ impl Trainer {
         batch: Option<&SeqBatch>,
         n_targets: usize,
     ) -> Result<(f64, f64)> {
-        if i % plan.accumulate == 0 {
+        if i.is_multiple_of(plan.accumulate) {
             self.opt.zero_grad();
         }
         if sync {
