@@ -116,7 +116,7 @@ impl ItemTower {
     /// ignore it. Missing entries count as unseen.
     pub fn set_seen(&mut self, seen: &[bool]) {
         if let Some(buf) = &mut self.seen {
-            let n = usize::try_from(self.n_items).unwrap_or(0);
+            let n = m6rec_tensor::dim::as_usize(self.n_items);
             let v: Vec<f32> =
                 (0..n.max(1)).map(|i| f32::from(u8::from(seen.get(i).copied().unwrap_or(false)))).collect();
             tch::no_grad(|| buf.copy_(&Tensor::from_slice(&v).to_device(buf.device())));

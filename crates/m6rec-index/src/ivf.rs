@@ -107,7 +107,7 @@ fn assign(x: &Tensor, centres: &Tensor) -> Vec<i64> {
     let neg_half = (centres * centres).sum_dim_intlist(1, false, Kind::Float) / -2.0;
     let ct = centres.transpose(0, 1).contiguous();
     let n = x.size()[0];
-    let mut out = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+    let mut out = Vec::with_capacity(crate::size(n));
     let mut start = 0;
     while start < n {
         let len = CHUNK.min(n - start);
@@ -157,11 +157,11 @@ fn kmeans(x: &Tensor, cells: i64, seed: u64) -> Tensor {
     // A partial Fisher-Yates shuffle: the first m of a seeded permutation.
     let mut order: Vec<i64> = (0..n).collect();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    for i in 0..usize::try_from(m).unwrap_or(0) {
+    for i in 0..crate::size(m) {
         let j = rng.random_range(i..order.len());
         order.swap(i, j);
     }
-    order.truncate(usize::try_from(m).unwrap_or(0));
+    order.truncate(crate::size(m));
     let sample = x.index_select(0, &Tensor::from_slice(&order));
     let seeding = sample.narrow(0, 0, m.min(cells * 4)).contiguous();
     let flat = Vec::<f32>::try_from(seeding.view([-1])).unwrap_or_default();
@@ -187,7 +187,7 @@ impl Ivf {
             let (n, d) = x.size2().unwrap_or((0, 0));
             let want = if cells == 0 { (4.0 * (n as f64).sqrt()).round() as i64 } else { cells as i64 };
             let k = want.clamp(1, n.max(1));
-            let du = usize::try_from(d).unwrap_or(0);
+            let du = crate::size(d);
             let mut ivf = Ivf {
                 d: du,
                 centres: Vec::new(),
@@ -205,9 +205,9 @@ impl Ivf {
             ivf.cells = (0..k).map(|_| Cell { ids: Vec::new(), scale: Vec::new(), codes: Vec::new() }).collect();
             let flat = Vec::<f32>::try_from(x.view([-1])).unwrap_or_default();
             let assigned = assign(&x, &centres);
-            ivf.place = vec![(u32::MAX, 0); usize::try_from(n).unwrap_or(0)];
+            ivf.place = vec![(u32::MAX, 0); crate::size(n)];
             for (i, &c) in assigned.iter().enumerate() {
-                ivf.push(i, usize::try_from(c).unwrap_or(0), &flat[i * du..(i + 1) * du]);
+                ivf.push(i, crate::size(c), &flat[i * du..(i + 1) * du]);
             }
             ivf
         })

@@ -128,8 +128,8 @@ fn rows_of(table: &Tensor) -> Vec<Vec<f32>> {
     let t = table.to_device(tch::Device::Cpu).to_kind(Kind::Float).contiguous();
     let (n, d) = t.size2().unwrap_or((0, 0));
     let flat = Vec::<f32>::try_from(t.view([-1])).unwrap_or_default();
-    let d = usize::try_from(d).unwrap_or(0);
-    (0..usize::try_from(n).unwrap_or(0)).map(|i| flat[i * d..(i + 1) * d].to_vec()).collect()
+    let d = crate::size(d);
+    (0..crate::size(n)).map(|i| flat[i * d..(i + 1) * d].to_vec()).collect()
 }
 
 fn lift(x: &[f32], max_norm: f32) -> Vec<f32> {
@@ -143,7 +143,7 @@ impl ItemIndex {
     /// Indexes `table` (`[n, d]`).
     pub fn build(table: &Tensor, kind: IndexKind) -> ItemIndex {
         let table_t = tch::no_grad(|| table.detach().transpose(0, 1).contiguous());
-        let n = usize::try_from(table.size()[0]).unwrap_or(0);
+        let n = crate::size(table.size()[0]);
         let ivf = |p: IvfParams| {
             let ivf = crate::ivf::Ivf::build(&table.detach().to_device(tch::Device::Cpu), p.lists, p.probe);
             Approx::Ivf(ivf, p.target_recall)
@@ -168,7 +168,7 @@ impl ItemIndex {
 
     /// Items indexed.
     pub fn len(&self) -> usize {
-        usize::try_from(self.table_t.size()[1]).unwrap_or(0)
+        crate::size(self.table_t.size()[1])
     }
 
     /// Whether it is empty.
@@ -352,6 +352,11 @@ impl ItemIndex {
         }
         Some(recall)
     }
+}
+
+/// A size or index libtorch reports (never negative) as `usize`; panics only if libtorch broke that invariant.
+pub(crate) fn size(n: i64) -> usize {
+    usize::try_from(n).expect("libtorch sizes and indices are never negative")
 }
 
 #[cfg(test)]

@@ -271,7 +271,7 @@ impl CatalogScorer<'_> {
 
     /// Rows of the table.
     pub fn rows(&self) -> usize {
-        usize::try_from(self.table.size()[0]).unwrap_or(0)
+        m6rec_tensor::dim::as_usize(self.table.size()[0])
     }
 
     /// The table `[n_items, width]`.

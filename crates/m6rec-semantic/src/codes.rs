@@ -140,11 +140,11 @@ impl SemanticIds {
             centroids.push(Vec::<f32>::try_from(c.view([-1]))?);
             level_codes.push(assigned);
         }
-        let n_items = usize::try_from(n).unwrap_or(0);
+        let n_items = m6rec_tensor::dim::as_usize(n);
         let mut codes: Vec<Vec<u16>> =
             (0..n_items).map(|i| level_codes.iter().map(|l| l[i] as u16).collect()).collect();
         let (collision_rate, max_collisions) = disambiguate(&mut codes)?;
-        let d = usize::try_from(d).unwrap_or(0);
+        let d = m6rec_tensor::dim::as_usize(d);
         Ok(SemanticIds {
             config: config.clone(),
             centroids,
@@ -217,8 +217,8 @@ impl SemanticIds {
             let slot = next.entry(head.to_vec()).or_insert(0);
             *slot = (*slot).max(last[0].saturating_add(1));
         }
-        let mut out = Vec::with_capacity(usize::try_from(m).unwrap_or(0));
-        for i in 0..usize::try_from(m).unwrap_or(0) {
+        let mut out = Vec::with_capacity(m6rec_tensor::dim::as_usize(m));
+        for i in 0..m6rec_tensor::dim::as_usize(m) {
             let head: Vec<u16> = per_level.iter().map(|l| l[i] as u16).collect();
             let slot = next.entry(head.clone()).or_insert(0);
             if *slot == u16::MAX {
@@ -290,7 +290,7 @@ fn assign(x: &Tensor, centroids: &Tensor) -> Vec<i64> {
     let neg_half = centroids.square().sum_dim_intlist(1, false, Kind::Float) / -2.0;
     let ct = centroids.transpose(0, 1).contiguous();
     let n = x.size()[0];
-    let mut out = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+    let mut out = Vec::with_capacity(m6rec_tensor::dim::as_usize(n));
     let mut start = 0;
     while start < n {
         let len = CHUNK.min(n - start);

@@ -159,7 +159,7 @@ impl Model {
 
     /// Rows of the item table.
     pub fn rows(&self) -> usize {
-        usize::try_from(self.table.size()[0]).unwrap_or(0)
+        m6rec_tensor::dim::as_usize(self.table.size()[0])
     }
 
     /// The text encoder's tokenizer, when new items' text is encoded.

@@ -238,8 +238,13 @@ impl Generative {
                     let query: Vec<i64> = rows.iter().map(|(q, _)| *q as i64).collect();
                     let prefix: Vec<i64> = rows
                         .iter()
-                        .flat_map(|(_, p)| p.iter().enumerate().map(|(l, &c)| self.model.token(l, c).unwrap_or(0)))
-                        .collect();
+                        .flat_map(|(_, p)| p.iter().enumerate())
+                        .map(|(l, &c)| {
+                            self.model.token(l, c).ok_or_else(|| {
+                                Error::InvalidInput(format!("code {c} at level {l} is outside the model's vocabulary"))
+                            })
+                        })
+                        .collect::<Result<_>>()?;
                     let s = states.index_select(0, &Tensor::from_slice(&query).to_device(device));
                     let prefix = Tensor::from_slice(&prefix).view([rows.len() as i64, level as i64]).to_device(device);
                     let lp = self.model.log_probs(&s, &prefix, level).to_device(Device::Cpu);
