@@ -86,7 +86,10 @@ fn check_pages(path: &Path, bound: u64) -> Result<()> {
             let values = u64::try_from(chunk.num_values()).unwrap_or(u64::MAX);
             let bad = |reason: String| Error::BadFormat {
                 path: path.to_path_buf(),
-                reason: format!("row group {g}, column {:?}: {reason}: the file is damaged", chunk.column_path().string()),
+                reason: format!(
+                    "row group {g}, column {:?}: {reason}: the file is damaged",
+                    chunk.column_path().string()
+                ),
             };
             if values > bound {
                 return Err(bad(format!("declares {} values", chunk.num_values())));
