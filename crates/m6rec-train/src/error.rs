@@ -47,6 +47,9 @@ pub enum Error {
     /// A libtorch call failed (reading a tensor back, an unexpected shape).
     #[error("libtorch: {0}")]
     Torch(String),
+    /// A strategy search could not start, watch or record a trial.
+    #[error("strategy search: {0}")]
+    Study(String),
     /// libtorch's backward pass failed.
     #[error("backward pass failed: {0}")]
     Backward(String),

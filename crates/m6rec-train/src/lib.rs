@@ -40,6 +40,7 @@ mod scorer;
 mod state;
 pub mod strategy;
 mod trainer;
+pub mod tune;
 pub mod update;
 
 pub use batches::{plan_batches, training_spans, Span};
