@@ -405,6 +405,7 @@ fn disambiguate(codes: &mut [Vec<u16>]) -> Result<(f64, usize)> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use rand::Rng;
 
     /// `[n, d]` standard normal values from a generator of the test's own (libtorch's is process-global, and the
     /// tests of this binary run in parallel: seeding it here would race with the other tests' draws).
