@@ -45,6 +45,12 @@ pub enum Error {
     /// Error from the feature cache.
     #[error(transparent)]
     Features(#[from] m6rec_features::Error),
+    /// Error from the semantic IDs (codes, their file, beam search).
+    #[error(transparent)]
+    Semantic(#[from] m6rec_semantic::Error),
+    /// libtorch failed on a tensor operation.
+    #[error("libtorch: {0}")]
+    Torch(String),
     /// Error from the tensor layer.
     #[error(transparent)]
     Tensor(#[from] m6rec_tensor::Error),

@@ -9,6 +9,8 @@
 //! - [`RecommenderConfig`]: the run sections that define it (`[model]`, `[item_tower]`, `[content]`, `[domains]`).
 //! - [`content`]: what an item tower reads ([`content::ItemContent`], per modality) and `[content]`.
 //! - [`saved`]: `config.json`'s recommender part, the catalog [`saved::DatasetFingerprint`], weights.
+//! - [`generative`]: generative retrieval over semantic IDs at inference ([`generative::GenerativeModel`]: load,
+//!   beams, new items' codes from content).
 //! - [`open`]: a checkpoint with its dataset and feature cache, ready to score (eval, recommend, serve).
 //!
 //! ```
@@ -31,6 +33,7 @@ mod config;
 pub mod content;
 pub mod domains;
 mod error;
+pub mod generative;
 pub mod items;
 pub mod open;
 mod recommender;

@@ -94,7 +94,7 @@ pub struct Stats {
 }
 
 /// Every item's code: `levels` residual k-means codes and one collision level (see the crate docs).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SemanticIds {
     /// How they were fitted.
     pub config: SemanticIdConfig,
@@ -172,6 +172,16 @@ impl SemanticIds {
     /// Item `item`'s code, `None` past the catalog.
     pub fn get(&self, item: usize) -> Option<&[u16]> {
         self.codes.get(item).map(Vec::as_slice)
+    }
+
+    /// Every item's code, in catalog order.
+    pub fn codes(&self) -> impl Iterator<Item = &[u16]> {
+        self.codes.iter().map(Vec::as_slice)
+    }
+
+    /// Width of the content the codes were fitted on (what [`SemanticIds::add`] takes).
+    pub fn dim(&self) -> usize {
+        self.d
     }
 
     /// Tokens per code: the residual levels and the collision level.

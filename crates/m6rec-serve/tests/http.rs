@@ -8,6 +8,7 @@ use m6rec_fusion::{FusionConfig, ItemTowerConfig, TowerMode};
 use m6rec_serve::api::*;
 use m6rec_serve::{Limits, ModelSource, ServeConfig, Service};
 use m6rec_train::checkpoint::DatasetFingerprint;
+use m6rec_train::generative::{text_content, Generative, GenerativeConfig};
 use m6rec_train::{RunConfig, Silent, Trainer};
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -62,6 +63,36 @@ fn fixture() -> &'static Fixture {
     })
 }
 
+/// A generative checkpoint (semantic IDs from the fixture's MiniLM text embeddings) on the fixture's data.
+fn generative_fixture() -> &'static (tempfile::TempDir, PathBuf) {
+    static G: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    G.get_or_init(|| {
+        let f = fixture(); // before the generator's lock: the fixture takes it too
+        let _rng = m6rec_testkit::torch_rng();
+        let ds = m6rec_data::Dataset::load(&f.data).expect("dataset");
+        let mut cfg = RunConfig::default();
+        cfg.model.d_model = 32;
+        cfg.model.n_layers = 1;
+        cfg.model.max_len = 20;
+        cfg.optim.lr = 3e-3;
+        cfg.train.epochs = 3;
+        cfg.train.batch_size = 128;
+        cfg.train.warmup_steps = 5;
+        cfg.generative = Some(GenerativeConfig {
+            semantic_ids: m6rec_semantic::SemanticIdConfig { levels: 2, codes: 16, iterations: 10, seed: 0 },
+            beam: 20,
+            ..GenerativeConfig::default()
+        });
+        let content = text_content(&f.data, None, &ds).expect("text content");
+        let mut g = Generative::init(cfg.clone(), &content, tch::Device::Cpu).expect("generative model");
+        let split = cfg.split(&ds.interactions, ds.n_users(), ds.n_items());
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ckpt = dir.path().join("gen");
+        g.fit(&split, Some(&ckpt), &mut |_| {}).expect("train");
+        (dir, ckpt)
+    })
+}
+
 /// A running server and the runtime it runs on.
 struct Server {
     addr: SocketAddr,
@@ -87,9 +118,20 @@ impl Server {
         admin_token: Option<&str>,
         media_root: Option<&Path>,
     ) -> Server {
+        Server::start_checkpoint(&fixture().ckpt, state, limits, index, admin_token, media_root)
+    }
+
+    fn start_checkpoint(
+        checkpoint: &Path,
+        state: &Path,
+        limits: Limits,
+        index: m6rec_serve::index::IndexKind,
+        admin_token: Option<&str>,
+        media_root: Option<&Path>,
+    ) -> Server {
         let f = fixture();
         let source = ModelSource {
-            checkpoint: f.ckpt.clone(),
+            checkpoint: checkpoint.to_path_buf(),
             data: f.data.clone(),
             features: None,
             text_model: Some(m6rec_testkit::text_model()),
@@ -898,5 +940,80 @@ fn a_declared_oversized_body_is_refused_before_it_is_read() {
     let text = String::from_utf8_lossy(&buf[..n]);
     assert!(text.starts_with("HTTP/1.1 413") && text.contains("body_too_large"), "{text}");
     assert!(start.elapsed() < Duration::from_secs(5), "answered after {:?}", start.elapsed());
+    srv.shutdown();
+}
+
+/// A generative checkpoint serves the same API: rankings are the library's beams (filters applied), an empty
+/// history gets popularity, a posted item gets a code from its text and is recommendable and usable at once, and
+/// it survives a restart and a reload; what only an embedding model has (the top-k index) is refused by name.
+#[test]
+fn a_generative_checkpoint_is_served_and_new_items_get_codes_at_once() {
+    let (_dir, ckpt) = generative_fixture();
+    let state = tempfile::tempdir().expect("tmp");
+    let ds = demo();
+    let n = ds.n_items();
+    let start = || {
+        Server::start_checkpoint(
+            ckpt,
+            state.path(),
+            limits(),
+            m6rec_serve::index::IndexKind::Exact,
+            Some(ADMIN_TOKEN),
+            None,
+        )
+    };
+    let srv = start();
+    let lib = Generative::load(ckpt, tch::Device::Cpu).expect("load");
+    let history: Vec<u32> = vec![3, 17, 42, 8];
+    let ids = |h: &[u32]| h.iter().map(|&i| ds.items[i as usize].id.clone()).collect::<Vec<_>>();
+    let ask = RecommendRequest { history: Some(ids(&history)), k: 10, exclude_seen: false, ..Default::default() };
+    let (st, v) = srv.post("/v1/recommend", &ask);
+    assert_eq!(st, 200, "{v}");
+    let beams = lib.beams(&[&history], 20).expect("beams");
+    let expected: Vec<String> = beams[0].iter().take(10).map(|b| ds.items[b.item as usize].id.clone()).collect();
+    assert_eq!(item_ids(&v), expected, "the service ranks as the library's beam search");
+    // Seen items filtered: none of the history comes back, still 10 items.
+    let (_, v) = srv.post("/v1/recommend", &RecommendRequest { exclude_seen: true, ..ask.clone() });
+    let got = item_ids(&v);
+    assert_eq!(got.len(), 10, "{v}");
+    assert!(got.iter().all(|i| !ids(&history).contains(i)), "{got:?}");
+    // An empty history: popularity.
+    let (st, v) =
+        srv.post("/v1/recommend", &RecommendRequest { history: Some(Vec::new()), k: 5, ..Default::default() });
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(item_ids(&v).len(), 5);
+
+    // A new item, with item 3's text: it gets a code at once; with a beam over the whole catalog it is ranked.
+    let twin = &ds.items[3];
+    let item =
+        ItemIn { id: "fresh-gen".into(), title: twin.title.clone(), text: twin.text.clone(), ..Default::default() };
+    let (st, v) = srv.post("/v1/items", &ItemsRequest { items: vec![item] });
+    assert_eq!(st, 200, "{v}");
+    assert_eq!((v["added"].as_u64(), v["catalog_size"].as_u64()), (Some(1), Some(n as u64 + 1)));
+    let whole = RecommendRequest { k: n + 1, ..ask.clone() };
+    let (st, v) = srv.post("/v1/recommend", &whole);
+    assert_eq!(st, 200, "{v}");
+    let ranked = item_ids(&v);
+    assert_eq!(ranked.len(), n + 1, "a beam as wide as the catalog ranks every item");
+    assert!(ranked.contains(&"fresh-gen".to_string()));
+    let with_new = RecommendRequest { history: Some(vec![twin.id.clone(), "fresh-gen".into()]), ..ask.clone() };
+    let (st, before) = srv.post("/v1/recommend", &with_new);
+    assert_eq!(st, 200, "{before}");
+    assert_eq!(item_ids(&before).len(), 10);
+    // The index report is an embedding model's: refused by name, the server keeps serving.
+    let err = srv._rt.block_on(srv.svc.index_recall(10, 10)).expect_err("no index");
+    assert_eq!(err.code, "not_an_embedding_model", "{}", err.message);
+    srv.shutdown();
+
+    // Restart: the item and its code are back, the same history gets the same answer.
+    let srv = start();
+    let (_, after) = srv.post("/v1/recommend", &with_new);
+    assert_eq!(after["items"], before["items"]);
+    // A reload of the same checkpoint gives the added item its code again.
+    let (st, v) = srv.reload(None);
+    assert_eq!(st, 200, "{v}");
+    let (_, reloaded) = srv.post("/v1/recommend", &with_new);
+    assert_eq!(item_ids(&reloaded), item_ids(&before));
+    assert_eq!(reloaded["model_generation"].as_u64(), Some(2));
     srv.shutdown();
 }

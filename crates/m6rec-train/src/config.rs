@@ -37,7 +37,7 @@ pub struct RunConfig {
     /// Generative retrieval over semantic IDs (`[generative]`, [`crate::generative`]): the `[model]` sizes then
     /// describe the code-token model, and `[content]` text embeddings from the feature cache give the codes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub generative: Option<crate::generative::config::GenerativeConfig>,
+    pub generative: Option<crate::generative::GenerativeConfig>,
 }
 
 /// Training-loop settings.

@@ -213,7 +213,7 @@ impl Engine {
                 let _ = reply.send(self.items(items));
             }
             Job::Recall(n, k, reply) => {
-                let _ = reply.send(self.recall(n, k).map(|r| (r, self.model.index.describe())));
+                let _ = reply.send(self.recall(n, k).map(|r| (r, self.model.describe_index())));
             }
             Job::Swap(model, reply) => {
                 let _ = reply.send(self.swap(*model));

@@ -2,6 +2,8 @@
 //! exactly (with domain filters and excluded items).
 
 use super::*;
+use crate::model::Backend;
+use m6rec_recommender::generative::GenerativeModel;
 
 pub(super) struct Query {
     pub(super) history: Vec<u32>,
@@ -25,11 +27,12 @@ impl Engine {
         if hist.is_empty() {
             return Err(ApiError::invalid("no_users", "no user has a history to measure recall with"));
         }
-        let batch = m6rec_data::SeqBatch::for_prediction(&hist, self.model.max_len(), self.model.rows())
+        let m = self.model.emb()?;
+        let batch = m6rec_data::SeqBatch::for_prediction(&hist, m.max_len(), m.rows())
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        let states = tch::no_grad(|| self.model.loaded.user_states(&batch, &self.model.table))
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        Ok(self.model.index.recall_at_k(&states.to_device(tch::Device::Cpu), k))
+        let states =
+            tch::no_grad(|| m.loaded.user_states(&batch, &m.table)).map_err(|e| ApiError::internal(e.to_string()))?;
+        Ok(m.index.recall_at_k(&states.to_device(tch::Device::Cpu), k))
     }
 
     pub(super) fn query(&self, req: &RecommendRequest) -> Result<Query, ApiError> {
@@ -134,47 +137,20 @@ impl Engine {
         }
     }
 
-    /// Top-k `(item, score)` lists, one per query, from one forward pass over the histories not in the cache.
+    /// Top-k `(item, score)` lists, one per query: from one forward pass over the histories not in the cache
+    /// (embedding models), or from one batched beam search (generative models).
     pub(super) fn rank(&mut self, queries: &[Query]) -> Result<Vec<Vec<(usize, f32)>>, ApiError> {
-        let rows = self.model.rows();
-        let max_len = self.model.max_len();
-        // States: cached, computed now, or none (an empty history falls back to popularity).
-        let mut states: Vec<Option<Tensor>> = Vec::with_capacity(queries.len());
-        let mut missing = Vec::new();
-        for (qi, q) in queries.iter().enumerate() {
-            let cached = q.key.as_ref().and_then(|(u, v)| match self.model.cache.get(u) {
-                Some((ver, t)) if ver == v => Some(t.shallow_clone()),
-                _ => None,
-            });
-            if cached.is_some() {
-                self.metrics.cache_hits.inc();
-            } else if !q.history.is_empty() {
-                missing.push(qi);
-            }
-            states.push(cached);
+        if let Backend::Generative(g) = &self.model.backend {
+            let scores = self.beam_scores(g, queries)?;
+            let all: Vec<&Query> = queries.iter().collect();
+            return self.top_k(scores, &all);
         }
-        if !missing.is_empty() {
-            let hist: Vec<&[u32]> = missing.iter().map(|&qi| queries[qi].history.as_slice()).collect();
-            let batch = m6rec_data::SeqBatch::for_prediction(&hist, max_len, rows)
-                .map_err(|e| ApiError::internal(e.to_string()))?;
-            let computed = tch::no_grad(|| self.model.loaded.user_states(&batch, &self.model.table))
-                .map_err(|e| ApiError::internal(e.to_string()))?
-                .to_device(tch::Device::Cpu);
-            for (j, &qi) in missing.iter().enumerate() {
-                let st = computed.get(m6rec_tensor::dim::as_i64(j));
-                if let Some((u, v)) = &queries[qi].key {
-                    if self.model.cache.len() >= self.limits.user_cache {
-                        self.model.cache.clear();
-                    }
-                    self.model.cache.insert(u.clone(), (*v, st.shallow_clone()));
-                }
-                states[qi] = Some(st);
-            }
-        }
+        let states = self.states(queries)?;
+        let m = self.model.emb()?;
         let mut out: Vec<Vec<(usize, f32)>> = vec![Vec::new(); queries.len()];
         let mut exact = Vec::new();
         for (qi, q) in queries.iter().enumerate() {
-            match (&states[qi], self.model.index.is_approximate()) {
+            match (&states[qi], m.index.is_approximate()) {
                 (Some(st), true) => {
                     // The graph's candidates (history, blocklist and other domains filtered out), re-ranked exactly.
                     let excluded: std::collections::HashSet<u32> = q.exclude.iter().copied().collect();
@@ -183,8 +159,8 @@ impl Engine {
                         !excluded.contains(&(i as u32)) && q.domain.is_none_or(|d| domain_of.get(i) == Some(&d))
                     };
                     let v = Vec::<f32>::try_from(st).map_err(|e| ApiError::internal(e.to_string()))?;
-                    let cand = self.model.index.candidates(&v, q.k, &allow).unwrap_or_default();
-                    out[qi] = self.model.index.rerank(st, &cand, q.k);
+                    let cand = m.index.candidates(&v, q.k, &allow).unwrap_or_default();
+                    out[qi] = m.index.rerank(st, &cand, q.k);
                 }
                 _ => exact.push(qi),
             }
@@ -199,24 +175,110 @@ impl Engine {
         Ok(out)
     }
 
+    /// Each query's user state (embedding models): cached, computed now in one forward pass, or none (an empty
+    /// history falls back to popularity).
+    fn states(&mut self, queries: &[Query]) -> Result<Vec<Option<Tensor>>, ApiError> {
+        let (user_cache, metrics) = (self.limits.user_cache, self.metrics.clone());
+        let m = self.model.emb_mut()?;
+        let mut states: Vec<Option<Tensor>> = Vec::with_capacity(queries.len());
+        let mut missing = Vec::new();
+        for (qi, q) in queries.iter().enumerate() {
+            let cached = q.key.as_ref().and_then(|(u, v)| match m.cache.get(u) {
+                Some((ver, t)) if ver == v => Some(t.shallow_clone()),
+                _ => None,
+            });
+            if cached.is_some() {
+                metrics.cache_hits.inc();
+            } else if !q.history.is_empty() {
+                missing.push(qi);
+            }
+            states.push(cached);
+        }
+        if missing.is_empty() {
+            return Ok(states);
+        }
+        let hist: Vec<&[u32]> = missing.iter().map(|&qi| queries[qi].history.as_slice()).collect();
+        let batch = m6rec_data::SeqBatch::for_prediction(&hist, m.max_len(), m.rows())
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let computed = tch::no_grad(|| m.loaded.user_states(&batch, &m.table))
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .to_device(tch::Device::Cpu);
+        for (j, &qi) in missing.iter().enumerate() {
+            let st = computed.get(m6rec_tensor::dim::as_i64(j));
+            if let Some((u, v)) = &queries[qi].key {
+                if m.cache.len() >= user_cache {
+                    m.cache.clear();
+                }
+                m.cache.insert(u.clone(), (*v, st.shallow_clone()));
+            }
+            states[qi] = Some(st);
+        }
+        Ok(states)
+    }
+
+    /// Scores `[q, catalog]` of a generative model: each query's beam items their beam log-probability, every
+    /// other item `-inf`; popularity for an empty history. The beam is wide enough for `k` plus the excluded items
+    /// (at least `generative.beam`, at most 1000): a domain filter may leave fewer than `k`.
+    fn beam_scores(&self, g: &GenerativeModel, queries: &[Query]) -> Result<Tensor, ApiError> {
+        let n = self.catalog.ids.len();
+        let mut scores = vec![f32::NEG_INFINITY; queries.len() * n];
+        let with_history: Vec<usize> = (0..queries.len()).filter(|&qi| !queries[qi].history.is_empty()).collect();
+        let beam = with_history
+            .iter()
+            .map(|&qi| queries[qi].k + queries[qi].exclude.len())
+            .max()
+            .unwrap_or(0)
+            .max(g.config().beam)
+            .min(1000);
+        let histories: Vec<&[u32]> = with_history.iter().map(|&qi| queries[qi].history.as_slice()).collect();
+        let beams = if histories.is_empty() {
+            Vec::new()
+        } else {
+            g.beams(&histories, beam).map_err(|e| ApiError::internal(format!("beam search: {e}")))?
+        };
+        for (&qi, b) in with_history.iter().zip(&beams) {
+            for it in b.iter().filter(|it| it.score.is_finite()) {
+                if let Some(s) = scores.get_mut(qi * n + it.item as usize) {
+                    *s = it.score;
+                }
+            }
+        }
+        for (qi, q) in queries.iter().enumerate() {
+            if q.history.is_empty() {
+                scores[qi * n..(qi + 1) * n].copy_from_slice(&self.catalog.counts);
+            }
+        }
+        Ok(Tensor::from_slice(&scores).view([m6rec_tensor::dim::as_i64(queries.len()), m6rec_tensor::dim::as_i64(n)]))
+    }
+
     /// Exact top-k: every item scored (or popularity counts for queries without a state), filters applied as masks.
     pub(super) fn rank_exact(&self, queries: &[(&Query, Option<&Tensor>)]) -> Result<Vec<Vec<(usize, f32)>>, ApiError> {
-        let rows = self.model.rows();
+        let m = self.model.emb()?;
         // The table's width: d_model, plus similarity features when the model has them.
-        let d = self.model.table.size()[1];
+        let d = m.table.size()[1];
         let zero = Tensor::zeros([d], (Kind::Float, tch::Device::Cpu));
         let stacked: Vec<Tensor> =
             queries.iter().map(|(_, s)| s.map_or_else(|| zero.shallow_clone(), Tensor::shallow_clone)).collect();
-        let mut scores = self.model.index.scores(&Tensor::stack(&stacked, 0)).to_device(tch::Device::Cpu);
+        let scores = m.index.scores(&Tensor::stack(&stacked, 0)).to_device(tch::Device::Cpu);
         // Popularity (for empty histories) is read from the counts only when a query needs it.
         let counts = queries.iter().any(|(_, s)| s.is_none()).then(|| Tensor::from_slice(&self.catalog.counts));
+        for (qi, (_, state)) in queries.iter().enumerate() {
+            if let (None, Some(c)) = (state, &counts) {
+                scores.get(m6rec_tensor::dim::as_i64(qi)).copy_(c);
+            }
+        }
+        let qs: Vec<&Query> = queries.iter().map(|(q, _)| *q).collect();
+        self.top_k(scores, &qs)
+    }
+
+    /// Each query's top `k` of `scores` (`[q, catalog]`) after its exclusions and domain filter; items scored
+    /// `-inf` are never returned.
+    fn top_k(&self, mut scores: Tensor, queries: &[&Query]) -> Result<Vec<Vec<(usize, f32)>>, ApiError> {
+        let rows = m6rec_tensor::dim::as_usize(scores.size()[1]);
         let mut rows_x = Vec::new();
         let mut cols_x = Vec::new();
-        for (qi, (q, state)) in queries.iter().enumerate() {
+        for (qi, q) in queries.iter().enumerate() {
             let r = m6rec_tensor::dim::as_i64(qi);
-            if let (None, Some(c)) = (state, &counts) {
-                scores.get(r).copy_(c);
-            }
             for &i in &q.exclude {
                 rows_x.push(r);
                 cols_x.push(i64::from(i));
@@ -229,7 +291,7 @@ impl Engine {
             let idx = [Some(Tensor::from_slice(&rows_x)), Some(Tensor::from_slice(&cols_x))];
             let _ = scores.index_put_(&idx, &Tensor::from(f32::NEG_INFINITY), false);
         }
-        let kmax = queries.iter().map(|(q, _)| q.k).max().unwrap_or(1).min(rows).max(1);
+        let kmax = queries.iter().map(|q| q.k).max().unwrap_or(1).min(rows).max(1);
         let (values, indices) = scores.topk(i64::try_from(kmax).unwrap_or(1), -1, true, true);
         let values =
             Vec::<f32>::try_from(values.contiguous().view([-1])).map_err(|e| ApiError::internal(e.to_string()))?;
@@ -238,7 +300,7 @@ impl Engine {
         Ok(queries
             .iter()
             .enumerate()
-            .map(|(qi, (q, _))| {
+            .map(|(qi, q)| {
                 (0..q.k.min(kmax))
                     .map(|j| qi * kmax + j)
                     .filter(|&p| values[p].is_finite())

@@ -11,11 +11,10 @@ use crate::scorer::Scorer;
 use crate::trainer::{copy_vars, restore_vars};
 use crate::{Error, Result, RunConfig};
 use m6rec_data::Split;
-use m6rec_model::CodeRec;
 use m6rec_optim::{Optimizer, Schedule};
+use m6rec_recommender::generative::{GenerativeModel, FILES};
 use m6rec_recommender::saved;
-use m6rec_semantic::{beam_search_batch, Beam, SemanticIds, Trie};
-use m6rec_tensor::atomic::DirKind;
+use m6rec_semantic::{Beam, SemanticIds};
 use m6rec_tensor::Mode;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -23,14 +22,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Instant;
-use tch::{nn, Device, Tensor};
+use tch::{Device, Tensor};
 
-pub(crate) mod config;
-
-pub use config::GenerativeConfig;
-
-/// Marker of a generative checkpoint directory.
-pub const GENERATIVE_DIR: DirKind = DirKind { name: "generative", legacy: "generative.json" };
+pub use m6rec_recommender::generative::{GenerativeConfig, GENERATIVE_DIR};
 
 /// The optimizer, schedule and generator of a [`Generative::fit`] call.
 struct GenLoop {
@@ -107,30 +101,19 @@ pub fn text_content(data: &Path, features: Option<&Path>, ds: &m6rec_data::Datas
     Ok(feats.texts(&all)?)
 }
 
-/// A generative retrieval model, its codes and their trie.
+/// A generative retrieval model being trained: the inference model ([`GenerativeModel`]: codes, trie, weights),
+/// its run and its training history.
 #[derive(Debug)]
 pub struct Generative {
     run: RunConfig,
     gen: GenerativeConfig,
-    ids: SemanticIds,
-    trie: Trie,
-    vs: nn::VarStore,
-    model: CodeRec,
-    n_items: usize,
+    inner: GenerativeModel,
     /// Epochs so far.
     pub history: Vec<GenEpoch>,
     /// Epoch of the best validation NDCG@10 (its weights are the model's after [`Generative::fit`]).
     pub best_epoch: usize,
     /// Why training stopped.
     pub stop_reason: Option<String>,
-}
-
-fn widths_with_reserve(ids: &SemanticIds, reserve: usize) -> Vec<usize> {
-    let mut w = ids.widths();
-    if let Some(last) = w.last_mut() {
-        *last += reserve;
-    }
-    w
 }
 
 impl Generative {
@@ -144,28 +127,13 @@ impl Generative {
         gen.validate().map_err(|reason| Error::Config { path: "[generative]".into(), reason })?;
         m6rec_tensor::seed(run.train.seed);
         let ids = SemanticIds::fit(content, &gen.semantic_ids).map_err(semantic)?;
-        let widths = widths_with_reserve(&ids, gen.reserve);
-        let vs = nn::VarStore::new(device);
-        let model = CodeRec::init(&(vs.root() / "gen"), &run.model, &widths)?;
-        let trie = ids.trie();
-        let n_items = ids.len();
-        Ok(Generative {
-            run,
-            gen,
-            ids,
-            trie,
-            vs,
-            model,
-            n_items,
-            history: Vec::new(),
-            best_epoch: 0,
-            stop_reason: None,
-        })
+        let inner = GenerativeModel::new(&run.model, gen.clone(), ids, device)?;
+        Ok(Generative { run, gen, inner, history: Vec::new(), best_epoch: 0, stop_reason: None })
     }
 
     /// The codes.
     pub fn semantic_ids(&self) -> &SemanticIds {
-        &self.ids
+        self.inner.semantic_ids()
     }
 
     /// The run configuration.
@@ -173,89 +141,26 @@ impl Generative {
         &self.run
     }
 
+    /// The inference model (what `m6rec serve` loads).
+    pub fn model(&self) -> &GenerativeModel {
+        &self.inner
+    }
+
     /// Items the model can recommend (the catalog, and items added with [`Generative::add_items`]).
     pub fn n_items(&self) -> usize {
-        self.ids.len()
+        self.inner.n_items()
     }
 
     /// Gives items added to the catalog codes from their content (`[m, d]`, the encoder of the fit): they are
     /// recommendable at once, with no training. Fails when their collision numbers exceed the reserve.
     pub fn add_items(&mut self, content: &Tensor) -> Result<Vec<Vec<u16>>> {
-        let codes = self.ids.add(content).map_err(semantic)?;
-        let widths = self.model.widths();
-        if let Some(c) = codes.iter().find(|c| c.iter().zip(&widths).any(|(&x, &w)| x as usize >= w)) {
-            return Err(Error::InvalidInput(format!(
-                "a new item's code {c:?} needs a collision number past the model's reserve ({}): retrain with a \
-                 larger generative.reserve",
-                widths.last().copied().unwrap_or(0)
-            )));
-        }
-        self.trie = self.ids.trie();
-        Ok(codes)
-    }
-
-    /// Each item's code tokens, flattened (`items.len() × code_len`).
-    fn item_tokens(&self, items: &[u32]) -> Result<Vec<i64>> {
-        let mut out = Vec::with_capacity(items.len() * self.model.code_len());
-        for &i in items {
-            let code =
-                self.ids.get(i as usize).ok_or_else(|| Error::InvalidInput(format!("item {i} has no semantic ID")))?;
-            let t = self.model.tokens_of(code).ok_or_else(|| {
-                Error::InvalidInput(format!("item {i}'s code {code:?} is outside the model's vocabulary"))
-            })?;
-            out.extend(t);
-        }
-        Ok(out)
-    }
-
-    /// Items `[b, n, code_len]` from rows of items, left-padded with all-zero rows.
-    fn item_rows(&self, rows: &[&[u32]]) -> Result<Tensor> {
-        let c = self.model.code_len();
-        let n = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
-        let mut flat = vec![0i64; rows.len() * n * c];
-        for (r, items) in rows.iter().enumerate() {
-            let t = self.item_tokens(items)?;
-            let end = (r + 1) * n * c;
-            flat[end - t.len()..end].copy_from_slice(&t);
-        }
-        Ok(Tensor::from_slice(&flat).view([rows.len() as i64, n as i64, c as i64]).to_device(self.vs.device()))
+        Ok(self.inner.add_items(content)?)
     }
 
     /// Up to `beam` items for each history, best first (constrained beam search; each history is read once, the
     /// decoder runs per beam).
     pub fn beams(&self, histories: &[&[u32]], beam: usize) -> Result<Vec<Vec<Beam>>> {
-        let max_len = self.model.max_len();
-        let cut: Vec<&[u32]> = histories.iter().map(|h| &h[h.len().saturating_sub(max_len)..]).collect();
-        tch::no_grad(|| {
-            let states = self.model.states(&self.item_rows(&cut)?, Mode::Eval).select(1, -1); // [q, d]
-            let device = states.device();
-            beam_search_batch(
-                &self.trie,
-                beam,
-                histories.len(),
-                |rows: &[(usize, Vec<u16>)]| -> Result<Vec<Vec<f32>>> {
-                    let level = rows.first().map_or(0, |(_, p)| p.len());
-                    let query: Vec<i64> = rows.iter().map(|(q, _)| *q as i64).collect();
-                    let prefix: Vec<i64> = rows
-                        .iter()
-                        .flat_map(|(_, p)| p.iter().enumerate())
-                        .map(|(l, &c)| {
-                            self.model.token(l, c).ok_or_else(|| {
-                                Error::InvalidInput(format!("code {c} at level {l} is outside the model's vocabulary"))
-                            })
-                        })
-                        .collect::<Result<_>>()?;
-                    let s = states.index_select(0, &Tensor::from_slice(&query).to_device(device));
-                    let prefix = Tensor::from_slice(&prefix).view([rows.len() as i64, level as i64]).to_device(device);
-                    let lp = self.model.log_probs(&s, &prefix, level).to_device(Device::Cpu);
-                    let w = (lp.size()[1] as usize).max(1);
-                    let flat = Vec::<f32>::try_from(lp.reshape([-1]))
-                        .map_err(|e| Error::Torch(format!("beam scores: {e}")))?;
-                    Ok(flat.chunks(w).map(<[f32]>::to_vec).collect())
-                },
-            )
-            .map_err(semantic)
-        })
+        Ok(self.inner.beams(histories, beam)?)
     }
 
     /// A [`Scorer`] over the catalog: the beam's items score their beam log-probability, every other item `-inf`.
@@ -267,13 +172,13 @@ impl Generative {
     /// epoch's weights are kept and, with `out`, checkpointed after every epoch.
     pub fn fit(&mut self, split: &Split, out: Option<&Path>, progress: &mut dyn FnMut(Progress<'_>)) -> Result<()> {
         let t = self.run.train.clone();
-        let spans = training_spans(split, self.model.max_len(), t.windows);
+        let spans = training_spans(split, self.inner.model().max_len(), t.windows);
         if spans.is_empty() {
             return Err(Error::NoData("no user has two training events".into()));
         }
         let steps_per_epoch = spans.len().div_ceil(t.batch_size.max(1)) as u64;
         let mut run = GenLoop {
-            opt: Optimizer::new(&self.vs, &self.run.optim),
+            opt: Optimizer::new(self.inner.vs(), &self.run.optim),
             schedule: Schedule::from_config(
                 &self.run.optim.schedule,
                 t.warmup_steps,
@@ -297,7 +202,7 @@ impl Generative {
             self.history.push(record.clone());
             progress(Progress::Epoch(&record));
             if best.as_ref().is_none_or(|(b, _)| ndcg > *b) {
-                best = Some((ndcg, copy_vars(&self.vs)));
+                best = Some((ndcg, copy_vars(self.inner.vs())));
                 self.best_epoch = epoch;
                 bad = 0;
             } else {
@@ -318,7 +223,7 @@ impl Generative {
             self.stop_reason = Some(format!("ran train.epochs = {}", t.epochs));
         }
         if let Some((_, vars)) = &best {
-            restore_vars(&self.vs, vars);
+            restore_vars(self.inner.vs(), vars);
         }
         if let Some(dir) = out {
             self.save_with(dir, None)?;
@@ -352,11 +257,11 @@ impl Generative {
         let total = batches.len();
         for (i, batch) in batches.iter().enumerate() {
             let (items, real) = self.training_batch(split, batch)?;
-            let loss = self.model.loss(&items, Mode::Train);
+            let loss = self.inner.model().loss(&items, Mode::Train);
             run.opt.zero_grad();
             loss.f_backward().map_err(|e| Error::Backward(e.to_string()))?;
             if clip_norm > 0.0 {
-                m6rec_optim::clip_grad_norm(&self.vs, clip_norm);
+                m6rec_optim::clip_grad_norm(self.inner.vs(), clip_norm);
             }
             run.opt.step(run.schedule.lr(lr, run.step));
             run.step += 1;
@@ -394,8 +299,8 @@ impl Generative {
     /// The batch's rows as items `[b, n + 1, code_len]` and the real code tokens predicted.
     fn training_batch(&self, split: &Split, batch: &[Span]) -> Result<(Tensor, usize)> {
         let rows: Vec<&[u32]> = batch.iter().map(|s| &split.train(s.user)[s.start..s.end]).collect();
-        let real = rows.iter().map(|r| r.len().saturating_sub(1)).sum::<usize>() * self.model.code_len();
-        Ok((self.item_rows(&rows)?, real))
+        let real = rows.iter().map(|r| r.len().saturating_sub(1)).sum::<usize>() * self.inner.model().code_len();
+        Ok((self.inner.item_rows(&rows)?, real))
     }
 
     /// NDCG@10 and HR@10 of the validation targets of `users`, from the beams.
@@ -420,25 +325,18 @@ impl Generative {
     fn save_with(&self, dir: &Path, best: Option<&[(String, Tensor)]>) -> Result<()> {
         let saved = Saved {
             run: self.run.clone(),
-            n_items: self.n_items,
-            widths: self.model.widths(),
+            n_items: self.inner.n_trained(),
+            widths: self.inner.model().widths(),
             history: self.history.clone(),
             best_epoch: self.best_epoch,
             stop_reason: self.stop_reason.clone(),
         };
-        let vs = &self.vs;
         m6rec_tensor::atomic::write_dir(dir, GENERATIVE_DIR, |tmp| -> Result<()> {
             let json = serde_json::to_vec_pretty(&saved)
                 .map_err(|e| Error::Checkpoint { path: dir.to_path_buf(), reason: e.to_string() })?;
             std::fs::write(tmp.join("generative.json"), json).map_err(crate::error::io(tmp))?;
-            let weights = tmp.join("model.safetensors");
-            match best {
-                Some(vars) => Tensor::write_safetensors(vars, &weights),
-                None => vs.save(&weights),
-            }
-            .map_err(|e| Error::Checkpoint { path: dir.to_path_buf(), reason: format!("writing the weights: {e}") })?;
-            self.ids.save(&tmp.join("semantic_ids.json")).map_err(semantic)?;
-            saved::write_checksums(tmp, &["model.safetensors", "semantic_ids.json", "generative.json"])?;
+            self.inner.write_files(tmp, best)?;
+            saved::write_checksums(tmp, &FILES)?;
             Ok(())
         })
     }
@@ -450,37 +348,20 @@ impl Generative {
 
     /// Whether `dir` holds a generative checkpoint.
     pub fn is_checkpoint(dir: &Path) -> bool {
-        dir.join("generative.json").is_file()
+        GenerativeModel::is_checkpoint(dir)
     }
 
-    /// Loads what [`Generative::save`] wrote.
+    /// Loads what [`Generative::save`] wrote: the inference model ([`GenerativeModel::load`]) with its run and
+    /// training history.
     pub fn load(dir: &Path, device: Device) -> Result<Generative> {
         let bad = |reason: String| Error::Checkpoint { path: dir.to_path_buf(), reason };
-        m6rec_tensor::atomic::recover(dir, Some(GENERATIVE_DIR));
-        for file in ["generative.json", "semantic_ids.json", "model.safetensors"] {
-            saved::verify_checksum(dir, file)?;
-        }
+        let inner = GenerativeModel::load(dir, device)?;
         let text = std::fs::read(dir.join("generative.json")).map_err(|e| bad(format!("generative.json: {e}")))?;
         let saved: Saved = serde_json::from_slice(&text).map_err(|e| bad(format!("generative.json: {e}")))?;
-        let gen =
-            saved.run.generative.clone().ok_or_else(|| bad("generative.json has no [generative] table".into()))?;
-        let ids = SemanticIds::load(&dir.join("semantic_ids.json")).map_err(semantic)?;
-        if ids.len() < saved.n_items {
-            return Err(bad(format!("semantic_ids.json has {} items, the model {}", ids.len(), saved.n_items)));
-        }
-        let mut vs = nn::VarStore::new(device);
-        let model = CodeRec::init(&(vs.root() / "gen"), &saved.run.model, &saved.widths)?;
-        vs.load(dir.join("model.safetensors")).map_err(|e| bad(format!("model.safetensors: {e}")))?;
-        saved::check_finite(&vs, dir, "model.safetensors")?;
-        let trie = ids.trie();
         Ok(Generative {
             run: saved.run,
-            gen,
-            ids,
-            trie,
-            vs,
-            model,
-            n_items: saved.n_items,
+            gen: inner.config().clone(),
+            inner,
             history: saved.history,
             best_epoch: saved.best_epoch,
             stop_reason: saved.stop_reason,
