@@ -118,7 +118,7 @@ enum Cmd {
 /// `cargo xtask bench`'s arguments.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// quality, criterion, encoders, catalog, step, serve, soak, import, allreduce or peers.
+    /// quality, criterion, encoders, catalog, step, serve, generative, soak, import, allreduce or peers.
     pub what: String,
     /// Dataset for `quality` (folder to import) and `step` (a dataset from `m6rec import`); for `encoders`, the
     /// shared data folder (default ../shared/data).
@@ -299,7 +299,7 @@ fn bench(root: &Path, b: BenchArgs) -> Result<()> {
             setup::ensure(root)?;
             bench::allreduce(root, json.as_deref(), &extra)
         }
-        "catalog" | "serve" | "step" | "import" | "soak" => {
+        "catalog" | "serve" | "step" | "import" | "soak" | "generative" => {
             setup::ensure(root)?;
             if what == "serve" {
                 bench::ensure_wrk()?;
@@ -308,7 +308,7 @@ fn bench(root: &Path, b: BenchArgs) -> Result<()> {
             run_cmd(cargo(root).args(["build", "--quiet", "-p", "m6rec-benches", "--bin", &bin]))?;
             let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
             let mut cmd = std::process::Command::new(target.join("debug").join(&bin));
-            if what == "catalog" || what == "step" {
+            if what == "catalog" || what == "step" || what == "generative" {
                 cmd.args(["--threads", &threads.to_string()]);
             }
             if what == "step" {
@@ -325,7 +325,7 @@ fn bench(root: &Path, b: BenchArgs) -> Result<()> {
             run_cmd(&mut cmd)
         }
         other => {
-            bail!("unknown bench `{other}`: expected quality, criterion, encoders, catalog, step, serve, soak, import, allreduce or peers")
+            bail!("unknown bench `{other}`: expected quality, criterion, encoders, catalog, step, serve, generative, soak, import, allreduce or peers")
         }
     }
 }

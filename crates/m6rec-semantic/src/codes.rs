@@ -1,5 +1,6 @@
 //! Residual k-means codes, their statistics, and their file.
 
+use crate::rqvae::{Encoder, RqVaeConfig};
 use crate::{Error, Result, Trie};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -28,9 +29,27 @@ pub struct SemanticIdConfig {
     /// Lloyd iterations per level. Default 25.
     #[serde(default = "d::iterations")]
     pub iterations: usize,
-    /// Seed of the initial centroids. Default 0.
+    /// Seed of the initial centroids (and of the RQ-VAE's weights and batches). Default 0.
     #[serde(default)]
     pub seed: u64,
+    /// `kmeans` (residual k-means on the content, the default) or `rqvae` (residual quantisation of a learned
+    /// latent, [`RqVaeConfig`]).
+    #[serde(default)]
+    pub method: Method,
+    /// The RQ-VAE (read with `method = "rqvae"`).
+    #[serde(default)]
+    pub rqvae: RqVaeConfig,
+}
+
+/// How the codes are computed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Residual k-means on the content itself.
+    #[default]
+    Kmeans,
+    /// Residual quantisation of an MLP encoder's latent, trained with a decoder on reconstruction (RQ-VAE).
+    Rqvae,
 }
 
 mod d {
@@ -47,7 +66,14 @@ mod d {
 
 impl Default for SemanticIdConfig {
     fn default() -> Self {
-        SemanticIdConfig { levels: d::levels(), codes: d::codes(), iterations: d::iterations(), seed: 0 }
+        SemanticIdConfig {
+            levels: d::levels(),
+            codes: d::codes(),
+            iterations: d::iterations(),
+            seed: 0,
+            method: Method::Kmeans,
+            rqvae: RqVaeConfig::default(),
+        }
     }
 }
 
@@ -63,7 +89,7 @@ impl SemanticIdConfig {
         if self.iterations == 0 || self.iterations > 1000 {
             return Err(Error::Invalid(format!("iterations is {}, must be 1 to 1000", self.iterations)));
         }
-        Ok(())
+        self.rqvae.validate().map_err(Error::Invalid)
     }
 }
 
@@ -98,10 +124,14 @@ pub struct Stats {
 pub struct SemanticIds {
     /// How they were fitted.
     pub config: SemanticIdConfig,
-    /// Per level `k × d` centroids, row-major (`k = min(codes, items)`).
+    /// Per level `k × w` centroids, row-major (`k = min(codes, items)`; `w` the content width, or the RQ-VAE's
+    /// latent width).
     centroids: Vec<Vec<f32>>,
     /// Embedding width.
     d: usize,
+    /// The RQ-VAE's encoder (content → latent) when the codes quantise its latent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    encoder: Option<Encoder>,
     /// Per item, `levels + 1` codes.
     codes: Vec<Vec<u16>>,
     /// Codebook use when fitted.
@@ -121,9 +151,12 @@ impl SemanticIds {
         if x.isfinite().logical_not().any().int64_value(&[]) != 0 {
             return Err(Error::Invalid("content holds NaN or infinite values".into()));
         }
-        let scale = x.square().sum_dim_intlist(1, false, Kind::Float).mean(Kind::Float).double_value(&[]).max(1e-12);
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let k = i64::try_from(config.codes).unwrap_or(i64::MAX).min(n);
+        if config.method == Method::Rqvae {
+            return Self::fit_rqvae(&x, config, k, &mut rng);
+        }
+        let scale = x.square().sum_dim_intlist(1, false, Kind::Float).mean(Kind::Float).double_value(&[]).max(1e-12);
         let mut residual = x.shallow_clone();
         let mut centroids = Vec::with_capacity(config.levels);
         let mut level_codes: Vec<Vec<i64>> = Vec::with_capacity(config.levels);
@@ -149,9 +182,46 @@ impl SemanticIds {
             config: config.clone(),
             centroids,
             d,
+            encoder: None,
             codes,
             stats: Stats { levels, collision_rate, max_collisions },
         })
+    }
+
+    /// [`SemanticIds::fit`] with an RQ-VAE: the codes quantise a learned latent of the content.
+    fn fit_rqvae(x: &Tensor, config: &SemanticIdConfig, k: i64, rng: &mut ChaCha8Rng) -> Result<SemanticIds> {
+        let fitted = crate::rqvae::fit(x, config.levels, k, &config.rqvae, rng)?;
+        let lat = &fitted.latents;
+        let scale = lat.square().sum_dim_intlist(1, false, Kind::Float).mean(Kind::Float).double_value(&[]).max(1e-12);
+        let mut residual = lat.shallow_clone();
+        let mut levels = Vec::with_capacity(config.levels);
+        let mut centroids = Vec::with_capacity(config.levels);
+        for (l, (c, assigned)) in fitted.centroids.iter().zip(&fitted.codes).enumerate() {
+            residual = &residual - c.index_select(0, &Tensor::from_slice(assigned));
+            let left = residual.square().sum_dim_intlist(1, false, Kind::Float).mean(Kind::Float).double_value(&[]);
+            let mut stats = usage(assigned, config.codes);
+            stats.reinitialised = fitted.reinitialised[l];
+            stats.residual = left / scale;
+            levels.push(stats);
+            centroids.push(Vec::<f32>::try_from(c.contiguous().view([-1]))?);
+        }
+        let n_items = m6rec_tensor::dim::as_usize(x.size()[0]);
+        let mut codes: Vec<Vec<u16>> =
+            (0..n_items).map(|i| fitted.codes.iter().map(|l| l[i] as u16).collect()).collect();
+        let (collision_rate, max_collisions) = disambiguate(&mut codes)?;
+        Ok(SemanticIds {
+            config: config.clone(),
+            centroids,
+            d: m6rec_tensor::dim::as_usize(x.size()[1]),
+            encoder: Some(fitted.encoder),
+            codes,
+            stats: Stats { levels, collision_rate, max_collisions },
+        })
+    }
+
+    /// Width of the centroids: the content's, or the RQ-VAE's latent.
+    fn code_dim(&self) -> usize {
+        self.encoder.as_ref().map_or(self.d, Encoder::output)
     }
 
     /// Items with a code.
@@ -214,9 +284,13 @@ impl SemanticIds {
         if residual.isfinite().logical_not().any().int64_value(&[]) != 0 {
             return Err(Error::Invalid("new content holds NaN or infinite values".into()));
         }
+        if let Some(enc) = &self.encoder {
+            residual = tch::no_grad(|| enc.forward(&residual));
+        }
+        let w = m6rec_tensor::dim::as_i64(self.code_dim());
         let mut per_level = Vec::with_capacity(self.config.levels);
         for c in &self.centroids {
-            let c = Tensor::from_slice(c).view([-1, d]);
+            let c = Tensor::from_slice(c).view([-1, w]);
             let nearest = Tensor::from_slice(&assign(&residual, &c));
             residual = &residual - c.index_select(0, &nearest);
             per_level.push(Vec::<i64>::try_from(nearest)?);
@@ -266,12 +340,18 @@ impl SemanticIds {
         let ids: SemanticIds =
             serde_json::from_slice(&bytes).map_err(|e| file(format!("not a semantic ID file: {e}")))?;
         ids.config.validate().map_err(|e| file(e.to_string()))?;
-        let most = ids.config.codes * ids.d;
-        let bad_level = |c: &Vec<f32>| ids.d == 0 || c.is_empty() || !c.len().is_multiple_of(ids.d) || c.len() > most;
+        if let Some(enc) = &ids.encoder {
+            if !enc.is_consistent() || enc.input() != ids.d {
+                return Err(file(format!("the RQ-VAE encoder does not chain from {} columns to a latent", ids.d)));
+            }
+        }
+        let w = ids.code_dim();
+        let most = ids.config.codes * w;
+        let bad_level = |c: &Vec<f32>| w == 0 || c.is_empty() || !c.len().is_multiple_of(w) || c.len() > most;
         if ids.centroids.len() != ids.config.levels || ids.centroids.iter().any(bad_level) {
             return Err(file(format!(
                 "expected {} levels of at most {} centroids {} wide",
-                ids.config.levels, ids.config.codes, ids.d
+                ids.config.levels, ids.config.codes, w
             )));
         }
         if ids.centroids.iter().flatten().any(|v| !v.is_finite()) {
@@ -280,7 +360,7 @@ impl SemanticIds {
         let mut seen = std::collections::HashSet::new();
         for (i, c) in ids.codes.iter().enumerate() {
             let fits = c.len() == ids.config.levels + 1
-                && c[..ids.config.levels].iter().zip(&ids.centroids).all(|(&x, l)| (x as usize) < l.len() / ids.d);
+                && c[..ids.config.levels].iter().zip(&ids.centroids).all(|(&x, l)| (x as usize) < l.len() / w);
             if !fits {
                 return Err(file(format!(
                     "item {i}'s code {c:?} does not fit {} levels of {} codes",
@@ -296,7 +376,7 @@ impl SemanticIds {
 }
 
 /// Nearest centroid (L2) of each row of `x`.
-fn assign(x: &Tensor, centroids: &Tensor) -> Vec<i64> {
+pub(crate) fn assign(x: &Tensor, centroids: &Tensor) -> Vec<i64> {
     let neg_half = centroids.square().sum_dim_intlist(1, false, Kind::Float) / -2.0;
     let ct = centroids.transpose(0, 1).contiguous();
     let n = x.size()[0];
@@ -344,7 +424,7 @@ fn seed_centroids(x: &Tensor, k: i64, rng: &mut ChaCha8Rng) -> Tensor {
 
 /// Lloyd's k-means from k-means++ seeds drawn with `rng`; an empty cluster takes the row farthest from its
 /// centroid. Returns the centroids `[k, d]`, each row's cluster, and how many empty clusters were re-initialised.
-fn kmeans(x: &Tensor, k: i64, iterations: usize, rng: &mut ChaCha8Rng) -> (Tensor, Vec<i64>, usize) {
+pub(crate) fn kmeans(x: &Tensor, k: i64, iterations: usize, rng: &mut ChaCha8Rng) -> (Tensor, Vec<i64>, usize) {
     let n = x.size()[0];
     let mut c = seed_centroids(x, k, rng);
     let mut assigned = assign(x, &c);
@@ -446,7 +526,7 @@ mod tests {
             // Some rows repeated exactly: their residual codes must collide and the extra level separate them.
             let dup = dup.min(n);
             let x = Tensor::cat(&[base.shallow_clone(), base.narrow(0, 0, dup)], 0);
-            let cfg = SemanticIdConfig { levels, codes, iterations: 10, seed };
+            let cfg = SemanticIdConfig { levels, codes, iterations: 10, seed, ..Default::default() };
             let a = SemanticIds::fit(&x, &cfg).unwrap();
             let b = SemanticIds::fit(&x, &cfg).unwrap();
             prop_assert_eq!(&a.codes, &b.codes);
@@ -470,7 +550,11 @@ mod tests {
         let centres = Tensor::eye(16, (Kind::Float, Device::Cpu)) * 10.0;
         let pick = Tensor::arange(800, (Kind::Int64, Device::Cpu)).remainder(16);
         let x = centres.index_select(0, &pick) + content(800, 16, 5) * 0.5;
-        let ids = SemanticIds::fit(&x, &SemanticIdConfig { levels: 2, codes: 16, iterations: 30, seed: 1 }).unwrap();
+        let ids = SemanticIds::fit(
+            &x,
+            &SemanticIdConfig { levels: 2, codes: 16, iterations: 30, seed: 1, ..Default::default() },
+        )
+        .unwrap();
         let l = &ids.stats.levels;
         assert!(l[0].perplexity > 14.0, "{l:?}");
         assert_eq!(l[0].dead, 0, "{l:?}");
@@ -489,7 +573,11 @@ mod tests {
             &[Tensor::zeros([50, 4], (Kind::Float, Device::Cpu)), Tensor::ones([50, 4], (Kind::Float, Device::Cpu))],
             0,
         );
-        let ids = SemanticIds::fit(&x, &SemanticIdConfig { levels: 1, codes: 8, iterations: 5, seed: 3 }).unwrap();
+        let ids = SemanticIds::fit(
+            &x,
+            &SemanticIdConfig { levels: 1, codes: 8, iterations: 5, seed: 3, ..Default::default() },
+        )
+        .unwrap();
         let l = &ids.stats.levels[0];
         assert!(l.reinitialised > 0, "{l:?}");
         assert_eq!(l.used + l.dead, 8);
@@ -501,7 +589,7 @@ mod tests {
     #[test]
     fn a_new_items_code_comes_from_its_content_alone() {
         let x = content(300, 8, 9);
-        let cfg = SemanticIdConfig { levels: 3, codes: 8, iterations: 20, seed: 2 };
+        let cfg = SemanticIdConfig { levels: 3, codes: 8, iterations: 20, seed: 2, ..Default::default() };
         let mut ids = SemanticIds::fit(&x, &cfg).unwrap();
         let old: Vec<Vec<u16>> = ids.codes.clone();
         // An existing item's content, added again: same residual code, the next free collision number.
@@ -518,9 +606,11 @@ mod tests {
 
     #[test]
     fn the_file_round_trips_and_refuses_damage() {
-        let ids =
-            SemanticIds::fit(&content(60, 4, 1), &SemanticIdConfig { levels: 2, codes: 4, iterations: 5, seed: 0 })
-                .unwrap();
+        let ids = SemanticIds::fit(
+            &content(60, 4, 1),
+            &SemanticIdConfig { levels: 2, codes: 4, iterations: 5, seed: 0, ..Default::default() },
+        )
+        .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("semantic_ids.json");
         ids.save(&path).unwrap();
@@ -534,5 +624,62 @@ mod tests {
         assert!(err.contains("not unique") && err.contains("semantic_ids.json"), "{err}");
         let bad = SemanticIds::fit(&Tensor::from_slice(&[f32::NAN, 1.0]).view([1, 2]), &SemanticIdConfig::default());
         assert!(bad.unwrap_err().to_string().contains("NaN"));
+    }
+
+    fn rqvae(levels: usize, codes: usize, seed: u64) -> SemanticIdConfig {
+        SemanticIdConfig {
+            levels,
+            codes,
+            seed,
+            method: Method::Rqvae,
+            rqvae: RqVaeConfig { hidden: vec![32], latent: 8, steps: 60, batch: 64, ..Default::default() },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn rqvae_codes_are_unique_deterministic_and_use_the_codebook() {
+        // 8 clusters in 16 dimensions: the learned latent keeps them apart, so level 1 uses several codes.
+        let centres = Tensor::eye(16, (Kind::Float, Device::Cpu)).narrow(0, 0, 8) * 6.0;
+        let pick = Tensor::arange(240, (Kind::Int64, Device::Cpu)).remainder(8);
+        let x = centres.index_select(0, &pick) + content(240, 16, 4) * 0.3;
+        let cfg = rqvae(2, 8, 5);
+        let a = SemanticIds::fit(&x, &cfg).unwrap();
+        let b = SemanticIds::fit(&x, &cfg).unwrap();
+        assert_eq!(a.codes, b.codes, "the same seed gives the same codes");
+        assert_eq!(a.encoder, b.encoder);
+        let mut seen = std::collections::HashSet::new();
+        for c in &a.codes {
+            assert_eq!(c.len(), 3);
+            assert!(c[..2].iter().all(|&t| t < 8));
+            assert!(seen.insert(c.clone()), "code {c:?} twice");
+        }
+        let l = &a.stats.levels;
+        assert!(l[0].perplexity > 4.0, "{l:?}");
+        assert!(l[1].residual < l[0].residual && l[0].residual < 1.0, "{l:?}");
+        assert_eq!(a.code_dim(), 8, "centroids live in the latent");
+        let other = SemanticIds::fit(&x, &rqvae(2, 8, 6)).unwrap();
+        assert_ne!(a.encoder, other.encoder, "another seed, another encoder");
+    }
+
+    #[test]
+    fn an_rqvae_new_item_is_coded_through_the_saved_encoder() {
+        let x = content(150, 12, 2);
+        let mut ids = SemanticIds::fit(&x, &rqvae(2, 6, 1)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("semantic_ids.json");
+        ids.save(&path).unwrap();
+        let mut back = SemanticIds::load(&path).unwrap();
+        assert_eq!(back.encoder, ids.encoder);
+        // An existing item's content again: its residual codes, through the loaded encoder.
+        let again = back.add(&x.narrow(0, 7, 1)).unwrap().remove(0);
+        assert_eq!(&again[..2], &ids.codes[7][..2]);
+        assert_eq!(ids.add(&x.narrow(0, 7, 1)).unwrap().remove(0), again, "saved and fitted encoders agree");
+        // A damaged encoder is refused at load.
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        v["encoder"]["layers"][0]["input"] = serde_json::json!(5);
+        std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+        let err = SemanticIds::load(&path).unwrap_err().to_string();
+        assert!(err.contains("encoder"), "{err}");
     }
 }

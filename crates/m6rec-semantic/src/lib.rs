@@ -7,6 +7,9 @@
 //!   the level explains worst) and counted. Items whose codes collide get one extra level that numbers them
 //!   (`0, 1, …`), so every item's code is unique; [`Stats`] reports per-level perplexity, codes used, dead codes
 //!   and the collision rate.
+//! - With `method = "rqvae"` ([`RqVaeConfig`]), the residual levels quantise an MLP encoder's latent instead,
+//!   trained with a decoder on reconstruction plus codebook and commitment losses (TIGER's RQ-VAE); the encoder is
+//!   saved with the codes.
 //! - [`SemanticIds::add`]: a new item's code from its content alone (nearest centroid level by level, the next free
 //!   number at the extra level): retrievable without retraining.
 //! - [`Trie`] of the codes that exist and [`beam_search`] constrained to it: a generative model proposes the next
@@ -31,9 +34,11 @@
 #![deny(missing_docs)]
 
 mod codes;
+mod rqvae;
 mod trie;
 
-pub use codes::{LevelStats, SemanticIdConfig, SemanticIds, Stats};
+pub use codes::{LevelStats, Method, SemanticIdConfig, SemanticIds, Stats};
+pub use rqvae::{Dense, Encoder, RqVaeConfig};
 pub use trie::{beam_search, beam_search_batch, Beam, Trie};
 
 /// What went wrong, and where.

@@ -79,7 +79,14 @@ fn generative_fixture() -> &'static (tempfile::TempDir, PathBuf) {
         cfg.train.batch_size = 128;
         cfg.train.warmup_steps = 5;
         cfg.generative = Some(GenerativeConfig {
-            semantic_ids: m6rec_semantic::SemanticIdConfig { levels: 2, codes: 16, iterations: 10, seed: 0 },
+            // RQ-VAE codes: a posted item's code goes through the encoder saved with them.
+            semantic_ids: m6rec_semantic::SemanticIdConfig {
+                levels: 2,
+                codes: 16,
+                method: m6rec_semantic::Method::Rqvae,
+                rqvae: m6rec_semantic::RqVaeConfig { steps: 300, batch: 128, ..Default::default() },
+                ..Default::default()
+            },
             beam: 20,
             ..GenerativeConfig::default()
         });

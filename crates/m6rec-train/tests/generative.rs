@@ -36,7 +36,7 @@ fn config(epochs: usize) -> RunConfig {
     cfg.train.warmup_steps = 10;
     cfg.train.patience = 100;
     cfg.generative = Some(GenerativeConfig {
-        semantic_ids: SemanticIdConfig { levels: 3, codes: 16, iterations: 20, seed: 0 },
+        semantic_ids: SemanticIdConfig { levels: 3, codes: 16, iterations: 20, seed: 0, ..Default::default() },
         beam: 20,
         ..GenerativeConfig::default()
     });
