@@ -31,7 +31,11 @@ pub(crate) fn train(cfg: RunConfig, ds: &Dataset, p: Paths<'_>, device: tch::Dev
     let ids = g.semantic_ids();
     let s = &ids.stats;
     println!(
-        "semantic IDs for {} items in {:.1}s: {} levels x {} codes + a collision level (largest group {}, {:.1}% of items collide)",
+        "semantic IDs ({}) for {} items in {:.1}s: {} levels x {} codes + a collision level (largest group {}, {:.1}% of items collide)",
+        match ids.config.method {
+            m6rec_semantic::Method::Kmeans => "residual k-means",
+            m6rec_semantic::Method::Rqvae => "RQ-VAE",
+        },
         ids.len(),
         fit.elapsed().as_secs_f64(),
         ids.config.levels,
