@@ -21,9 +21,15 @@ pub(crate) struct Paths<'a> {
     pub force: bool,
 }
 
-pub(crate) fn train(cfg: RunConfig, ds: &Dataset, p: Paths<'_>, device: tch::Device) -> Result<()> {
+pub(crate) fn train(
+    cfg: RunConfig,
+    ds: &Dataset,
+    p: Paths<'_>,
+    until: Option<usize>,
+    device: tch::Device,
+) -> Result<()> {
     if Generative::is_checkpoint(p.out) && !p.force {
-        bail!("{} holds a generative run already: --force replaces it", p.out.display());
+        bail!("{} holds a generative run already: --resume continues it, --force replaces it", p.out.display());
     }
     let content = text_content(p.data, p.features, ds).context("reading the text embeddings for semantic IDs")?;
     let fit = Instant::now();
@@ -54,6 +60,18 @@ pub(crate) fn train(cfg: RunConfig, ds: &Dataset, p: Paths<'_>, device: tch::Dev
             level.residual
         );
     }
+    fit_and_report(&mut g, ds, &p, until)
+}
+
+/// `m6rec train --resume` of a paused generative run in `p.out`.
+pub(crate) fn resume(ds: &Dataset, p: Paths<'_>, until: Option<usize>, device: tch::Device) -> Result<()> {
+    let mut g = Generative::resume(p.out, device).with_context(|| format!("resuming {}", p.out.display()))?;
+    let done = g.history.last().map_or(0, |e| e.epoch);
+    println!("resuming {} after epoch {done}", p.out.display());
+    fit_and_report(&mut g, ds, &p, until)
+}
+
+fn fit_and_report(g: &mut Generative, ds: &Dataset, p: &Paths<'_>, until: Option<usize>) -> Result<()> {
     let split = g.config().split(&ds.interactions, ds.n_users(), ds.n_items());
     let t = g.config().train.clone();
     let bar = ProgressBar::new(0);
@@ -64,7 +82,7 @@ pub(crate) fn train(cfg: RunConfig, ds: &Dataset, p: Paths<'_>, device: tch::Dev
     );
     plain(&bar, "train", "steps");
     let started = Instant::now();
-    let res = g.fit(&split, Some(p.out), &mut |ev| match ev {
+    let res = g.fit_until(&split, Some(p.out), until, &mut |ev| match ev {
         Progress::Step { epoch, done, total, loss } => {
             if bar.length() == Some(0) {
                 bar.set_length((t.epochs * total) as u64);

@@ -212,15 +212,20 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         (cfg, _) => cfg,
     };
     let out = a.out.clone().unwrap_or_else(|| m6rec_train::default_run_dir(&ds.name));
-    if let Some(mut cfg) = cfg.clone().filter(|c| c.generative.is_some()) {
-        if a.resume || launch.is_some() || a.init_from.is_some() || a.until_epoch.is_some() {
-            bail!("--resume, --init-from, --until-epoch and data-parallel training are not supported for [generative] runs yet");
+    let generative_resume = a.resume && m6rec_train::generative::Generative::is_checkpoint(&out);
+    if generative_resume || cfg.as_ref().is_some_and(|c| c.generative.is_some()) {
+        if launch.is_some() || a.init_from.is_some() {
+            bail!("--init-from and data-parallel training are not supported for [generative] runs yet");
         }
-        check_new_out(a, &out, false)?;
-        apply_train_flags(a, &mut cfg)?;
         let paths =
             crate::generative::Paths { data: &a.data, features: a.features.as_deref(), out: &out, force: a.force };
-        return crate::generative::train(cfg, &ds, paths, device);
+        if generative_resume {
+            return crate::generative::resume(&ds, paths, a.until_epoch, device);
+        }
+        let mut cfg = cfg.clone().context("a generative run needs its config")?;
+        check_new_out(a, &out, false)?;
+        apply_train_flags(a, &mut cfg)?;
+        return crate::generative::train(cfg, &ds, paths, a.until_epoch, device);
     }
     if !a.resume {
         check_new_out(a, &out, true)?;

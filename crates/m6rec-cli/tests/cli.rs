@@ -218,9 +218,27 @@ fn generative_runs_fit_semantic_ids_train_and_evaluate() {
     let err = fails(&m6rec(&["train", "--data", p(&ds), "--config", p(&cfg), "--out", p(&ck)]));
     assert!(err.contains("m6rec features") && err.contains("text"), "{err}");
     ok(&m6rec(&["features", p(&ds), "--text-model", p(&m6rec_testkit::text_model())]));
-    let out = ok(&m6rec(&["train", "--data", p(&ds), "--config", p(&cfg), "--out", p(&ck), "--device", "cpu"]));
-    assert!(out.contains("semantic IDs for") && out.contains("perplexity"), "{out}");
+    // Paused after epoch 2, then resumed: epoch 3 runs in the second process.
+    let out = ok(&m6rec(&[
+        "train",
+        "--data",
+        p(&ds),
+        "--config",
+        p(&cfg),
+        "--out",
+        p(&ck),
+        "--device",
+        "cpu",
+        "--until-epoch",
+        "2",
+    ]));
+    assert!(out.contains("semantic IDs (residual k-means) for") && out.contains("perplexity"), "{out}");
+    assert!(out.contains("epoch   2") && !out.contains("epoch   3") && out.contains("paused after epoch 2"), "{out}");
+    let out = ok(&m6rec(&["train", "--data", p(&ds), "--out", p(&ck), "--device", "cpu", "--resume"]));
+    assert!(out.contains("resuming") && out.contains("after epoch 2"), "{out}");
     assert!(out.contains("epoch   3") && out.contains("best validation NDCG@10"), "{out}");
+    let again = fails(&m6rec(&["train", "--data", p(&ds), "--out", p(&ck), "--resume"]));
+    assert!(again.contains("nothing to resume"), "{again}");
     let out = ok(&m6rec(&["eval", "--checkpoint", p(&ck), "--data", p(&ds), "--device", "cpu"]));
     assert!(out.contains("generative retrieval (beam 20") && out.contains("popularity"), "{out}");
     let out = ok(&m6rec(&["recommend", "--checkpoint", p(&ck), "--data", p(&ds), "--history", "i1,i2", "-k", "3"]));

@@ -1,5 +1,5 @@
 //! Generative retrieval over semantic IDs (`[generative]` of a run file): items get codes from their content
-//! ([`m6rec_semantic`]), a [`CodeRec`] reads each history as its items' codes and learns to generate the next item's
+//! ([`m6rec_semantic`]), a [`CodeRec`](m6rec_model::CodeRec) reads each history as its items' codes and learns to generate the next item's
 //! code, and recommendation is beam search constrained to the codes that exist.
 //!
 //! Evaluation stays full-ranking-equivalent: the beam's items, in beam order, are the ranking; every other item of
@@ -80,7 +80,36 @@ struct Saved {
     history: Vec<GenEpoch>,
     best_epoch: usize,
     stop_reason: Option<String>,
+    /// Where the loop stands (absent in checkpoints written before `--resume` existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    resume: Option<ResumePoint>,
 }
+
+/// Where a run's loop stands after an epoch: what `--resume` continues from. The current weights and the
+/// optimizer's state are in `resume.safetensors` (`var.*`, `opt.*`); `model.safetensors` holds the best weights.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ResumePoint {
+    /// Epochs done.
+    epoch: usize,
+    /// Optimizer steps done.
+    step: u64,
+    /// Epochs since the best validation.
+    bad: usize,
+    /// The best validation NDCG@10 so far.
+    best_ndcg: Option<f64>,
+    /// The shuffling generator's word position (decimal: a u128 does not fit a JSON number).
+    rng_pos: String,
+    /// Seconds of training before the pause (the time cap counts them).
+    elapsed: f64,
+    /// The run ended (early stop, epochs or time cap): nothing to resume.
+    finished: bool,
+}
+
+/// The best validation NDCG@10 so far and that epoch's weights.
+type Best = Option<(f64, Vec<(String, Tensor)>)>;
+
+/// The state file `--resume` reads besides the checkpoint.
+const RESUME_FILE: &str = "resume.safetensors";
 
 /// The content semantic IDs are fitted on: every item's text embedding from the feature cache (`features`, default
 /// `<data>.features`, built by `m6rec features --text-model`), `[n_items, dim]`, zero for items without text.
@@ -114,6 +143,8 @@ pub struct Generative {
     pub best_epoch: usize,
     /// Why training stopped.
     pub stop_reason: Option<String>,
+    /// Where a loaded run stands ([`Generative::fit_until`] continues from there).
+    resume: Option<ResumePoint>,
 }
 
 impl Generative {
@@ -128,7 +159,7 @@ impl Generative {
         m6rec_tensor::seed(run.train.seed);
         let ids = SemanticIds::fit(content, &gen.semantic_ids).map_err(semantic)?;
         let inner = GenerativeModel::new(&run.model, gen.clone(), ids, device)?;
-        Ok(Generative { run, gen, inner, history: Vec::new(), best_epoch: 0, stop_reason: None })
+        Ok(Generative { run, gen, inner, history: Vec::new(), best_epoch: 0, stop_reason: None, resume: None })
     }
 
     /// The codes.
@@ -171,6 +202,19 @@ impl Generative {
     /// Trains on `split` until `train.epochs`, early stopping (`train.patience`) or `train.max_seconds`; the best
     /// epoch's weights are kept and, with `out`, checkpointed after every epoch.
     pub fn fit(&mut self, split: &Split, out: Option<&Path>, progress: &mut dyn FnMut(Progress<'_>)) -> Result<()> {
+        self.fit_until(split, out, None, progress)
+    }
+
+    /// [`Generative::fit`], pausing after epoch `until` (the checkpoint then holds what [`Generative::resume`]
+    /// continues from). A model from [`Generative::resume`] continues where it stopped: the same batches, dropout
+    /// masks and optimizer state as a run that never stopped.
+    pub fn fit_until(
+        &mut self,
+        split: &Split,
+        out: Option<&Path>,
+        until: Option<usize>,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<()> {
         let t = self.run.train.clone();
         let spans = training_spans(split, self.inner.model().max_len(), t.windows);
         if spans.is_empty() {
@@ -189,13 +233,18 @@ impl Generative {
             step: 0,
             started: Instant::now(),
         };
-        // The validation sample: the same users every epoch.
+        // The validation sample: the same users every epoch (and after a resume).
         let mut valid_users: Vec<usize> = (0..split.n_users()).filter(|&u| split.valid(u).is_some()).collect();
         valid_users.shuffle(&mut run.rng);
         valid_users.truncate(self.gen.valid_users.max(1));
-        let mut best: Option<(f64, Vec<(String, Tensor)>)> = None;
-        let mut bad = 0;
-        for epoch in 1..=t.epochs {
+        let (first, mut best, mut bad) = match self.resume.take() {
+            None => (1, None, 0),
+            Some(point) => self.continue_from(&point, out, &mut run)?,
+        };
+        self.stop_reason = None;
+        for epoch in first..=t.epochs {
+            // Dropout masks from a generator seeded per epoch: a resumed run draws what an uninterrupted one would.
+            m6rec_tensor::seed(t.seed.wrapping_add(epoch as u64));
             let (mut record, cut) = self.train_epoch(split, &spans, &mut run, epoch, progress)?;
             let (ndcg, hr) = self.validate(split, &valid_users, t.filter_history)?;
             (record.valid_ndcg10, record.valid_hr10) = (ndcg, hr);
@@ -208,15 +257,20 @@ impl Generative {
             } else {
                 bad += 1;
             }
-            if let Some(dir) = out {
-                self.save_with(dir, best.as_ref().map(|(_, v)| v.as_slice()))?;
-            }
-            if cut {
-                break;
-            }
-            if bad >= t.patience.max(1) {
+            if bad >= t.patience.max(1) && !cut {
                 self.stop_reason = Some(format!("no better validation NDCG@10 for {bad} epochs"));
+            }
+            let finished = cut || self.stop_reason.is_some() || epoch == t.epochs;
+            if let Some(dir) = out {
+                let point = self.point(&run, epoch, bad, best.as_ref().map(|(b, _)| *b), finished);
+                self.save_with(dir, best.as_ref().map(|(_, v)| v.as_slice()), Some((&point, &run)))?;
+            }
+            if finished {
                 break;
+            }
+            if until == Some(epoch) {
+                self.stop_reason = Some(format!("paused after epoch {epoch} (--until-epoch); --resume continues"));
+                return Ok(());
             }
         }
         if self.stop_reason.is_none() {
@@ -226,9 +280,82 @@ impl Generative {
             restore_vars(self.inner.vs(), vars);
         }
         if let Some(dir) = out {
-            self.save_with(dir, None)?;
+            let epoch = self.history.last().map_or(0, |e| e.epoch);
+            let point = self.point(&run, epoch, bad, best.as_ref().map(|(b, _)| *b), true);
+            self.save_with(dir, None, Some((&point, &run)))?;
         }
         Ok(())
+    }
+
+    fn point(&self, run: &GenLoop, epoch: usize, bad: usize, best_ndcg: Option<f64>, finished: bool) -> ResumePoint {
+        ResumePoint {
+            epoch,
+            step: run.step,
+            bad,
+            best_ndcg,
+            rng_pos: run.rng.get_word_pos().to_string(),
+            elapsed: run.started.elapsed().as_secs_f64(),
+            finished,
+        }
+    }
+
+    /// Restores the loop of a paused run from `out`: the best weights (the model's now) are kept aside, the
+    /// current ones, the optimizer's state, the step, the generator and the clock come back. Returns the first
+    /// epoch to run, the best so far and the epochs since it.
+    fn continue_from(
+        &mut self,
+        point: &ResumePoint,
+        out: Option<&Path>,
+        run: &mut GenLoop,
+    ) -> Result<(usize, Best, usize)> {
+        let dir = out.ok_or_else(|| Error::InvalidInput("a resumed run needs its checkpoint directory".into()))?;
+        let bad_file = |reason: String| Error::Checkpoint { path: dir.to_path_buf(), reason };
+        if point.finished {
+            return Err(bad_file(format!(
+                "the run finished after epoch {} ({}): nothing to resume",
+                point.epoch,
+                self.stop_reason.as_deref().unwrap_or("ended")
+            )));
+        }
+        saved::verify_checksum(dir, RESUME_FILE)?;
+        let state =
+            Tensor::read_safetensors(dir.join(RESUME_FILE)).map_err(|e| bad_file(format!("{RESUME_FILE}: {e}")))?;
+        let best = point.best_ndcg.map(|b| (b, copy_vars(self.inner.vs())));
+        let part = |prefix: &str| -> Vec<(String, Tensor)> {
+            state
+                .iter()
+                .filter_map(|(n, t)| n.strip_prefix(prefix).map(|k| (k.to_string(), t.shallow_clone())))
+                .collect()
+        };
+        let vars = part("var.");
+        if vars.len() != self.inner.vs().variables().len() {
+            return Err(bad_file(format!(
+                "{RESUME_FILE} holds {} variables, the model {}",
+                vars.len(),
+                self.inner.vs().variables().len()
+            )));
+        }
+        restore_vars(self.inner.vs(), &vars);
+        run.opt.load_state(&part("opt.")).map_err(|e| bad_file(format!("{RESUME_FILE}: {e}")))?;
+        run.step = point.step;
+        run.rng.set_word_pos(point.rng_pos.parse::<u128>().map_err(|e| bad_file(format!("rng_pos: {e}")))?);
+        run.started = Instant::now()
+            .checked_sub(std::time::Duration::from_secs_f64(point.elapsed.max(0.0)))
+            .unwrap_or_else(Instant::now);
+        Ok((point.epoch + 1, best, point.bad))
+    }
+
+    /// A paused generative run from its checkpoint directory, ready for [`Generative::fit_until`] with the same
+    /// directory and split.
+    pub fn resume(dir: &Path, device: Device) -> Result<Generative> {
+        let g = Generative::load(dir, device)?;
+        if g.resume.is_none() {
+            return Err(Error::Checkpoint {
+                path: dir.to_path_buf(),
+                reason: "written before generative runs could resume: train it again".into(),
+            });
+        }
+        Ok(g)
     }
 
     /// One epoch over `spans` (cut short by `train.max_seconds`: then the second value is true). The record's
@@ -322,7 +449,12 @@ impl Generative {
         Ok((ndcg / n, hr / n))
     }
 
-    fn save_with(&self, dir: &Path, best: Option<&[(String, Tensor)]>) -> Result<()> {
+    fn save_with(
+        &self,
+        dir: &Path,
+        best: Option<&[(String, Tensor)]>,
+        loop_state: Option<(&ResumePoint, &GenLoop)>,
+    ) -> Result<()> {
         let saved = Saved {
             run: self.run.clone(),
             n_items: self.inner.n_trained(),
@@ -330,20 +462,33 @@ impl Generative {
             history: self.history.clone(),
             best_epoch: self.best_epoch,
             stop_reason: self.stop_reason.clone(),
+            resume: loop_state.map(|(p, _)| p.clone()),
         };
         m6rec_tensor::atomic::write_dir(dir, GENERATIVE_DIR, |tmp| -> Result<()> {
             let json = serde_json::to_vec_pretty(&saved)
                 .map_err(|e| Error::Checkpoint { path: dir.to_path_buf(), reason: e.to_string() })?;
             std::fs::write(tmp.join("generative.json"), json).map_err(crate::error::io(tmp))?;
             self.inner.write_files(tmp, best)?;
-            saved::write_checksums(tmp, &FILES)?;
+            let mut files = FILES.to_vec();
+            if let Some((point, run)) = loop_state.filter(|(p, _)| !p.finished) {
+                let _ = point;
+                let mut state: Vec<(String, Tensor)> =
+                    copy_vars(self.inner.vs()).into_iter().map(|(n, t)| (format!("var.{n}"), t)).collect();
+                state.extend(run.opt.state().into_iter().map(|(n, t)| (format!("opt.{n}"), t)));
+                Tensor::write_safetensors(&state, tmp.join(RESUME_FILE)).map_err(|e| Error::Checkpoint {
+                    path: dir.to_path_buf(),
+                    reason: format!("writing {RESUME_FILE}: {e}"),
+                })?;
+                files.push(RESUME_FILE);
+            }
+            saved::write_checksums(tmp, &files)?;
             Ok(())
         })
     }
 
     /// Writes the checkpoint directory (`generative.json`, `model.safetensors`, `semantic_ids.json`) atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        self.save_with(dir, None)
+        self.save_with(dir, None, None)
     }
 
     /// Whether `dir` holds a generative checkpoint.
@@ -365,6 +510,7 @@ impl Generative {
             history: saved.history,
             best_epoch: saved.best_epoch,
             stop_reason: saved.stop_reason,
+            resume: saved.resume,
         })
     }
 }
