@@ -263,3 +263,45 @@ impl GenerativeModel {
 pub fn output_rows(ids: &SemanticIds, reserve: usize) -> usize {
     1 + widths_with_reserve(ids, reserve).iter().sum::<usize>()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use m6rec_semantic::SemanticIdConfig;
+    use tch::Kind;
+
+    fn model(reserve: usize) -> (GenerativeModel, Tensor) {
+        let content = Tensor::arange(40, (Kind::Float, Device::Cpu)).view([20, 2]).sin();
+        let ids =
+            SemanticIds::fit(&content, &SemanticIdConfig { levels: 2, codes: 4, ..Default::default() }).expect("codes");
+        let cfg = SeqRecConfig { d_model: 8, n_heads: 2, max_len: 5, ..Default::default() };
+        let gen = GenerativeConfig { reserve, ..GenerativeConfig::default() };
+        (GenerativeModel::new(&cfg, gen, ids, Device::Cpu).expect("model"), content)
+    }
+
+    #[test]
+    fn new_items_past_the_reserve_change_nothing_and_stale_plans_are_refused() {
+        // Reserve 0: an item with an existing item's content needs a collision number the model cannot generate.
+        let (g, content) = model(0);
+        // Every collision number the catalog uses is generatable, none more.
+        assert_eq!(g.model().widths(), g.semantic_ids().widths());
+        // An item of the largest group: its content again needs the next collision number.
+        let last = g.semantic_ids().stats.max_collisions - 1;
+        let full = (0..20).find(|&i| g.semantic_ids().code(i).last() == Some(&(last as u16))).expect("a full group");
+        let err = g.plan_items(&content.narrow(0, full as i64, 1)).expect_err("past the reserve").to_string();
+        assert!(err.contains("reserve"), "{err}");
+        assert_eq!(g.n_items(), 20, "nothing was added");
+        // With room, the plan is checked, then committed once; a plan made before that commit is stale.
+        let (mut g, content) = model(2);
+        let first = g.plan_items(&content.narrow(0, 3, 1)).expect("plan");
+        let second = g.plan_items(&content.narrow(0, 4, 1)).expect("plan");
+        assert_eq!(g.n_items(), 20, "planning adds nothing");
+        assert!(g.commit(first));
+        assert_eq!(g.n_items(), 21);
+        assert!(!g.commit(second), "planned on the catalog before the first commit");
+        assert_eq!(g.n_items(), 21);
+        // The new item is generatable: its code is in the model's vocabulary and beams can return it.
+        let beams = g.beams(&[&[0, 1]], 21).expect("beams");
+        assert!(beams[0].iter().any(|b| b.item == 20), "{:?}", beams[0]);
+    }
+}
