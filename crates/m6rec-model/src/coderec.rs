@@ -13,6 +13,32 @@ use tch::{Device, Kind, Tensor};
 /// Largest number of values one code position may take.
 pub const MAX_WIDTH: usize = 1 << 16;
 
+/// How the next item's code is generated from the history's state (`[generative] decoder`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CodeDecoder {
+    /// One residual MLP step per code position over the state plus the chosen tokens' embeddings (the default).
+    #[default]
+    Mlp,
+    /// A small causal Transformer over `[state, chosen tokens]`: each position attends to the state and every
+    /// token chosen before it (`decoder_layers` blocks shared by all code positions).
+    Transformer,
+}
+
+enum Decoder {
+    Mlp(Vec<(nn::LayerNorm, nn::Linear, nn::Linear)>),
+    Transformer { blocks: Vec<Block>, pos: nn::Embedding, ln: nn::LayerNorm },
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Decoder::Mlp(steps) => write!(f, "Mlp({} steps)", steps.len()),
+            Decoder::Transformer { blocks, .. } => write!(f, "Transformer({} blocks)", blocks.len()),
+        }
+    }
+}
+
 /// The generative retrieval model.
 ///
 /// Tokens: `0` is padding; value `c` at code position `l` is token `offset(l) + c` (`offset(0) = 1`, each position
@@ -26,7 +52,7 @@ pub struct CodeRec {
     pos_emb: nn::Embedding,
     blocks: Vec<Block>,
     ln_out: nn::LayerNorm,
-    dec: Vec<(nn::LayerNorm, nn::Linear, nn::Linear)>,
+    dec: Decoder,
     widths: Vec<i64>,
     offsets: Vec<i64>,
     cfg: SeqRecConfig,
@@ -36,7 +62,22 @@ impl CodeRec {
     /// Creates the variables under `vs` for codes whose position `l` takes `widths[l]` values; the model reads up to
     /// `cfg.max_len` items of history (`d_model`, `n_layers`, `n_heads`, `dropout` as for [`crate::SeqRec`]).
     pub fn init(vs: &nn::Path<'_>, cfg: &SeqRecConfig, widths: &[usize]) -> Result<CodeRec> {
+        CodeRec::init_with(vs, cfg, widths, CodeDecoder::Mlp, 1)
+    }
+
+    /// [`CodeRec::init`] with the decoder of choice (`layers` blocks for [`CodeDecoder::Transformer`]; variables
+    /// `dec_tf.{blocks.{i}, pos, ln}.*` instead of `dec.{l}.*`).
+    pub fn init_with(
+        vs: &nn::Path<'_>,
+        cfg: &SeqRecConfig,
+        widths: &[usize],
+        decoder: CodeDecoder,
+        layers: usize,
+    ) -> Result<CodeRec> {
         cfg.validate()?;
+        if !(1..=8).contains(&layers) {
+            return Err(Error::InvalidConfig { field: "decoder_layers", reason: format!("{layers}, must be 1 to 8") });
+        }
         let bad = |reason: String| Err(Error::InvalidConfig { field: "semantic_ids", reason });
         if widths.is_empty() || widths.len() > 16 {
             return bad(format!("codes of {} positions (1 to 16 supported)", widths.len()));
@@ -57,16 +98,30 @@ impl CodeRec {
             padding_idx: 0,
             ..Default::default()
         };
-        let dec = (0..widths.len())
-            .map(|l| {
-                let p = vs / "dec" / l;
-                (
-                    nn::layer_norm(&p / "ln", vec![d], Default::default()),
-                    nn::linear(&p / "in", d, 2 * d, Default::default()),
-                    nn::linear(&p / "out", 2 * d, d, Default::default()),
-                )
-            })
-            .collect();
+        let dec = match decoder {
+            CodeDecoder::Mlp => Decoder::Mlp(
+                (0..widths.len())
+                    .map(|l| {
+                        let p = vs / "dec" / l;
+                        (
+                            nn::layer_norm(&p / "ln", vec![d], Default::default()),
+                            nn::linear(&p / "in", d, 2 * d, Default::default()),
+                            nn::linear(&p / "out", 2 * d, d, Default::default()),
+                        )
+                    })
+                    .collect(),
+            ),
+            CodeDecoder::Transformer => {
+                let p = vs / "dec_tf";
+                Decoder::Transformer {
+                    blocks: (0..layers)
+                        .map(|i| Block::init(&(&p / "blocks" / i), d, cfg.n_heads, cfg.d_ff(), cfg.dropout))
+                        .collect(),
+                    pos: nn::embedding(&p / "pos", widths.len() as i64, d, emb),
+                    ln: nn::layer_norm(&p / "ln", vec![d], Default::default()),
+                }
+            }
+        };
         Ok(CodeRec {
             tok_emb: nn::embedding(vs / "tok_emb", next, d, emb),
             pos_emb: nn::embedding(vs / "pos_emb", cfg.max_len, d, emb),
@@ -137,14 +192,39 @@ impl CodeRec {
     /// The decoder's query for code position `level` from states `[r, d]` and the tokens already chosen, `prefix`
     /// `[r, level]`: `x + out(gelu(in(ln(x))))` with `x` the state plus the prefix tokens' embeddings.
     fn query(&self, states: &Tensor, prefix: &Tensor, level: usize, mode: Mode) -> Tensor {
+        let steps = match &self.dec {
+            Decoder::Mlp(steps) => steps,
+            Decoder::Transformer { .. } => return self.decode(states, prefix, mode).select(1, level as i64),
+        };
         let x = if prefix.size()[1] > 0 {
             states + self.tok_emb.forward(prefix).sum_dim_intlist(1, false, Kind::Float)
         } else {
             states.shallow_clone()
         };
-        let (ln, w_in, w_out) = &self.dec[level];
+        let (ln, w_in, w_out) = &steps[level];
         let h = ln.forward(&x).apply(w_in).gelu("none").dropout(self.cfg.dropout, mode.is_train()).apply(w_out);
         x + h
+    }
+
+    /// The Transformer decoder's output at every position of `[state, prefix tokens]`: `[r, prefix + 1, d]`;
+    /// position `l` is the query for code position `l`.
+    fn decode(&self, states: &Tensor, prefix: &Tensor, mode: Mode) -> Tensor {
+        let Decoder::Transformer { blocks, pos, ln } = &self.dec else {
+            return states.unsqueeze(1);
+        };
+        let d = self.cfg.d_model as f64;
+        let mut parts = vec![states.unsqueeze(1)];
+        if prefix.size()[1] > 0 {
+            parts.push(self.tok_emb.forward(prefix) * d.sqrt());
+        }
+        let xs = Tensor::cat(&parts, 1);
+        let (n, device) = (xs.size()[1], xs.device());
+        let mut xs = xs + pos.forward(&Tensor::arange(n, (Kind::Int64, device))).unsqueeze(0);
+        let allowed = mask::causal(n, device);
+        for block in blocks {
+            xs = block.forward(&xs, &allowed, mode);
+        }
+        ln.forward(&xs)
     }
 
     fn logits(&self, states: &Tensor, prefix: &Tensor, level: usize, mode: Mode) -> Tensor {
@@ -174,9 +254,18 @@ impl CodeRec {
         let states = states.reshape([-1, d]).index_select(0, &keep);
         let targets = targets.index_select(0, &keep);
         let mut total = Tensor::zeros([], (Kind::Float, states.device()));
+        // The Transformer decoder reads every position in one causal pass (teacher forcing).
+        let decoded = matches!(self.dec, Decoder::Transformer { .. })
+            .then(|| self.decode(&states, &targets.narrow(1, 0, c - 1), mode));
         for level in 0..self.code_len() {
             let lvl = level as i64;
-            let logits = self.logits(&states, &targets.narrow(1, 0, lvl), level, mode);
+            let logits = match &decoded {
+                Some(q) => {
+                    let (o, w) = (self.offsets[level], self.widths[level]);
+                    q.select(1, lvl).matmul(&self.tok_emb.ws.narrow(0, o, w).tr())
+                }
+                None => self.logits(&states, &targets.narrow(1, 0, lvl), level, mode),
+            };
             let y = targets.select(1, lvl) - self.offsets[level];
             total += logits.cross_entropy_for_logits(&y);
         }
@@ -239,5 +328,37 @@ mod tests {
         assert_eq!(m.log_probs(&s, &none, 0).argmax(-1, false).int64_value(&[0]), 3, "item 7's first value is 3");
         let first = Tensor::from_slice(&[m.token(0, 3).unwrap()]).view([1, 1]);
         assert_eq!(m.log_probs(&s, &first, 1).argmax(-1, false).int64_value(&[0]), 1, "and its second 1");
+    }
+
+    /// The Transformer decoder: the teacher-forced loss (one causal pass over all code positions) equals the
+    /// step-by-step log-probabilities beam search uses, and it learns a successor code.
+    #[test]
+    fn the_transformer_decoder_trains_in_one_pass_and_decodes_step_by_step_alike() {
+        m6rec_tensor::seed(2);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let cfg = SeqRecConfig { d_model: 32, n_heads: 2, max_len: 6, dropout: 0.0, ..Default::default() };
+        let m = CodeRec::init_with(&(vs.root() / "gen"), &cfg, &[4, 4, 2], CodeDecoder::Transformer, 2).unwrap();
+        let code = |i: u16| vec![i % 4, (i / 4) % 4, 0];
+        let batch = Tensor::cat(&(0..15u16).map(|i| rows(&m, &[code(i), code(i + 1)])).collect::<Vec<_>>(), 0);
+        // One pass against three incremental steps, on the untrained model.
+        let one_pass = m.loss(&batch, Mode::Eval).double_value(&[]);
+        let states = m.states(&batch.narrow(1, 0, 1), Mode::Eval).select(1, 0); // [15, d]
+        let targets = batch.select(1, 1); // [15, 3] tokens
+        let mut stepwise = 0.0;
+        for level in 0..3 {
+            let lp = m.log_probs(&states, &targets.narrow(1, 0, level as i64), level);
+            let y = (targets.select(1, level as i64) - m.offsets[level]).unsqueeze(1);
+            stepwise -= lp.gather(1, &y, false).mean(Kind::Float).double_value(&[]);
+        }
+        assert!((one_pass - stepwise / 3.0).abs() < 1e-5, "one pass {one_pass} vs step by step {}", stepwise / 3.0);
+        let mut opt = nn::Adam::default().build(&vs, 1e-2).unwrap();
+        for _ in 0..200 {
+            let loss = m.loss(&batch, Mode::Train);
+            opt.zero_grad();
+            loss.backward();
+            opt.step();
+        }
+        let loss = m.loss(&batch, Mode::Eval).double_value(&[]);
+        assert!(loss < 0.05, "loss {loss}");
     }
 }

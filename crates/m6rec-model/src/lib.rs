@@ -30,7 +30,7 @@ mod config;
 mod error;
 mod model;
 
-pub use coderec::CodeRec;
+pub use coderec::{CodeDecoder, CodeRec};
 pub use config::{LossConfig, SeqRecConfig, TaskConfig};
 pub use error::{Error, Result};
 pub use m6rec_tensor::mask::Attention;

@@ -20,6 +20,13 @@ pub struct GenerativeConfig {
     /// Users validated after each epoch (a seeded sample). Default 1000.
     #[serde(default = "d::valid_users")]
     pub valid_users: usize,
+    /// How the next item's code is generated: `mlp` (a residual MLP step per code position, the default) or
+    /// `transformer` (a causal Transformer over the state and the tokens chosen so far).
+    #[serde(default)]
+    pub decoder: m6rec_model::CodeDecoder,
+    /// Blocks of the `transformer` decoder. Default 2.
+    #[serde(default = "d::decoder_layers")]
+    pub decoder_layers: usize,
 }
 
 mod d {
@@ -32,6 +39,9 @@ mod d {
     pub fn valid_users() -> usize {
         1000
     }
+    pub fn decoder_layers() -> usize {
+        2
+    }
 }
 
 impl Default for GenerativeConfig {
@@ -41,6 +51,8 @@ impl Default for GenerativeConfig {
             beam: d::beam(),
             reserve: d::reserve(),
             valid_users: d::valid_users(),
+            decoder: m6rec_model::CodeDecoder::Mlp,
+            decoder_layers: d::decoder_layers(),
         }
     }
 }
@@ -51,6 +63,9 @@ impl GenerativeConfig {
         self.semantic_ids.validate().map_err(|e| e.to_string())?;
         if !(1..=1000).contains(&self.beam) {
             return Err(format!("generative.beam is {}, must be 1 to 1000", self.beam));
+        }
+        if !(1..=8).contains(&self.decoder_layers) {
+            return Err(format!("generative.decoder_layers is {}, must be 1 to 8", self.decoder_layers));
         }
         if self.reserve > 4096 {
             return Err(format!("generative.reserve is {}, at most 4096", self.reserve));

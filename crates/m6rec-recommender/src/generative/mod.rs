@@ -74,7 +74,8 @@ impl GenerativeModel {
     pub fn new(model: &SeqRecConfig, gen: GenerativeConfig, ids: SemanticIds, device: Device) -> Result<Self> {
         gen.validate().map_err(Error::InvalidConfig)?;
         let vs = nn::VarStore::new(device);
-        let model = CodeRec::init(&(vs.root() / "gen"), model, &widths_with_reserve(&ids, gen.reserve))?;
+        let widths = widths_with_reserve(&ids, gen.reserve);
+        let model = CodeRec::init_with(&(vs.root() / "gen"), model, &widths, gen.decoder, gen.decoder_layers)?;
         let trie = ids.trie();
         let n_trained = ids.len();
         Ok(GenerativeModel { gen, ids, trie, vs, model, n_trained })
@@ -100,7 +101,8 @@ impl GenerativeModel {
             return Err(bad(format!("semantic_ids.json has {} items, the model {}", ids.len(), view.n_items)));
         }
         let mut vs = nn::VarStore::new(device);
-        let model = CodeRec::init(&(vs.root() / "gen"), &view.run.model, &view.widths)?;
+        let model =
+            CodeRec::init_with(&(vs.root() / "gen"), &view.run.model, &view.widths, gen.decoder, gen.decoder_layers)?;
         if let Some(c) = ids.codes().find(|c| model.tokens_of(c).is_none()) {
             return Err(bad(format!("a code {c:?} of semantic_ids.json is outside the model's vocabulary")));
         }
