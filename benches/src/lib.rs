@@ -19,3 +19,12 @@ pub fn walk_sequences(n_items: usize, n_users: usize, seed: u64) -> Vec<Vec<u32>
         })
         .collect()
 }
+
+/// This process's resident memory in MiB (`VmRSS` of `/proc/self/status`; 0 where there is none).
+pub fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_string))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+        .map_or(0.0, |kib| kib / 1024.0)
+}

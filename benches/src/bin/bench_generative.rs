@@ -10,6 +10,7 @@
 //! Usage: bench-generative [--sizes 1000,10000,100000] [--beams 10,20] [--requests 200] [--threads 2] [--json PATH]
 
 use anyhow::{Context, Result};
+use m6rec_benches::rss_mib;
 use m6rec_model::SeqRecConfig;
 use m6rec_recommender::generative::{output_rows, GenerativeConfig, GenerativeModel};
 use m6rec_semantic::{SemanticIdConfig, SemanticIds};
@@ -26,14 +27,6 @@ fn list(args: &[String], name: &str, default: &str) -> Result<Vec<usize>> {
         .split(',')
         .map(|s| s.trim().parse::<usize>().with_context(|| format!("{name}: {s:?} is not a number")))
         .collect()
-}
-
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_string))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
-        .map_or(0.0, |kib| kib / 1024.0)
 }
 
 /// `[n, 384]` unit vectors around 500 centres.

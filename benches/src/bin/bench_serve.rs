@@ -17,6 +17,7 @@
 //!        [--json PATH]
 
 use anyhow::{bail, Context, Result};
+use m6rec_benches::rss_mib;
 use m6rec_data::{Dataset, Interactions, Item};
 use m6rec_serve::{Limits, ModelSource, ServeConfig, Service};
 use m6rec_train::checkpoint::DatasetFingerprint;
@@ -76,14 +77,6 @@ fn cluster_item_embeddings(ckpt: &Path, n: usize) -> Result<()> {
     }
     tch::Tensor::write_safetensors(&vars, &path)?;
     Ok(())
-}
-
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_string))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
-        .map_or(0.0, |kib| kib / 1024.0)
 }
 
 /// wrk script: one POST per call, paced by `delay`, results as one JSON line.

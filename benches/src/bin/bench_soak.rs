@@ -10,6 +10,7 @@
 //!        [--json PATH]
 
 use anyhow::{Context, Result};
+use m6rec_benches::rss_mib;
 use m6rec_data::{Dataset, Interactions, Item};
 use m6rec_serve::{Limits, ModelSource, ServeConfig, Service};
 use m6rec_train::checkpoint::DatasetFingerprint;
@@ -22,14 +23,6 @@ use std::time::{Duration, Instant};
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_string))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
-        .map_or(0.0, |kib| kib / 1024.0)
 }
 
 fn dataset(n: usize, users: usize) -> Dataset {

@@ -291,6 +291,18 @@ mod tests {
         (vs, m)
     }
 
+    /// 200 Adam steps on `batch`; the loss after them.
+    fn fit(vs: &nn::VarStore, m: &CodeRec, batch: &Tensor) -> f64 {
+        let mut opt = nn::Adam::default().build(vs, 1e-2).unwrap();
+        for _ in 0..200 {
+            let loss = m.loss(batch, Mode::Train);
+            opt.zero_grad();
+            loss.backward();
+            opt.step();
+        }
+        m.loss(batch, Mode::Eval).double_value(&[])
+    }
+
     fn rows(m: &CodeRec, codes: &[Vec<u16>]) -> Tensor {
         let flat: Vec<i64> = codes.iter().flat_map(|c| m.tokens_of(c).unwrap()).collect();
         Tensor::from_slice(&flat).view([1, codes.len() as i64, m.code_len() as i64])
@@ -313,15 +325,8 @@ mod tests {
         let (sa, sb) = (m.states(&a, Mode::Eval), m.states(&b, Mode::Eval));
         assert!((sa.narrow(1, 0, 2) - sb.narrow(1, 0, 2)).abs().max().double_value(&[]) < 1e-6);
         // The next item is always i + 1: learn it from 2-item sequences.
-        let mut opt = nn::Adam::default().build(&vs, 1e-2).unwrap();
         let batch = Tensor::cat(&(0..15u16).map(|i| rows(&m, &[code(i), code(i + 1)])).collect::<Vec<_>>(), 0);
-        for _ in 0..200 {
-            let loss = m.loss(&batch, Mode::Train);
-            opt.zero_grad();
-            loss.backward();
-            opt.step();
-        }
-        let loss = m.loss(&batch, Mode::Eval).double_value(&[]);
+        let loss = fit(&vs, &m, &batch);
         assert!(loss < 0.05, "loss {loss}");
         let s = m.states(&rows(&m, &[code(6)]), Mode::Eval).select(1, -1);
         let none = Tensor::zeros([1, 0], (Kind::Int64, Device::Cpu));
@@ -351,14 +356,7 @@ mod tests {
             stepwise -= lp.gather(1, &y, false).mean(Kind::Float).double_value(&[]);
         }
         assert!((one_pass - stepwise / 3.0).abs() < 1e-5, "one pass {one_pass} vs step by step {}", stepwise / 3.0);
-        let mut opt = nn::Adam::default().build(&vs, 1e-2).unwrap();
-        for _ in 0..200 {
-            let loss = m.loss(&batch, Mode::Train);
-            opt.zero_grad();
-            loss.backward();
-            opt.step();
-        }
-        let loss = m.loss(&batch, Mode::Eval).double_value(&[]);
+        let loss = fit(&vs, &m, &batch);
         assert!(loss < 0.05, "loss {loss}");
     }
 }
