@@ -3,12 +3,7 @@
 # (docs/configs/movielens-generative.toml with max_seconds = SECS, default 120). Imports and feature caches are
 # made in OUT when missing (as measure_tasks.sh / measure_gen.sh make them).
 set -u
-M=${M6REC:-target/release/m6rec}
-OUT=${OUT:-/tmp/tasks}; mkdir -p $OUT
-cd "$(dirname "$0")/../.."
-[ -d $OUT/ml ] || $M import movielens ../shared/data/ml-100k --out $OUT/ml >/dev/null
-[ -d $OUT/sci ] || $M import unisrec ../shared/data/amazon-scientific --out $OUT/sci >/dev/null
-[ -d $OUT/toys ] || $M import seqtext ../shared/data/amazon-toys/Toys_and_Games.txt --out $OUT/toys >/dev/null
+source "$(dirname "$0")/datasets.sh"
 for ds in ${DATASETS:-toys sci ml}; do
   [ -d $OUT/$ds.features ] || $M features $OUT/$ds --text-model .m6rec/models/all-MiniLM-L6-v2 > $OUT/$ds.features.log 2>&1
   for codes in kmeans rqvae; do

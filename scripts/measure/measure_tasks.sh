@@ -1,12 +1,7 @@
 #!/bin/bash
 # Side-by-side: next_item / masked_item / masked+next / prefix_lm, same model and time budget, per dataset.
 set -u
-M=${M6REC:-target/release/m6rec}
-OUT=${OUT:-/tmp/tasks}; mkdir -p $OUT
-cd "$(dirname "$0")/../.."
-[ -d $OUT/ml ] || $M import movielens ../shared/data/ml-100k --out $OUT/ml >/dev/null
-[ -d $OUT/sci ] || $M import unisrec ../shared/data/amazon-scientific --out $OUT/sci >/dev/null
-[ -d $OUT/toys ] || $M import seqtext ../shared/data/amazon-toys/Toys_and_Games.txt --out $OUT/toys >/dev/null
+source "$(dirname "$0")/datasets.sh"
 SECS=${SECS:-120}
 for ds in ml sci toys; do
   for task in next_item masked_item masked_mix prefix_lm; do
