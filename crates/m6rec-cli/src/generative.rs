@@ -34,6 +34,9 @@ pub(crate) fn train(
     let content = text_content(p.data, p.features, ds).context("reading the text embeddings for semantic IDs")?;
     let fit = Instant::now();
     let mut g = Generative::init(cfg, &content, device).context("fitting semantic IDs")?;
+    if let Ok(data) = std::fs::canonicalize(p.data) {
+        g.set_data_path(&data);
+    }
     let ids = g.semantic_ids();
     let s = &ids.stats;
     println!(

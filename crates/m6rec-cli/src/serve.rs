@@ -98,10 +98,14 @@ pub fn serve(a: &ServeArgs) -> Result<()> {
     let device = m6rec_tensor::device::parse(&a.device)?;
     let data = match &a.data {
         Some(d) => d.clone(),
-        None if m6rec_train::generative::Generative::is_checkpoint(&a.checkpoint) => anyhow::bail!(
-            "checkpoint {} is generative (semantic IDs) and does not record its dataset's path; give --data DIR",
-            a.checkpoint.display()
-        ),
+        None if m6rec_train::generative::Generative::is_checkpoint(&a.checkpoint) => {
+            m6rec_train::generative::Generative::data_path(&a.checkpoint).ok_or_else(|| {
+                anyhow!(
+                    "generative checkpoint {} does not record its dataset's path; give --data DIR",
+                    a.checkpoint.display()
+                )
+            })?
+        }
         None => m6rec_train::checkpoint::load_config(&a.checkpoint)
             .with_context(|| format!("loading checkpoint {}", a.checkpoint.display()))?
             .dataset

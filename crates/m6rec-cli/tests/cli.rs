@@ -239,6 +239,14 @@ fn generative_runs_fit_semantic_ids_train_and_evaluate() {
     assert!(out.contains("epoch   3") && out.contains("best validation NDCG@10"), "{out}");
     let again = fails(&m6rec(&["train", "--data", p(&ds), "--out", p(&ck), "--resume"]));
     assert!(again.contains("nothing to resume"), "{again}");
+    // The dataset's path is recorded (what `m6rec serve` opens without --data), and kept through the resume.
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(ck.join("generative.json")).unwrap()).unwrap();
+    assert_eq!(
+        saved["data"].as_str().map(std::path::PathBuf::from),
+        std::fs::canonicalize(&ds).ok(),
+        "{}",
+        saved["data"]
+    );
     let out = ok(&m6rec(&["eval", "--checkpoint", p(&ck), "--data", p(&ds), "--device", "cpu"]));
     assert!(out.contains("generative retrieval (beam 20") && out.contains("popularity"), "{out}");
     let out = ok(&m6rec(&["recommend", "--checkpoint", p(&ck), "--data", p(&ds), "--history", "i1,i2", "-k", "3"]));

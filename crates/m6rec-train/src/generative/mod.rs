@@ -83,6 +83,9 @@ struct Saved {
     /// Where the loop stands (absent in checkpoints written before `--resume` existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     resume: Option<ResumePoint>,
+    /// The dataset directory it was trained on, when known (what `m6rec serve` opens without `--data`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    data: Option<std::path::PathBuf>,
 }
 
 /// Where a run's loop stands after an epoch: what `--resume` continues from. The current weights and the
@@ -145,6 +148,8 @@ pub struct Generative {
     pub stop_reason: Option<String>,
     /// Where a loaded run stands ([`Generative::fit_until`] continues from there).
     resume: Option<ResumePoint>,
+    /// The dataset directory, recorded in the checkpoint ([`Generative::set_data_path`]).
+    data: Option<std::path::PathBuf>,
 }
 
 impl Generative {
@@ -159,7 +164,16 @@ impl Generative {
         m6rec_tensor::seed(run.train.seed);
         let ids = SemanticIds::fit(content, &gen.semantic_ids).map_err(semantic)?;
         let inner = GenerativeModel::new(&run.model, gen.clone(), ids, device)?;
-        Ok(Generative { run, gen, inner, history: Vec::new(), best_epoch: 0, stop_reason: None, resume: None })
+        Ok(Generative {
+            run,
+            gen,
+            inner,
+            history: Vec::new(),
+            best_epoch: 0,
+            stop_reason: None,
+            resume: None,
+            data: None,
+        })
     }
 
     /// The codes.
@@ -463,6 +477,7 @@ impl Generative {
             best_epoch: self.best_epoch,
             stop_reason: self.stop_reason.clone(),
             resume: loop_state.map(|(p, _)| p.clone()),
+            data: self.data.clone(),
         };
         m6rec_tensor::atomic::write_dir(dir, GENERATIVE_DIR, |tmp| -> Result<()> {
             let json = serde_json::to_vec_pretty(&saved)
@@ -491,6 +506,17 @@ impl Generative {
         self.save_with(dir, None, None)
     }
 
+    /// Records the dataset directory in the checkpoints this model writes (`m6rec train` gives its `--data`).
+    pub fn set_data_path(&mut self, data: &Path) {
+        self.data = Some(data.to_path_buf());
+    }
+
+    /// The dataset directory the checkpoint in `dir` records, if any.
+    pub fn data_path(dir: &Path) -> Option<std::path::PathBuf> {
+        let text = std::fs::read(dir.join("generative.json")).ok()?;
+        serde_json::from_slice::<Saved>(&text).ok()?.data
+    }
+
     /// Whether `dir` holds a generative checkpoint.
     pub fn is_checkpoint(dir: &Path) -> bool {
         GenerativeModel::is_checkpoint(dir)
@@ -511,6 +537,7 @@ impl Generative {
             best_epoch: saved.best_epoch,
             stop_reason: saved.stop_reason,
             resume: saved.resume,
+            data: saved.data,
         })
     }
 }
