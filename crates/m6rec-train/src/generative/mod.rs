@@ -138,7 +138,6 @@ pub fn text_content(data: &Path, features: Option<&Path>, ds: &m6rec_data::Datas
 #[derive(Debug)]
 pub struct Generative {
     run: RunConfig,
-    gen: GenerativeConfig,
     inner: GenerativeModel,
     /// Epochs so far.
     pub history: Vec<GenEpoch>,
@@ -163,17 +162,8 @@ impl Generative {
         gen.validate().map_err(|reason| Error::Config { path: "[generative]".into(), reason })?;
         m6rec_tensor::seed(run.train.seed);
         let ids = SemanticIds::fit(content, &gen.semantic_ids).map_err(semantic)?;
-        let inner = GenerativeModel::new(&run.model, gen.clone(), ids, device)?;
-        Ok(Generative {
-            run,
-            gen,
-            inner,
-            history: Vec::new(),
-            best_epoch: 0,
-            stop_reason: None,
-            resume: None,
-            data: None,
-        })
+        let inner = GenerativeModel::new(&run.model, gen, ids, device)?;
+        Ok(Generative { run, inner, history: Vec::new(), best_epoch: 0, stop_reason: None, resume: None, data: None })
     }
 
     /// The codes.
@@ -210,7 +200,7 @@ impl Generative {
 
     /// A [`Scorer`] over the catalog: the beam's items score their beam log-probability, every other item `-inf`.
     pub fn scorer(&self) -> GenerativeScorer<'_> {
-        GenerativeScorer { gen: self, beam: self.gen.beam }
+        GenerativeScorer { gen: self, beam: self.inner.config().beam }
     }
 
     /// Trains on `split` until `train.epochs`, early stopping (`train.patience`) or `train.max_seconds`; the best
@@ -250,7 +240,7 @@ impl Generative {
         // The validation sample: the same users every epoch (and after a resume).
         let mut valid_users: Vec<usize> = (0..split.n_users()).filter(|&u| split.valid(u).is_some()).collect();
         valid_users.shuffle(&mut run.rng);
-        valid_users.truncate(self.gen.valid_users.max(1));
+        valid_users.truncate(self.inner.config().valid_users.max(1));
         let (first, mut best, mut bad) = match self.resume.take() {
             None => (1, None, 0),
             Some(point) => self.continue_from(&point, out, &mut run)?,
@@ -450,7 +440,7 @@ impl Generative {
         let (mut ndcg, mut hr) = (0.0, 0.0);
         for chunk in targets.chunks(128) {
             let histories: Vec<&[u32]> = chunk.iter().map(|t| t.history).collect();
-            let beams = self.beams(&histories, self.gen.beam)?;
+            let beams = self.beams(&histories, self.inner.config().beam)?;
             for (t, b) in chunk.iter().zip(&beams) {
                 let ranked = b.iter().map(|b| b.item).filter(|i| !filter_history || !t.history.contains(i));
                 if let Some(r) = ranked.take(10).position(|i| i == t.item) {
@@ -485,8 +475,7 @@ impl Generative {
             std::fs::write(tmp.join("generative.json"), json).map_err(crate::error::io(tmp))?;
             self.inner.write_files(tmp, best)?;
             let mut files = FILES.to_vec();
-            if let Some((point, run)) = loop_state.filter(|(p, _)| !p.finished) {
-                let _ = point;
+            if let Some((_, run)) = loop_state.filter(|(p, _)| !p.finished) {
                 let mut state: Vec<(String, Tensor)> =
                     copy_vars(self.inner.vs()).into_iter().map(|(n, t)| (format!("var.{n}"), t)).collect();
                 state.extend(run.opt.state().into_iter().map(|(n, t)| (format!("opt.{n}"), t)));
@@ -531,7 +520,6 @@ impl Generative {
         let saved: Saved = serde_json::from_slice(&text).map_err(|e| bad(format!("generative.json: {e}")))?;
         Ok(Generative {
             run: saved.run,
-            gen: inner.config().clone(),
             inner,
             history: saved.history,
             best_epoch: saved.best_epoch,
